@@ -1,0 +1,41 @@
+# The two commands: `make run` and `make test`. Both bootstrap what they need.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+SANDBOX_VENV := .venv-sandbox
+APP_PY := $(VENV)/bin/python
+PORT ?= 8000
+
+.PHONY: run test lint format deps sandbox clean
+
+run: deps sandbox
+	DEBUG=$${DEBUG:-true} $(APP_PY) manage.py migrate --noinput
+	DEBUG=$${DEBUG:-true} $(APP_PY) manage.py ensure_dev_admin
+	DEBUG=$${DEBUG:-true} $(APP_PY) manage.py runparseq --port $(PORT)
+
+test: deps sandbox lint
+	$(APP_PY) manage.py test tests --noinput
+
+lint: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: deps
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+deps: $(VENV)/.installed
+sandbox: $(SANDBOX_VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(APP_PY) || $(PYTHON) -m venv $(VENV)
+	$(APP_PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+# The interpreter that runs parser scripts: only the libraries scripts may import.
+$(SANDBOX_VENV)/.installed: sandbox-image/requirements.txt
+	test -x $(SANDBOX_VENV)/bin/python || $(PYTHON) -m venv $(SANDBOX_VENV)
+	$(SANDBOX_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r sandbox-image/requirements.txt
+	touch $@
+
+clean:
+	rm -rf $(VENV) $(SANDBOX_VENV)

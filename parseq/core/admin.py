@@ -1,0 +1,122 @@
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+
+from parseq.core import selectors, services
+from parseq.core.models import Parser, Run
+
+
+class ParserForm(forms.ModelForm):
+    class Meta:
+        model = Parser
+        fields = ["name", "description", "script", "enabled", "scheduled_time", "repeat_after", "timeout"]
+
+    def clean_script(self):
+        script = self.cleaned_data["script"]
+        if script and "script" in self.changed_data:
+            services.check_script(uploaded_file=script)
+        return script
+
+
+@admin.register(Parser)
+class ParserAdmin(admin.ModelAdmin):
+    form = ParserForm
+    list_display = ["name", "enabled", "scheduled_time", "repeat_after", "last_run_status", "last_run_time"]
+    list_filter = ["enabled"]
+    search_fields = ["name", "description"]
+    actions = ["run_now"]
+    change_form_template = "admin/core/parser/change_form.html"
+
+    def get_queryset(self, request):
+        return selectors.parsers_with_last_run()
+
+    @admin.display(description="last run", ordering="last_run_status")
+    def last_run_status(self, parser):
+        return parser.last_run_status or "-"
+
+    @admin.display(description="last run time", ordering="last_run_time")
+    def last_run_time(self, parser):
+        return parser.last_run_time
+
+    @admin.action(description="Run now")
+    def run_now(self, request, queryset):
+        for parser in queryset:
+            run = services.enqueue_run(parser=parser, trigger=Run.Trigger.MANUAL)
+            self.message_user(request, format_html("{}: run {} enqueued.", parser.name, _run_link(run)))
+
+    def get_urls(self):
+        run_url = path("<int:parser_id>/run/", self.admin_site.admin_view(self.run_now_view), name="core_parser_run")
+        return [run_url, *super().get_urls()]
+
+    def run_now_view(self, request, parser_id):
+        if request.method != "POST" or not self.has_change_permission(request):
+            return HttpResponseRedirect(reverse("admin:core_parser_change", args=[parser_id]))
+        parser = get_object_or_404(Parser, pk=parser_id)
+        run = services.enqueue_run(parser=parser, trigger=Run.Trigger.MANUAL)
+        self.message_user(request, format_html("Run {} enqueued.", _run_link(run)), messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:core_run_change", args=[run.run_id]))
+
+
+def _run_link(run):
+    return format_html('<a href="{}">{}</a>', reverse("admin:core_run_change", args=[run.run_id]), run.run_id)
+
+
+@admin.register(Run)
+class RunAdmin(admin.ModelAdmin):
+    list_display = ["run_id", "parser", "status", "created_time", "duration_display", "trigger"]
+    list_filter = ["status", "parser", "trigger"]
+    list_select_related = ["parser"]
+    date_hierarchy = "created_time"
+    fields = [
+        "run_id",
+        "parser",
+        "status",
+        "trigger",
+        "created_time",
+        "started_time",
+        "finished_time",
+        "duration_display",
+        "result_files",
+        "error_display",
+        "log_display",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="duration")
+    def duration_display(self, run):
+        return f"{run.duration.total_seconds():.1f} s" if run.duration else "-"
+
+    @admin.display(description="files")
+    def result_files(self, run):
+        if run.status == Run.Status.ERROR:
+            return format_html('<a href="{}">error.txt</a>', reverse("download", args=[run.run_id, "error.txt"]))
+        if not run.files:
+            return "-"
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join(
+                "",
+                '<li><a href="{}">{}</a> ({} bytes, {})</li>',
+                (
+                    (reverse("download", args=[run.run_id, f["name"]]), f["name"], f["size"], f["content_type"])
+                    for f in run.files
+                ),
+            ),
+        )
+
+    @admin.display(description="error")
+    def error_display(self, run):
+        return format_html("<pre>{}</pre>", run.error) if run.error else "-"
+
+    @admin.display(description="log")
+    def log_display(self, run):
+        return format_html('<pre style="max-height: 40em; overflow: auto">{}</pre>', run.log) if run.log else "-"

@@ -1,0 +1,32 @@
+import os
+
+import dramatiq
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from parseq.core import services
+
+
+class Command(BaseCommand):
+    help = "Serve web and worker in one process: the all-in-one mode of `make run`."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
+
+    def handle(self, *, host, port, **options):
+        import parseq.core.tasks  # noqa: F401 - declares the actor and its queue on the broker
+
+        worker = dramatiq.Worker(dramatiq.get_broker(), worker_threads=settings.INPROCESS_WORKER_THREADS)
+        worker.start()
+        try:
+            if not settings.BROKER_URL:
+                resent = services.resend_enqueued_runs()
+                if resent:
+                    self.stdout.write(f"Sent again {resent} run(s) left enqueued by the last in-memory broker.")
+            broker = "RabbitMQ" if settings.BROKER_URL else "the in-memory broker"
+            self.stdout.write(f"Parseq at http://{host}:{port}/admin/ with a worker on {broker}.")
+            call_command("runserver", f"{host}:{port}", use_reloader=False, use_threading=True, insecure_serving=True)
+        finally:
+            worker.stop()

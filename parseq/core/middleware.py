@@ -1,0 +1,40 @@
+"""Dramatiq middleware of Parseq's workers."""
+
+import logging
+import threading
+
+from django import db
+from dramatiq.middleware import Middleware
+
+logger = logging.getLogger(__name__)
+
+
+class LostRunReaper(Middleware):
+    """Every worker process ends, now and then, the runs whose worker died before finishing them."""
+
+    def __init__(self):
+        self.stopping = threading.Event()
+
+    def after_worker_boot(self, broker, worker):
+        self.stopping.clear()
+        threading.Thread(target=self.reap_until_stopped, name="parseq-reaper", daemon=True).start()
+
+    def before_worker_shutdown(self, broker, worker):
+        self.stopping.set()
+
+    def reap_until_stopped(self):
+        from django.conf import settings
+
+        from parseq.core.services import fail_lost_runs
+
+        while True:
+            try:
+                count = fail_lost_runs()
+                if count:
+                    logger.warning("ended %d lost run(s) in error", count)
+            except Exception:  # the reaper must outlive a database hiccup
+                logger.exception("could not end lost runs")
+            finally:
+                db.connections.close_all()
+            if self.stopping.wait(settings.REAPER_INTERVAL):
+                return

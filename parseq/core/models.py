@@ -1,0 +1,94 @@
+import uuid
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+
+
+def default_timeout():
+    return settings.RUN_TIMEOUT
+
+
+def validate_timeout(seconds):
+    if not 1 <= seconds <= settings.MAX_RUN_TIMEOUT:
+        raise ValidationError(f"The timeout must be between 1 and {settings.MAX_RUN_TIMEOUT} seconds.")
+
+
+def script_upload_path(parser, filename):
+    return f"scripts/{uuid.uuid4().hex}/{filename}"
+
+
+class Parser(models.Model):
+    """A user's parser script and when it runs on its own."""
+
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    script = models.FileField(upload_to=script_upload_path, help_text="A .py file that defines parse().")
+    enabled = models.BooleanField(default=True, help_text="Automatic runs on or off; Run now works either way.")
+    scheduled_time = models.DateTimeField(null=True, blank=True, help_text="The first automatic run.")
+    repeat_after = models.DurationField(
+        null=True, blank=True, help_text="Interval between automatic runs, as HH:MM:SS; empty runs once."
+    )
+    timeout = models.PositiveIntegerField(
+        default=default_timeout,
+        validators=[validate_timeout],
+        help_text="Seconds a run may take before it is killed.",
+    )
+    created_time = models.DateTimeField(auto_now_add=True)
+    updated_time = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Run(models.Model):
+    """One execution of a parser, from enqueueing to its files or its error."""
+
+    class Status(models.TextChoices):
+        ENQUEUED = "enqueued"
+        RUNNING = "running"
+        COMPLETED = "completed"
+        ERROR = "error"
+
+    class Trigger(models.TextChoices):
+        MANUAL = "manual"
+        SCHEDULE = "schedule"
+        API = "api"
+
+    run_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    parser = models.ForeignKey(Parser, on_delete=models.CASCADE, related_name="runs")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENQUEUED, db_index=True)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.MANUAL)
+    created_time = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_time = models.DateTimeField(auto_now=True)
+    started_time = models.DateTimeField(null=True, blank=True)
+    finished_time = models.DateTimeField(null=True, blank=True)
+    # A `running` run past this moment has lost its worker.
+    deadline = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    log = models.TextField(blank=True)
+    # [{"name": ..., "size": ..., "content_type": ...}], in the order the script returned them.
+    files = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-created_time"]
+        indexes = [models.Index(fields=["parser", "-created_time"])]
+
+    def __str__(self):
+        return str(self.run_id)
+
+    @property
+    def duration(self):
+        if self.started_time and self.finished_time:
+            return self.finished_time - self.started_time
+        return None
+
+    @property
+    def is_finished(self):
+        return self.status in (self.Status.COMPLETED, self.Status.ERROR)
+
+    def file_entry(self, name):
+        return next((entry for entry in self.files if entry["name"] == name), None)

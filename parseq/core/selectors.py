@@ -1,0 +1,46 @@
+"""Read-only questions about Parseq's state."""
+
+import pika
+from django.conf import settings
+from django.db import connection
+from django.db.models import OuterRef, Subquery
+
+from parseq.core.models import Parser, Run
+
+
+def parsers_with_last_run():
+    """Parsers annotated with the status and creation time of their newest run."""
+    newest = Run.objects.filter(parser=OuterRef("pk")).order_by("-created_time")
+    return Parser.objects.annotate(
+        last_run_status=Subquery(newest.values("status")[:1]),
+        last_run_time=Subquery(newest.values("created_time")[:1]),
+    )
+
+
+def health():
+    """(healthy, {component: "ok" or the reason it is not})."""
+    checks = {"database": _database_health(), "broker": _broker_health()}
+    return all(value == "ok" for value in checks.values()), checks
+
+
+def _database_health():
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as error:  # noqa: BLE001 - any failure is a reason to report
+        return f"unreachable: {error}".strip()
+    return "ok"
+
+
+def _broker_health():
+    if not settings.BROKER_URL:
+        return "ok"
+    parameters = pika.URLParameters(settings.BROKER_URL)
+    parameters.socket_timeout = 3
+    parameters.connection_attempts = 1
+    parameters.blocked_connection_timeout = 3
+    try:
+        pika.BlockingConnection(parameters).close()
+    except Exception as error:  # noqa: BLE001 - any failure is a reason to report
+        return f"unreachable: {type(error).__name__} {error}".strip()
+    return "ok"

@@ -1,0 +1,164 @@
+"""What Parseq does: every entry point (admin, API, scheduler, worker, CLI) calls these."""
+
+import logging
+import mimetypes
+import os
+import shutil
+import tempfile
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import connection, transaction
+from django.utils import timezone
+
+import runner
+from parseq.core.models import Run
+from parseq.core.validation import validate_script
+
+logger = logging.getLogger(__name__)
+ERROR_FILENAME = "error.txt"
+LOST_RUN_ERROR = "worker lost: the run did not finish by its deadline (its worker stopped or was killed)"
+
+
+def check_script(*, uploaded_file):
+    """Raise ValidationError listing every way the uploaded script breaks the contract."""
+    uploaded_file.seek(0)
+    content = uploaded_file.read(256 * 1024 + 1)
+    uploaded_file.seek(0)
+    problems = validate_script(filename=os.path.basename(uploaded_file.name), content=content)
+    if problems:
+        raise ValidationError([str(problem) for problem in problems])
+
+
+def enqueue_run(*, parser, trigger):
+    """Create a run and send it to the workers once the transaction commits."""
+    run = Run.objects.create(parser=parser, trigger=trigger, status=Run.Status.ENQUEUED)
+    transaction.on_commit(lambda: send_run(run_id=run.run_id))
+    return run
+
+
+def send_run(*, run_id):
+    """Hand a run to the broker; a run that cannot be sent ends in error rather than waiting forever."""
+    from parseq.core.tasks import execute_run
+
+    try:
+        execute_run.send(str(run_id))
+    except Exception as error:  # any broker failure must reach the run, not the caller
+        logger.exception("could not enqueue run %s", run_id)
+        _finish(
+            run_id=run_id,
+            expected=Run.Status.ENQUEUED,
+            status=Run.Status.ERROR,
+            error=f"could not enqueue the run: the broker did not accept it ({error})",
+        )
+
+
+def execute_run(*, run_id):
+    """The worker's job: claim the run, run its script in the sandbox, store the outcome.
+
+    A run that is not `enqueued` (a duplicate delivery, or one already handled) is
+    left alone. No database connection is held while the sandbox runs.
+    """
+    run = claim_run(run_id=run_id)
+    if run is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="parseq-worker-") as tempdir:
+        try:
+            script_path = _copy_script(run.parser, tempdir)
+        except OSError as error:
+            return _fail_running(run_id=run_id, error=f"cannot read the script: {error}")
+        out_dir = os.path.join(tempdir, "out")
+        os.mkdir(out_dir)
+        limits = runner.Limits(wall_time=run.parser.timeout, log_bytes=settings.LOG_LIMIT)
+        if not connection.in_atomic_block:
+            connection.close()
+        outcome = runner.run_script(
+            script_path,
+            out_dir,
+            python=settings.SANDBOX_PYTHON,
+            backend=settings.SANDBOX_BACKEND,
+            limits=limits,
+            timezone=settings.TIME_ZONE,
+        )
+        return _record_outcome(run_id=run_id, outcome=outcome, out_dir=out_dir)
+
+
+def claim_run(*, run_id):
+    """Move a run from enqueued to running; None when another delivery got there first."""
+    now = timezone.now()
+    run = Run.objects.select_related("parser").filter(pk=run_id).first()
+    if run is None:
+        logger.warning("run %s does not exist; message dropped", run_id)
+        return None
+    claimed = Run.objects.filter(pk=run_id, status=Run.Status.ENQUEUED).update(
+        status=Run.Status.RUNNING,
+        started_time=now,
+        deadline=now + timedelta(seconds=run.parser.timeout + settings.RUN_GRACE),
+        updated_time=now,
+    )
+    return run if claimed else None
+
+
+def _copy_script(parser, tempdir):
+    path = os.path.join(tempdir, os.path.basename(parser.script.name) or "script.py")
+    with parser.script.storage.open(parser.script.name, "rb") as source, open(path, "wb") as target:
+        shutil.copyfileobj(source, target)
+    return path
+
+
+def _record_outcome(*, run_id, outcome, out_dir):
+    if not outcome.ok:
+        return _fail_running(run_id=run_id, error=outcome.error, log=outcome.log)
+    try:
+        files = [_store_result_file(run_id=run_id, out_dir=out_dir, result_file=f) for f in outcome.files]
+    except Exception as error:  # a storage failure fails this run only
+        logger.exception("could not store the files of run %s", run_id)
+        return _fail_running(run_id=run_id, error=f"could not store the result files: {error}", log=outcome.log)
+    status = Run.Status.COMPLETED
+    return _finish(run_id=run_id, expected=Run.Status.RUNNING, status=status, log=outcome.log, files=files)
+
+
+def _fail_running(*, run_id, error, log=""):
+    return _finish(run_id=run_id, expected=Run.Status.RUNNING, status=Run.Status.ERROR, error=error, log=log)
+
+
+def _store_result_file(*, run_id, out_dir, result_file):
+    path = result_path(run_id=run_id, filename=result_file.name)
+    with open(os.path.join(out_dir, result_file.name), "rb") as content:
+        default_storage.save(path, File(content, name=result_file.name))
+    content_type = mimetypes.guess_type(result_file.name)[0] or "application/octet-stream"
+    return {"name": result_file.name, "size": result_file.size, "content_type": content_type}
+
+
+def result_path(*, run_id, filename):
+    return f"{run_id}/{filename}"
+
+
+def _finish(*, run_id, expected, status, error="", log="", files=()):
+    """End a run that is still in the `expected` status; False if something else ended it first."""
+    now = timezone.now()
+    finished = Run.objects.filter(pk=run_id, status=expected).update(
+        status=status, error=error, log=log, files=list(files), finished_time=now, updated_time=now, deadline=None
+    )
+    if not finished:
+        logger.warning("run %s was no longer %s; its outcome (%s) was dropped", run_id, expected, status)
+    return bool(finished)
+
+
+def fail_lost_runs(*, now=None):
+    """End in error every run still `running` past its deadline. Returns how many."""
+    now = now or timezone.now()
+    return Run.objects.filter(status=Run.Status.RUNNING, deadline__lt=now).update(
+        status=Run.Status.ERROR, error=LOST_RUN_ERROR, finished_time=now, updated_time=now, deadline=None
+    )
+
+
+def resend_enqueued_runs():
+    """Send again every `enqueued` run: an in-memory broker loses its queue when the process stops."""
+    run_ids = list(Run.objects.filter(status=Run.Status.ENQUEUED).values_list("run_id", flat=True))
+    for run_id in run_ids:
+        send_run(run_id=run_id)
+    return len(run_ids)

@@ -1,0 +1,110 @@
+"""Checks a parser script against the script contract before it is accepted.
+
+Every entry point (admin, API, CLI) uploads through `validate_script`, so a
+script is refused the same way everywhere, with the line and the reason.
+"""
+
+import ast
+import functools
+import re
+import sys
+from dataclasses import dataclass
+
+from django.conf import settings
+
+MAX_SCRIPT_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int | None
+    reason: str
+
+    def __str__(self):
+        return f"line {self.line}: {self.reason}" if self.line else self.reason
+
+
+def validate_script(*, filename, content):
+    """Return the problems of a script (empty when it is acceptable)."""
+    if not filename.endswith(".py"):
+        return [Problem(None, f"the script must be a .py file, not {filename!r}")]
+    if len(content) > MAX_SCRIPT_BYTES:
+        return [Problem(None, f"the script is {len(content)} bytes; the limit is {MAX_SCRIPT_BYTES} bytes (256 KiB)")]
+    try:
+        source = content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = content[: error.start].count(b"\n") + 1
+        return [Problem(line, "the script is not valid UTF-8 text")]
+    try:
+        tree = ast.parse(source, filename=filename)
+    except SyntaxError as error:
+        return [Problem(error.lineno, f"syntax error: {error.msg}")]
+    except ValueError as error:  # source with NUL bytes
+        return [Problem(None, f"the script cannot be compiled: {error}")]
+    return check_parse_function(tree) + check_imports(tree)
+
+
+def check_parse_function(tree):
+    functions = [
+        node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "parse"
+    ]
+    if not functions:
+        return [Problem(None, "the script must define a top-level function parse()")]
+    parse = functions[-1]
+    if isinstance(parse, ast.AsyncFunctionDef):
+        return [Problem(parse.lineno, "parse() must be a plain function, not async")]
+    arguments = parse.args
+    positional = arguments.posonlyargs + arguments.args
+    required = [arg.arg for arg in positional[: len(positional) - len(arguments.defaults)]]
+    keyword_only = zip(arguments.kwonlyargs, arguments.kw_defaults, strict=True)
+    required += [arg.arg for arg, default in keyword_only if default is None]
+    if required:
+        return [Problem(parse.lineno, f"parse() must take no required arguments, but requires {', '.join(required)}")]
+    return []
+
+
+def check_imports(tree):
+    problems = []
+    allowed = allowed_modules()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                problems.append(Problem(node.lineno, "relative imports are not allowed: a script is a single file"))
+                continue
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            top = name.split(".")[0]
+            if top not in allowed:
+                libraries = ", ".join(sorted(sandbox_modules()))
+                reason = f"module {top!r} is not allowed: use the standard library or {libraries}"
+                problems.append(Problem(node.lineno, reason))
+    return sorted(problems, key=lambda problem: problem.line)
+
+
+def allowed_modules():
+    return sys.stdlib_module_names | sandbox_modules()
+
+
+@functools.cache
+def sandbox_modules():
+    """Top-level modules of the libraries in sandbox-image/requirements.txt."""
+    return frozenset(modules_of_requirements(settings.SANDBOX_REQUIREMENTS.read_text(encoding="utf-8")))
+
+
+def modules_of_requirements(text):
+    modules = set()
+    for raw_line in text.splitlines():
+        requirement, _, comment = raw_line.partition("#")
+        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+        if not match:
+            continue
+        declared = re.match(r"\s*import:\s*(.+)", comment)
+        if declared:
+            modules.update(name.strip() for name in declared.group(1).split(",") if name.strip())
+        else:
+            modules.add(match.group(1).lower().replace("-", "_").replace(".", "_"))
+    return modules

@@ -1,0 +1,66 @@
+"""Parseq's sandbox runner: runs one parser script in a fresh, short-lived process.
+
+It imports nothing from Django, so the worker, the CLI (`python -m runner`) and
+the tests use it alike. See README: Isolation.
+"""
+
+import os
+import shutil
+import tempfile
+import time
+
+from runner.names import filename_problem
+from runner.outcome import (
+    COMPLETED,
+    LIMIT_EXCEEDED,
+    PROTOCOL_ERROR,
+    SANDBOX_ERROR,
+    SCRIPT_ERROR,
+    TIMEOUT,
+    Limits,
+    Outcome,
+    ResultFile,
+)
+from runner.subprocess_backend import SubprocessBackend
+
+BACKENDS = {"subprocess": SubprocessBackend}
+
+__all__ = [
+    "BACKENDS",
+    "COMPLETED",
+    "LIMIT_EXCEEDED",
+    "PROTOCOL_ERROR",
+    "SANDBOX_ERROR",
+    "SCRIPT_ERROR",
+    "TIMEOUT",
+    "Limits",
+    "Outcome",
+    "ResultFile",
+    "filename_problem",
+    "run_script",
+]
+
+
+def run_script(script_path, out_dir, *, python, backend="subprocess", limits=None, timezone="UTC"):
+    """Run the script at `script_path` in a sandbox; on success its files are in `out_dir`.
+
+    The script gets a fresh working directory, which is also its HOME and TMPDIR,
+    and which is deleted when the run ends. Never raises for anything the script
+    does: every failure is an Outcome with a status and an error for the user.
+    """
+    limits = limits or Limits()
+    started = time.monotonic()
+    sandbox = BACKENDS[backend](python)
+    with tempfile.TemporaryDirectory(prefix="parseq-run-", ignore_cleanup_errors=True) as workdir:
+        script_copy = os.path.join(workdir, "script.py")
+        shutil.copyfile(script_path, script_copy)
+        outcome = sandbox.run(
+            script_path=script_copy,
+            display_name=os.path.basename(script_path),
+            workdir=workdir,
+            out_dir=out_dir,
+            limits=limits,
+            timezone=timezone,
+        )
+    outcome.duration = time.monotonic() - started
+    return outcome

@@ -1,0 +1,102 @@
+"""Runs inside the sandbox: load the script, call parse(), send the result to the parent.
+
+Invoked as `python -I -B bootstrap.py SCRIPT DISPLAY_NAME RESULT_FD LIFELINE_FD`.
+Only the standard library is used here, since this file runs in the sandbox's
+interpreter, which can import nothing of Parseq's.
+
+The result goes over RESULT_FD as JSON lines, one per file with base64 content,
+then {"kind": "done"}; a failure sends {"kind": "error", "message": ...}. The
+script's stdout and stderr are the run's log and never carry the result.
+When the parent dies, LIFELINE_FD reaches end-of-file and the whole process
+group is killed, so no part of the run outlives its worker.
+"""
+
+import base64
+import json
+import linecache
+import os
+import signal
+import sys
+import threading
+import traceback
+
+
+def main():
+    script_path, display_name, result_fd, lifeline_fd = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    os.set_inheritable(result_fd, False)
+    os.set_inheritable(lifeline_fd, False)
+    watch_parent(lifeline_fd)
+    sys.stdout.reconfigure(line_buffering=True)
+    sys.stderr.reconfigure(line_buffering=True)
+    with os.fdopen(result_fd, "w", encoding="utf-8") as channel:
+        try:
+            files = call_parse(script_path, display_name)
+        except ScriptFailure as failure:
+            send(channel, {"kind": "error", "message": str(failure)})
+        else:
+            for name, content in files.items():
+                send(channel, {"kind": "file", "name": name, "data": base64.b64encode(content).decode("ascii")})
+            send(channel, {"kind": "done"})
+
+
+class ScriptFailure(Exception):
+    """The script raised, or returned something that breaks the contract."""
+
+
+def call_parse(script_path, display_name):
+    with open(script_path, encoding="utf-8") as script:
+        source = script.read()
+    linecache.cache[display_name] = (len(source), None, source.splitlines(keepends=True), display_name)
+    namespace = {"__name__": "parser_script", "__file__": display_name, "__builtins__": __builtins__}
+    sys.argv = [display_name]
+    try:
+        exec(compile(source, display_name, "exec"), namespace)  # noqa: S102 - running the script is our job
+        parse = namespace.get("parse")
+        if not callable(parse):
+            raise ScriptFailure("the script defines no function parse()")
+        result = parse()
+    except ScriptFailure:
+        raise
+    except SystemExit as exit_:
+        raise ScriptFailure(f"the script called sys.exit({exit_.code!r}) instead of returning from parse()") from None
+    except BaseException as error:  # noqa: BLE001 - every failure of user code is reported, KeyboardInterrupt too
+        raise ScriptFailure(format_user_traceback(error)) from None
+    return checked_result(result)
+
+
+def checked_result(result):
+    if not isinstance(result, dict):
+        raise ScriptFailure(f"parse() must return a dict of {{filename: bytes}}, not {type(result).__name__}")
+    for name, content in result.items():
+        if not isinstance(name, str):
+            raise ScriptFailure(f"parse() returned a file name of type {type(name).__name__}; names must be str")
+        if not isinstance(content, (bytes, bytearray)):
+            hint = " (encode text first, e.g. text.encode())" if isinstance(content, str) else ""
+            raise ScriptFailure(f"parse() returned {type(content).__name__} for {name!r}; contents must be bytes{hint}")
+    return result
+
+
+def format_user_traceback(error):
+    """The traceback of the script's exception, without the frames of this bootstrap."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(error), error, tb)).rstrip("\n")
+
+
+def send(channel, message):
+    channel.write(json.dumps(message))
+    channel.write("\n")
+
+
+def watch_parent(lifeline_fd):
+    def kill_group_when_parent_dies():
+        while os.read(lifeline_fd, 1):
+            pass
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=kill_group_when_parent_dies, daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()

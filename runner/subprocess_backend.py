@@ -1,0 +1,209 @@
+"""Runs the bootstrap in a fresh interpreter, in its own session, and supervises it.
+
+The parent reads the child's log pipe and result pipe with one selector loop,
+enforces the wall-clock deadline and kills the child's whole process group when
+the run ends, however it ends.
+"""
+
+import contextlib
+import os
+import selectors
+import signal
+import subprocess
+import time
+
+from runner.outcome import (
+    COMPLETED,
+    LIMIT_EXCEEDED,
+    PROTOCOL_ERROR,
+    SANDBOX_ERROR,
+    SCRIPT_ERROR,
+    TIMEOUT,
+    Outcome,
+)
+from runner.protocol import LimitExceeded, ProtocolViolation, ResultReader, ScriptReportedError, format_size
+
+BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap.py")
+READ_SIZE = 64 * 1024
+# Once the child has exited, how long stragglers may keep its pipes open.
+DRAIN_SECONDS = 2.0
+
+
+class LogCollector:
+    """Keeps the first `limit` bytes of the script's output and counts the rest."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.kept = bytearray()
+        self.dropped = 0
+
+    def feed(self, chunk):
+        room = max(self.limit - len(self.kept), 0)
+        self.kept += chunk[:room]
+        self.dropped += max(len(chunk) - room, 0)
+
+    def text(self):
+        text = self.kept.decode("utf-8", errors="replace")
+        if self.dropped:
+            text += f"\n[log truncated: {self.dropped} more bytes dropped, the limit is {format_size(self.limit)}]\n"
+        return text
+
+
+class SubprocessBackend:
+    """A plain child process: a scrubbed environment, its own session, no isolation beyond that."""
+
+    name = "subprocess"
+
+    def __init__(self, python):
+        self.python = python
+
+    def command(self, script_path, display_name, result_fd, lifeline_fd):
+        return [self.python, "-I", "-B", BOOTSTRAP, script_path, display_name, str(result_fd), str(lifeline_fd)]
+
+    def environment(self, workdir, timezone):
+        return {
+            "PATH": f"{os.path.dirname(self.python)}:/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "TZ": timezone,
+            "HOME": workdir,
+            "TMPDIR": workdir,
+        }
+
+    def run(self, *, script_path, display_name, workdir, out_dir, limits, timezone):
+        if not os.access(self.python, os.X_OK):
+            missing = f"the sandbox interpreter {self.python} does not exist; run `make sandbox`"
+            return Outcome(SANDBOX_ERROR, error=missing)
+        log_r, log_w = os.pipe()
+        result_r, result_w = os.pipe()
+        lifeline_r, lifeline_w = os.pipe()
+        try:
+            process = subprocess.Popen(
+                self.command(script_path, display_name, result_w, lifeline_r),
+                stdin=subprocess.DEVNULL,
+                stdout=log_w,
+                stderr=log_w,
+                pass_fds=(result_w, lifeline_r),
+                cwd=workdir,
+                env=self.environment(workdir, timezone),
+                start_new_session=True,
+            )
+        except OSError as error:
+            for fd in (log_r, result_r, lifeline_w):
+                os.close(fd)
+            return Outcome(SANDBOX_ERROR, error=f"could not start the sandbox: {error}")
+        finally:
+            for fd in (log_w, result_w, lifeline_r):
+                os.close(fd)
+        try:
+            return Supervisor(process, log_r, result_r, out_dir, limits).supervise()
+        finally:
+            os.close(lifeline_w)
+
+
+class Supervisor:
+    """Follows one child until it exits or breaks a limit, then cleans up after it."""
+
+    def __init__(self, process, log_fd, result_fd, out_dir, limits):
+        self.process = process
+        self.limits = limits
+        self.log = LogCollector(limits.log_bytes)
+        self.result = ResultReader(out_dir, limits)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(log_fd, selectors.EVENT_READ, self.log.feed)
+        self.selector.register(result_fd, selectors.EVENT_READ, self.result.feed)
+        self.failure = None
+
+    def supervise(self):
+        deadline = time.monotonic() + self.limits.wall_time
+        try:
+            self.follow(deadline)
+        finally:
+            self.kill_group()
+            self.drain(time.monotonic() + DRAIN_SECONDS)
+            self.process.wait()
+            for key in list(self.selector.get_map().values()):
+                os.close(key.fd)
+            self.selector.close()
+        return self.outcome()
+
+    def follow(self, deadline):
+        pidfd = self.watch_exit()
+        try:
+            while not self.child_exited():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self.failure = (TIMEOUT, f"timed out after {self.limits.wall_time:g} s")
+                    return
+                if not self.read_ready(timeout=min(remaining, 1.0 if pidfd is not None else 0.05)):
+                    return
+        finally:
+            if pidfd is not None:
+                self.selector.unregister(pidfd)
+                os.close(pidfd)
+
+    def watch_exit(self):
+        """Wake the loop when the child exits, where the kernel offers pidfds."""
+        try:
+            pidfd = os.pidfd_open(self.process.pid)
+        except (AttributeError, OSError):
+            return None
+        self.selector.register(pidfd, selectors.EVENT_READ, None)
+        return pidfd
+
+    def child_exited(self):
+        # WNOWAIT leaves the child unreaped, so its process group id cannot be reused before kill_group().
+        return os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+    def read_ready(self, timeout):
+        """Read what is ready; False once a limit or the protocol is broken."""
+        for key, _ in self.selector.select(timeout=timeout):
+            if key.data is None:
+                continue
+            chunk = os.read(key.fd, READ_SIZE)
+            if not chunk:
+                self.selector.unregister(key.fd)
+                os.close(key.fd)
+                continue
+            if self.failure is not None and key.data is not self.log.feed:
+                continue
+            try:
+                key.data(chunk)
+            except ScriptReportedError as error:
+                self.failure = (SCRIPT_ERROR, str(error))
+            except LimitExceeded as error:
+                self.failure = (LIMIT_EXCEEDED, f"limit exceeded: {error}")
+            except ProtocolViolation as error:
+                self.failure = (PROTOCOL_ERROR, f"protocol violation: {error}")
+            except OSError as error:
+                self.failure = (SANDBOX_ERROR, f"could not store a result file: {error}")
+            if self.failure is not None:
+                return False
+        return True
+
+    def kill_group(self):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    def drain(self, deadline):
+        """Read what the child left in its pipes, in case it exited right after writing."""
+        while self.selector.get_map() and time.monotonic() < deadline:
+            self.read_ready(timeout=max(deadline - time.monotonic(), 0))
+
+    def outcome(self):
+        log = self.log.text()
+        status, error = self.failure or self.final_status()
+        if status != COMPLETED:
+            self.result.discard()
+            return Outcome(status, log=log, error=error)
+        return Outcome(COMPLETED, log=log, files=list(self.result.files))
+
+    def final_status(self):
+        try:
+            self.result.finish()
+        except ProtocolViolation as error:
+            return PROTOCOL_ERROR, f"protocol violation: {error}"
+        if self.result.done:
+            return COMPLETED, ""
+        code = self.process.returncode
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        return PROTOCOL_ERROR, f"the script's process {how} before parse() returned a result"
