@@ -13,7 +13,7 @@ run: deps sandbox
 	DEBUG=$${DEBUG:-true} $(APP_PY) manage.py runparseq --port $(PORT)
 
 test: deps sandbox lint
-	$(APP_PY) manage.py test tests --noinput
+	SECRET_KEY=$${SECRET_KEY:-parseq-test-only} LOG_LEVEL=$${LOG_LEVEL:-ERROR} $(APP_PY) manage.py test tests --noinput
 
 lint: deps
 	$(VENV)/bin/ruff check .

@@ -152,5 +152,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"pika": {"level": "WARNING"}},
+    # Broker failures are reported by Parseq itself (healthz, the run's error); pika's own traces are noise.
+    "loggers": {"pika": {"level": "CRITICAL"}},
 }

@@ -1,6 +1,12 @@
 import os
+import sys
 
 from django.core.wsgi import get_wsgi_application
 
+from parseq.env import ConfigurationError
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "parseq.settings")
-application = get_wsgi_application()
+try:
+    application = get_wsgi_application()
+except ConfigurationError as error:
+    sys.exit(f"Configuration error: {error}")

@@ -42,5 +42,5 @@ def _broker_health():
     try:
         pika.BlockingConnection(parameters).close()
     except Exception as error:  # noqa: BLE001 - any failure is a reason to report
-        return f"unreachable: {type(error).__name__} {error}".strip()
+        return f"unreachable at {parameters.host}:{parameters.port}: {type(error).__name__} {error}".strip()
     return "ok"

@@ -1,0 +1,221 @@
+"""The worker: runs go from enqueued to a final status through the broker and the sandbox."""
+
+import uuid
+from datetime import timedelta
+from unittest import mock
+
+import dramatiq
+from django.core.files.storage import default_storage
+from django.db import connection, transaction
+from django.test import TransactionTestCase
+from django.utils import timezone
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+import runner
+from parseq.core import services
+from parseq.core.models import Run
+from parseq.core.tasks import execute_run
+from tests.helpers import TemporaryMediaMixin, in_process_worker, make_parser, wait_until
+
+WORKING_SCRIPT = """
+    def parse():
+        print("fetched 2 rows")
+        return {"rows.csv": b"a,b\\n1,2\\n", "raw.bin": bytes(range(256))}
+"""
+FAILING_SCRIPT = """
+    def parse():
+        print("about to fail")
+        raise LookupError("no table on the page")
+"""
+
+
+def finished(run):
+    def check():
+        run.refresh_from_db()
+        return run.is_finished
+
+    return check
+
+
+class InMemoryBrokerTests(TemporaryMediaMixin, TransactionTestCase):
+    def test_a_run_through_the_in_memory_broker_completes_with_its_files_in_storage(self):
+        parser = make_parser(WORKING_SCRIPT)
+
+        with in_process_worker():
+            run = services.enqueue_run(parser=parser, trigger=Run.Trigger.MANUAL)
+            wait_until(finished(run), message="the run to finish")
+
+        self.assertEqual(run.status, Run.Status.COMPLETED, run.error)
+        self.assertEqual(run.log, "fetched 2 rows\n")
+        self.assertEqual(
+            run.files,
+            [
+                {"name": "rows.csv", "size": 8, "content_type": "text/csv"},
+                {"name": "raw.bin", "size": 256, "content_type": "application/octet-stream"},
+            ],
+        )
+        with default_storage.open(f"{run.run_id}/raw.bin", "rb") as stored:
+            self.assertEqual(stored.read(), bytes(range(256)))
+        self.assertLessEqual(run.created_time, run.started_time)
+        self.assertLessEqual(run.started_time, run.finished_time)
+        self.assertIsNone(run.deadline)
+
+    def test_a_failing_script_ends_in_error_with_its_traceback_and_log_and_the_worker_goes_on(self):
+        failing, working = make_parser(FAILING_SCRIPT, name="failing"), make_parser(WORKING_SCRIPT, name="working")
+
+        with in_process_worker(threads=1):
+            failed = services.enqueue_run(parser=failing, trigger=Run.Trigger.MANUAL)
+            completed = services.enqueue_run(parser=working, trigger=Run.Trigger.MANUAL)
+            wait_until(finished(failed), message="the failing run")
+            wait_until(finished(completed), message="the next run")
+
+        self.assertEqual(failed.status, Run.Status.ERROR)
+        self.assertIn("LookupError: no table on the page", failed.error)
+        self.assertIn('File "demo.py", line 3, in parse', failed.error)
+        self.assertEqual(failed.log, "about to fail\n")
+        self.assertEqual(failed.files, [])
+        self.assertEqual(completed.status, Run.Status.COMPLETED)
+
+    def test_a_timeout_ends_the_run_in_error_naming_the_limit(self):
+        parser = make_parser("import time\ndef parse():\n    time.sleep(30)\n", timeout=1)
+
+        with in_process_worker():
+            run = services.enqueue_run(parser=parser, trigger=Run.Trigger.MANUAL)
+            wait_until(finished(run), message="the run to time out")
+
+        self.assertEqual(run.status, Run.Status.ERROR)
+        self.assertEqual(run.error, "timed out after 1 s")
+
+    def test_runs_left_enqueued_by_a_stopped_in_memory_broker_are_sent_again(self):
+        parser = make_parser(WORKING_SCRIPT)
+        left_behind = [Run.objects.create(parser=parser) for _ in range(3)]
+
+        with in_process_worker():
+            self.assertEqual(services.resend_enqueued_runs(), 3)
+            for run in left_behind:
+                wait_until(finished(run), message="a resent run")
+
+        self.assertEqual({run.status for run in left_behind}, {Run.Status.COMPLETED})
+
+
+class EnqueueTests(TemporaryMediaMixin, TransactionTestCase):
+    def setUp(self):
+        self.broker = dramatiq.get_broker()
+        self.broker.flush_all()
+        self.parser = make_parser(WORKING_SCRIPT)
+
+    def queued_messages(self):
+        return self.broker.queues["runs"].qsize()
+
+    def test_a_run_is_sent_only_when_its_transaction_commits(self):
+        with transaction.atomic():
+            run = services.enqueue_run(parser=self.parser, trigger=Run.Trigger.MANUAL)
+            self.assertEqual(self.queued_messages(), 0)
+
+        self.assertEqual(self.queued_messages(), 1)
+        self.assertEqual(run.status, Run.Status.ENQUEUED)
+
+    def test_a_run_whose_transaction_rolls_back_is_never_sent(self):
+        with self.assertRaises(RuntimeError), transaction.atomic():
+            services.enqueue_run(parser=self.parser, trigger=Run.Trigger.MANUAL)
+            raise RuntimeError("rollback")
+
+        self.assertEqual(self.queued_messages(), 0)
+        self.assertFalse(Run.objects.exists())
+
+    def test_a_run_the_broker_refuses_ends_in_error_instead_of_waiting_forever(self):
+        unreachable = RabbitmqBroker(url="amqp://guest:guest@127.0.0.1:1/%2F?connection_attempts=1")
+        self.addCleanup(unreachable.close)
+
+        with mock.patch.object(execute_run, "broker", unreachable):
+            run = services.enqueue_run(parser=self.parser, trigger=Run.Trigger.MANUAL)
+
+        run.refresh_from_db()
+        self.assertEqual(run.status, Run.Status.ERROR)
+        self.assertIn("could not enqueue the run", run.error)
+
+
+class ExecuteRunTests(TemporaryMediaMixin, TransactionTestCase):
+    def test_a_duplicate_delivery_of_a_run_does_nothing(self):
+        run = Run.objects.create(parser=make_parser(WORKING_SCRIPT))
+        services.execute_run(run_id=run.run_id)
+        run.refresh_from_db()
+        first_finish = run.finished_time
+
+        self.assertIsNone(services.execute_run(run_id=run.run_id))
+
+        run.refresh_from_db()
+        self.assertEqual(run.status, Run.Status.COMPLETED)
+        self.assertEqual(run.finished_time, first_finish)
+
+    def test_a_message_for_an_unknown_run_is_dropped(self):
+        self.assertIsNone(services.execute_run(run_id=uuid.uuid4()))
+
+    def test_no_database_connection_is_held_while_the_sandbox_runs(self):
+        if connection.vendor == "sqlite" and connection.is_in_memory_db():
+            self.skipTest("Django never closes an in-memory SQLite database; this runs on PostgreSQL in CI")
+        run = Run.objects.create(parser=make_parser(WORKING_SCRIPT))
+        real_run_script = runner.run_script
+        seen = {}
+
+        def spy(*args, **kwargs):
+            seen["connection"] = connection.connection
+            return real_run_script(*args, **kwargs)
+
+        with mock.patch.object(runner, "run_script", spy):
+            services.execute_run(run_id=run.run_id)
+
+        self.assertIsNone(seen["connection"])
+        run.refresh_from_db()
+        self.assertEqual(run.status, Run.Status.COMPLETED)
+
+    def test_a_script_missing_from_storage_ends_the_run_in_error(self):
+        parser = make_parser(WORKING_SCRIPT)
+        default_storage.delete(parser.script.name)
+        run = Run.objects.create(parser=parser)
+
+        services.execute_run(run_id=run.run_id)
+
+        run.refresh_from_db()
+        self.assertEqual(run.status, Run.Status.ERROR)
+        self.assertIn("cannot read the script", run.error)
+
+
+class LostRunTests(TemporaryMediaMixin, TransactionTestCase):
+    def test_a_running_run_past_its_deadline_ends_in_error_as_worker_lost(self):
+        now = timezone.now()
+        parser = make_parser(WORKING_SCRIPT)
+        lost = Run.objects.create(parser=parser, status=Run.Status.RUNNING, started_time=now, deadline=now)
+        alive = Run.objects.create(
+            parser=parser, status=Run.Status.RUNNING, started_time=now, deadline=now + timedelta(minutes=5)
+        )
+
+        self.assertEqual(services.fail_lost_runs(now=now + timedelta(seconds=1)), 1)
+
+        lost.refresh_from_db()
+        alive.refresh_from_db()
+        self.assertEqual(lost.status, Run.Status.ERROR)
+        self.assertIn("worker lost", lost.error)
+        self.assertIsNotNone(lost.finished_time)
+        self.assertEqual(alive.status, Run.Status.RUNNING)
+
+    def test_a_claimed_run_gets_a_deadline_of_its_timeout_plus_the_grace(self):
+        run = Run.objects.create(parser=make_parser(WORKING_SCRIPT, timeout=42))
+
+        with self.settings(RUN_GRACE=7):
+            services.claim_run(run_id=run.run_id)
+
+        run.refresh_from_db()
+        self.assertEqual(run.status, Run.Status.RUNNING)
+        self.assertEqual(run.deadline - run.started_time, timedelta(seconds=49))
+
+    def test_the_reaper_in_a_worker_ends_lost_runs_on_its_own(self):
+        now = timezone.now()
+        lost = Run.objects.create(
+            parser=make_parser(WORKING_SCRIPT), status=Run.Status.RUNNING, started_time=now, deadline=now
+        )
+
+        with in_process_worker():
+            wait_until(finished(lost), message="the reaper")
+
+        self.assertIn("worker lost", lost.error)

@@ -1,0 +1,138 @@
+"""Shared test fixtures: scripts on disk, temporary media, the in-process worker, real services."""
+
+import os
+import shutil
+import socket
+import tempfile
+import textwrap
+import time
+import unittest
+from contextlib import contextmanager
+
+import dramatiq
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import connection
+from django.test import override_settings
+
+from parseq.core.models import Parser
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(condition, reason):
+    """Skip a test class when a real service is missing; in CI fail instead, since a skip would hide it."""
+    if condition:
+        return lambda test_class: test_class
+    if IN_CI:
+
+        def failing(test_class):
+            test_class.setUp = lambda self: self.fail(f"CI=true but this test {reason}")
+            return test_class
+
+        return failing
+    return unittest.skip(reason)
+
+
+def rabbitmq_url():
+    return os.environ.get("PARSEQ_TEST_BROKER_URL", "")
+
+
+def port_open(host, port):
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def requires_postgresql_and_rabbitmq(test_item):
+    vendor = connection.vendor
+    reason = None
+    if vendor != "postgresql":
+        reason = "needs PostgreSQL: set DATABASE_URL=postgres://postgres@127.0.0.1:5432/parseq"
+    elif not rabbitmq_url():
+        reason = "needs RabbitMQ: set PARSEQ_TEST_BROKER_URL=amqp://guest:guest@127.0.0.1:5672/%2F"
+    return require(reason is None, reason)(test_item)
+
+
+def script(source):
+    return textwrap.dedent(source).lstrip().encode("utf-8")
+
+
+def write_script(directory, source, name="parser.py"):
+    path = os.path.join(directory, name)
+    with open(path, "wb") as file:
+        file.write(script(source))
+    return path
+
+
+def make_parser(source, *, name="demo", filename="demo.py", **fields):
+    return Parser.objects.create(name=name, script=ContentFile(script(source), name=filename), **fields)
+
+
+class TemporaryMediaMixin:
+    """Each test class gets its own media directory, removed afterwards."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.media_dir = tempfile.mkdtemp(prefix="parseq-test-media-")
+        storages = {
+            **settings.STORAGES,
+            "default": {
+                "BACKEND": "django.core.files.storage.FileSystemStorage",
+                "OPTIONS": {"location": cls.media_dir},
+            },
+        }
+        cls._media_override = override_settings(STORAGES=storages, MEDIA_ROOT=cls.media_dir)
+        cls._media_override.enable()
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls._media_override.disable()
+        shutil.rmtree(cls.media_dir, ignore_errors=True)
+
+
+@contextmanager
+def in_process_worker(threads=2):
+    """A Dramatiq worker on the in-memory broker, as `runparseq` runs one."""
+    import parseq.core.tasks  # noqa: F401 - declares the actor
+
+    broker = dramatiq.get_broker()
+    broker.flush_all()
+    worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=threads)
+    worker.start()
+    try:
+        yield broker
+    finally:
+        worker.stop()
+        # A stopped worker leaves its middleware on the broker; the next one would add a second.
+        broker.middleware[:] = [m for m in broker.middleware if type(m).__name__ != "_WorkerMiddleware"]
+
+
+def wait_until(predicate, timeout=30, interval=0.05, message="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+def live_processes_with(marker):
+    """Pids of live (not zombie) processes whose command line contains `marker`."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as file:
+                cmdline = file.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as file:
+                state = file.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and state != "Z":
+            found.append(int(pid))
+    return found

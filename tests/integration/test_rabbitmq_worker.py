@@ -1,0 +1,278 @@
+"""Runs through real RabbitMQ to a real `manage.py rundramatiq` worker, as in production.
+
+The test process keeps its in-memory broker; it sends messages to RabbitMQ with a
+broker of its own, and shares the test database and the media directory with the
+worker it starts.
+"""
+
+import contextlib
+import functools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db import connection
+from django.test import Client, TransactionTestCase, override_settings
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+from parseq.core.models import Run
+from parseq.core.services import LOST_RUN_ERROR
+from parseq.core.tasks import execute_run
+from tests.helpers import live_processes_with, make_parser, rabbitmq_url, requires_postgresql_and_rabbitmq, wait_until
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+QUEUE = "runs"
+
+REPORT = b"report of the run\r\nwith \x00 and \xff bytes, not text\n"
+DATA = bytes(range(256)) * 10
+
+
+def database_url():
+    """The URL of the *test* database, which the worker must use too."""
+    db = connection.settings_dict
+    credentials = quote(db["USER"], safe="")
+    if db["PASSWORD"]:
+        credentials += ":" + quote(db["PASSWORD"], safe="")
+    return f"postgres://{credentials}@{db['HOST']}:{db['PORT']}/{quote(db['NAME'], safe='')}"
+
+
+def live_processes_in_group(pgid):
+    """Pids of live (not zombie) processes in process group `pgid`."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state != "Z":
+            found.append(int(pid))
+    return found
+
+
+def shows_worker_logs_on_failure(test_method):
+    """Print what the workers wrote when the test fails, since that is where the cause usually is."""
+
+    @functools.wraps(test_method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return test_method(self, *args, **kwargs)
+        except unittest.SkipTest:
+            raise
+        except Exception:
+            self.print_worker_logs()
+            raise
+
+    return wrapper
+
+
+class RealWorkerTestCase(TransactionTestCase):
+    """Each test gets its own var directory (the worker's media), an empty `runs` queue and its workers."""
+
+    def setUp(self):
+        super().setUp()
+        self.var_dir = tempfile.mkdtemp(prefix="parseq-test-var-")
+        self.addCleanup(shutil.rmtree, self.var_dir, ignore_errors=True)
+        # The worker stores files in <PARSEQ_VAR_DIR>/media; this process must read and write the same place.
+        self.media_dir = os.path.join(self.var_dir, "media")
+        os.mkdir(self.media_dir)
+        storages = {
+            **settings.STORAGES,
+            "default": {
+                "BACKEND": "django.core.files.storage.FileSystemStorage",
+                "OPTIONS": {"location": self.media_dir},
+            },
+        }
+        media_override = override_settings(STORAGES=storages, MEDIA_ROOT=self.media_dir)
+        media_override.enable()
+        self.addCleanup(media_override.disable)
+
+        self.broker = RabbitmqBroker(url=rabbitmq_url(), confirm_delivery=True)
+        self.addCleanup(self.broker.close)
+        self.broker.declare_queue(QUEUE, ensure=True)
+        self.broker.flush(QUEUE)  # messages left by earlier test runs would run against this database
+        self.workers = []
+        self.worker_logs = []
+
+    def start_worker(self):
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "PARSEQ_BROKER_URL": rabbitmq_url(),
+            "PARSEQ_VAR_DIR": self.var_dir,
+            "PARSEQ_RUN_GRACE": "1",
+            "PARSEQ_REAPER_INTERVAL": "1",
+            "DEBUG": "true",
+        }
+        log_path = os.path.join(self.var_dir, f"worker-{len(self.workers) + 1}.log")
+        with open(log_path, "wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", "4"],
+                cwd=REPOSITORY,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.workers.append(worker)
+        self.worker_logs.append(log_path)
+        self.addCleanup(self.kill_worker, worker)
+        return worker
+
+    def kill_worker(self, worker):
+        """SIGKILL the worker's whole process group (dramatiq's parent and its worker processes)."""
+        # Once the leader is reaped and its group empty, the id may be reused: then there is nothing left to kill.
+        if worker.returncode is None or live_processes_in_group(worker.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+        # The worker processes are not our children: wait until they are gone, database connections and all.
+        wait_until(lambda: not live_processes_in_group(worker.pid), timeout=10, message="the worker's processes")
+
+    def print_worker_logs(self):
+        for path in self.worker_logs:
+            with open(path, encoding="utf-8", errors="replace") as log:
+                print(f"\n===== {os.path.basename(path)} =====\n{log.read()}", file=sys.stderr)
+
+    def wait_for(self, predicate, *, timeout, message, worker=None):
+        """wait_until, failing at once if `worker` has exited instead of waiting for a timeout."""
+
+        def check():
+            if worker is not None and worker.poll() is not None:
+                raise AssertionError(f"the worker exited with code {worker.returncode} while waiting for {message}")
+            return predicate()
+
+        return wait_until(check, timeout=timeout, interval=0.1, message=message)
+
+    def enqueue(self, run):
+        self.broker.enqueue(execute_run.message(str(run.run_id)))
+
+    def ready_messages(self):
+        return self.broker.get_queue_message_counts(QUEUE)[0]
+
+
+@requires_postgresql_and_rabbitmq
+class ManyRunsTests(RealWorkerTestCase):
+    @shows_worker_logs_on_failure
+    def test_twenty_runs_enqueued_at_once_all_complete_with_their_files_downloadable(self):
+        # Given a worker and a parser returning a text file and a binary one
+        worker = self.start_worker()
+        parser = make_parser(
+            f"""
+            def parse():
+                return {{"report.txt": {REPORT!r}, "data.bin": bytes(range(256)) * 10}}
+            """,
+            name="two files",
+            filename="two_files.py",
+        )
+
+        # When twenty runs are sent to RabbitMQ at once
+        runs = [Run.objects.create(parser=parser, trigger=Run.Trigger.API) for _ in range(20)]
+        for run in runs:
+            self.enqueue(run)
+
+        # Then all of them complete
+        def all_completed():
+            statuses = dict(Run.objects.values_list("run_id", "status"))
+            failed = Run.objects.filter(status=Run.Status.ERROR).values_list("run_id", "error")
+            if failed:
+                raise AssertionError(f"runs ended in error: {list(failed)}")
+            return all(statuses[run.run_id] == Run.Status.COMPLETED for run in runs)
+
+        self.wait_for(all_completed, timeout=90, message="20 completed runs", worker=worker)
+
+        # And each run's files download as attachments, byte for byte what the script returned
+        client = Client()
+        for run in runs:
+            run.refresh_from_db()
+            self.assertEqual([entry["name"] for entry in run.files], ["report.txt", "data.bin"])
+            for filename, expected in (("report.txt", REPORT), ("data.bin", DATA)):
+                with self.subTest(run=str(run.run_id), filename=filename):
+                    response = client.get(f"/{run.run_id}/{filename}")
+                    self.assertEqual(response.status_code, 200)
+                    content = b"".join(response.streaming_content)
+                    response.close()
+                    self.assertEqual(content, expected)
+                    self.assertEqual(response["Content-Disposition"], f'attachment; filename="{filename}"')
+
+
+@requires_postgresql_and_rabbitmq
+class LostWorkerTests(RealWorkerTestCase):
+    @shows_worker_logs_on_failure
+    def test_a_run_killed_with_its_worker_ends_in_error_and_its_redelivery_does_not_run_it_again(self):
+        # Given a worker running a script that would sleep far past its 5 s timeout
+        first_worker = self.start_worker()
+        marker = f"lost_{uuid.uuid4().hex}.py"  # the sandbox's display name, on its command line
+        parser = make_parser(
+            """
+            import time
+
+            def parse():
+                time.sleep(60)
+                return {}
+            """,
+            name="sleeper",
+            filename=marker,
+            timeout=5,
+        )
+        run = Run.objects.create(parser=parser, trigger=Run.Trigger.API)
+        self.enqueue(run)
+        self.wait_for(
+            lambda: Run.objects.get(pk=run.pk).status == Run.Status.RUNNING and live_processes_with(marker),
+            timeout=30,
+            message="the run to be running in a sandbox",
+            worker=first_worker,
+        )
+        started_time = Run.objects.get(pk=run.pk).started_time
+
+        # When the worker's whole process group is killed
+        self.kill_worker(first_worker)
+
+        # Then the sandbox notices through its lifeline and kills itself
+        wait_until(lambda: not live_processes_with(marker), timeout=5, message="the orphaned sandbox to die")
+        # And RabbitMQ puts the unacknowledged message back in the queue
+        wait_until(lambda: self.ready_messages() == 1, timeout=10, message="the message to be requeued")
+
+        # When a second worker starts, and gets the redelivered message
+        second_worker = self.start_worker()
+        self.wait_for(lambda: self.ready_messages() == 0, timeout=30, message="the redelivery", worker=second_worker)
+
+        # Then its reaper ends the run in error once the deadline (timeout + grace) has passed
+        run = self.wait_for(
+            lambda: Run.objects.filter(pk=run.pk, status=Run.Status.ERROR).first(),
+            timeout=30,
+            message="the lost run to end in error",
+            worker=second_worker,
+        )
+        self.assertIn("worker lost", run.error)
+        self.assertEqual(run.error, LOST_RUN_ERROR)
+        self.assertIsNotNone(run.finished_time)
+
+        # And once a run sent after the redelivery has completed, the lost run has not run again
+        quick = make_parser("def parse():\n    return {}\n", name="quick", filename="quick.py")
+        later = Run.objects.create(parser=quick, trigger=Run.Trigger.API)
+        self.enqueue(later)
+        self.wait_for(
+            lambda: Run.objects.filter(pk=later.pk, status=Run.Status.COMPLETED).exists(),
+            timeout=30,
+            message="the later run to complete",
+            worker=second_worker,
+        )
+        time.sleep(0.5)
+        self.assertEqual(live_processes_with(marker), [])
+        final = Run.objects.get(pk=run.pk)
+        self.assertEqual(final.status, Run.Status.ERROR)
+        self.assertEqual(final.error, LOST_RUN_ERROR)
+        self.assertEqual(final.started_time, started_time)
+        self.assertEqual(final.finished_time, run.finished_time)

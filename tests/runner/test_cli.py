@@ -1,0 +1,74 @@
+"""`python -m runner`: trying a script locally, as a user would from a shell."""
+
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+from django.conf import settings
+
+from tests.helpers import write_script
+
+
+class CommandLineTests(unittest.TestCase):
+    def setUp(self):
+        self.tempdir = tempfile.TemporaryDirectory(prefix="parseq-cli-")
+        self.addCleanup(self.tempdir.cleanup)
+        self.out = os.path.join(self.tempdir.name, "out")
+
+    def run_cli(self, *arguments):
+        return subprocess.run(
+            [sys.executable, "-m", "runner", *arguments],
+            cwd=settings.BASE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PARSEQ_SANDBOX_PYTHON": settings.SANDBOX_PYTHON},
+        )
+
+    def test_a_successful_script_writes_its_files_and_exits_0(self):
+        script = write_script(self.tempdir.name, "def parse():\n    print('hi')\n    return {'a.csv': b'x,y\\n'}\n")
+
+        result = self.run_cli(script, "--out", self.out)
+
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(os.listdir(self.out), ["a.csv"])
+        with open(os.path.join(self.out, "a.csv"), "rb") as file:
+            self.assertEqual(file.read(), b"x,y\n")
+        self.assertEqual(result.stdout, "hi\n")
+        self.assertIn("a.csv (4 bytes)", result.stderr)
+
+    def test_a_failing_script_writes_error_txt_and_exits_1(self):
+        script = write_script(self.tempdir.name, "def parse():\n    raise RuntimeError('site down')\n")
+
+        result = self.run_cli(script, "--out", self.out)
+
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(os.listdir(self.out), ["error.txt"])
+        with open(os.path.join(self.out, "error.txt")) as file:
+            self.assertIn("RuntimeError: site down", file.read())
+
+    def test_a_rerun_replaces_the_files_and_clears_an_old_error(self):
+        failing = write_script(self.tempdir.name, "def parse():\n    raise RuntimeError\n", name="f.py")
+        working = write_script(self.tempdir.name, "def parse():\n    return {'a.txt': b'new'}\n", name="w.py")
+        self.run_cli(failing, "--out", self.out)
+
+        self.assertEqual(self.run_cli(working, "--out", self.out).returncode, 0)
+        self.assertEqual(self.run_cli(working, "--out", self.out).returncode, 0)
+
+        self.assertEqual(os.listdir(self.out), ["a.txt"])
+
+    def test_the_timeout_option_kills_a_slow_script(self):
+        script = write_script(self.tempdir.name, "import time\ndef parse():\n    time.sleep(30)\n")
+
+        result = self.run_cli(script, "--out", self.out, "--timeout", "0.5")
+
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("timed out after 0.5 s", result.stderr)
+
+    def test_usage_errors_exit_2(self):
+        script = write_script(self.tempdir.name, "def parse():\n    return {}\n")
+        for arguments in [(script,), ("missing.py", "--out", self.out), (script, "--out", self.out, "--timeout", "-1")]:
+            with self.subTest(arguments=arguments):
+                self.assertEqual(self.run_cli(*arguments).returncode, 2)

@@ -1,0 +1,326 @@
+"""The runner, through real sandbox processes: what a script gets back for what it does."""
+
+import json
+import os
+import tempfile
+import time
+import unittest
+import uuid
+
+from django.conf import settings
+
+import runner
+from tests.helpers import live_processes_with, wait_until, write_script
+
+
+class SandboxTestCase(unittest.TestCase):
+    def setUp(self):
+        self.tempdir = tempfile.TemporaryDirectory(prefix="parseq-test-")
+        self.addCleanup(self.tempdir.cleanup)
+        self.out_dir = os.path.join(self.tempdir.name, "out")
+        os.mkdir(self.out_dir)
+
+    def run_source(self, source, name="parser.py", **limits):
+        path = write_script(self.tempdir.name, source, name=name)
+        return runner.run_script(path, self.out_dir, python=settings.SANDBOX_PYTHON, limits=runner.Limits(**limits))
+
+    def written(self):
+        return sorted(os.listdir(self.out_dir))
+
+
+class ResultsTests(SandboxTestCase):
+    def test_several_files_with_binary_content_round_trip_exactly(self):
+        outcome = self.run_source("""
+            def parse():
+                return {
+                    "report.txt": "héllo wörld".encode(),
+                    "all-bytes.bin": bytes(range(256)) * 1000,
+                    "empty.dat": b"",
+                    "buffer.bin": bytearray(b"\\x00\\xff\\n"),
+                }
+        """)
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+        self.assertEqual(self.written(), ["all-bytes.bin", "buffer.bin", "empty.dat", "report.txt"])
+        with open(os.path.join(self.out_dir, "all-bytes.bin"), "rb") as file:
+            self.assertEqual(file.read(), bytes(range(256)) * 1000)
+        with open(os.path.join(self.out_dir, "report.txt"), "rb") as file:
+            self.assertEqual(file.read(), "héllo wörld".encode())
+        sizes = {result.name: result.size for result in outcome.files}
+        self.assertEqual(sizes, {"report.txt": 13, "all-bytes.bin": 256000, "empty.dat": 0, "buffer.bin": 3})
+
+    def test_an_empty_dict_is_a_successful_run_with_no_files(self):
+        outcome = self.run_source("def parse():\n    return {}\n")
+
+        self.assertEqual(outcome.status, runner.COMPLETED)
+        self.assertEqual(outcome.files, [])
+
+    def test_the_allowed_libraries_are_importable_in_the_sandbox(self):
+        outcome = self.run_source("""
+            import bs4
+            import requests
+
+            def parse():
+                title = bs4.BeautifulSoup("<title>ok</title>", "html.parser").title.string
+                return {"title.txt": title.encode(), "requests.txt": requests.__version__.encode()}
+        """)
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+        self.assertIn("title.txt", self.written())
+
+    def test_the_apps_own_packages_are_not_importable_in_the_sandbox(self):
+        outcome = self.run_source("""
+            def parse():
+                import django
+                return {}
+        """)
+
+        self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+        self.assertIn("No module named 'django'", outcome.error)
+
+
+class ScriptErrorTests(SandboxTestCase):
+    def test_an_exception_in_parse_is_an_error_with_the_scripts_traceback(self):
+        outcome = self.run_source(
+            """
+            def helper():
+                raise ValueError("the page changed")
+
+            def parse():
+                return helper()
+            """,
+            name="weather.py",
+        )
+
+        self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+        self.assertIn("Traceback (most recent call last)", outcome.error)
+        self.assertIn('File "weather.py", line 2, in helper', outcome.error)
+        self.assertIn('raise ValueError("the page changed")', outcome.error)
+        self.assertIn("ValueError: the page changed", outcome.error)
+        self.assertNotIn("bootstrap", outcome.error)
+
+    def test_an_error_at_import_time_is_reported_with_its_line(self):
+        outcome = self.run_source("x = 1\nundefined_name\ndef parse():\n    return {}\n")
+
+        self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+        self.assertIn("line 2", outcome.error)
+        self.assertIn("NameError", outcome.error)
+
+    def test_a_script_without_parse_is_an_error(self):
+        outcome = self.run_source("def main():\n    return {}\n")
+
+        self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+        self.assertIn("defines no function parse()", outcome.error)
+
+    def test_sys_exit_and_keyboard_interrupt_are_errors_not_crashes(self):
+        for body, expected in [
+            ("import sys; sys.exit(0)", "sys.exit(0)"),
+            ("raise KeyboardInterrupt", "KeyboardInterrupt"),
+        ]:
+            with self.subTest(body=body):
+                outcome = self.run_source(f"def parse():\n    {body}\n")
+
+                self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+                self.assertIn(expected, outcome.error)
+
+    def test_a_process_that_exits_without_a_result_is_an_error(self):
+        outcome = self.run_source("import os\ndef parse():\n    os._exit(0)\n")
+
+        self.assertEqual(outcome.status, runner.PROTOCOL_ERROR)
+        self.assertIn("exited with code 0 before parse() returned a result", outcome.error)
+
+
+class ContractTests(SandboxTestCase):
+    def test_a_return_value_that_is_not_a_dict_is_an_error(self):
+        outcome = self.run_source("def parse():\n    return [b'x']\n")
+
+        self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+        self.assertIn("must return a dict", outcome.error)
+        self.assertIn("not list", outcome.error)
+
+    def test_a_str_value_is_an_error_that_says_to_encode_it(self):
+        outcome = self.run_source("def parse():\n    return {'a.txt': b'ok', 'b.txt': 'text'}\n")
+
+        self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+        self.assertIn("str for 'b.txt'", outcome.error)
+        self.assertIn("encode", outcome.error)
+        self.assertEqual(self.written(), [])
+
+    def test_a_non_str_file_name_is_an_error(self):
+        outcome = self.run_source("def parse():\n    return {1: b'x'}\n")
+
+        self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+        self.assertIn("names must be str", outcome.error)
+
+    def test_bad_file_names_are_errors_and_nothing_is_written_anywhere(self):
+        canary = os.path.join(self.tempdir.name, "x")
+        for bad_name in ["../x", "a/b", "", "error.txt", "ERROR.TXT", ".hidden", "a\\b", "nul\x00", "line\nbreak"]:
+            with self.subTest(name=bad_name):
+                outcome = self.run_source(f"def parse():\n    return {{'good.txt': b'1', {bad_name!r}: b'2'}}\n")
+
+                self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+                self.assertIn("bad file name", outcome.error)
+                self.assertEqual(self.written(), [])
+                self.assertFalse(os.path.exists(canary))
+
+    def test_a_name_over_255_bytes_is_an_error(self):
+        outcome = self.run_source("def parse():\n    return {'é' * 128: b'x'}\n")
+
+        self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+        self.assertIn("longer than 255 bytes", outcome.error)
+
+    def test_more_files_than_the_limit_is_an_error(self):
+        outcome = self.run_source("def parse():\n    return {f'{i}.txt': b'x' for i in range(11)}\n", result_files=10)
+
+        self.assertEqual(outcome.status, runner.LIMIT_EXCEEDED)
+        self.assertIn("more than 10 result files", outcome.error)
+        self.assertEqual(self.written(), [])
+
+    def test_a_result_bigger_than_the_limit_is_an_error(self):
+        outcome = self.run_source("def parse():\n    return {'big.bin': b'x' * 200_000}\n", result_bytes=100_000)
+
+        self.assertEqual(outcome.status, runner.LIMIT_EXCEEDED)
+        self.assertIn("result larger than 97.6562 KiB", outcome.error)
+        self.assertEqual(self.written(), [])
+
+
+class LogTests(SandboxTestCase):
+    def test_print_output_and_stderr_land_in_the_log_in_order(self):
+        outcome = self.run_source("""
+            import sys
+
+            def parse():
+                print("fetching page 1")
+                print("warning: slow", file=sys.stderr)
+                print("fetching page 2")
+                return {}
+        """)
+
+        self.assertEqual(outcome.log, "fetching page 1\nwarning: slow\nfetching page 2\n")
+
+    def test_the_log_is_capped_with_a_marker(self):
+        outcome = self.run_source("def parse():\n    print('x' * 5000)\n    return {}\n", log_bytes=1024)
+
+        self.assertEqual(outcome.status, runner.COMPLETED)
+        self.assertTrue(outcome.log.startswith("x" * 1024))
+        self.assertIn("[log truncated: 3977 more bytes dropped, the limit is 1 KiB]", outcome.log)
+
+    def test_the_log_of_a_failed_run_is_kept(self):
+        outcome = self.run_source("def parse():\n    print('step one done')\n    raise RuntimeError('boom')\n")
+
+        self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+        self.assertEqual(outcome.log, "step one done\n")
+
+    def test_a_fake_result_printed_on_stdout_does_not_forge_the_result(self):
+        outcome = self.run_source("""
+            import base64, json, sys
+
+            def parse():
+                fake = {"kind": "file", "name": "forged.txt", "data": base64.b64encode(b"forged").decode()}
+                print(json.dumps(fake))
+                print(json.dumps({"kind": "done"}))
+                sys.stderr.write(json.dumps(fake) + "\\n")
+                return {"real.txt": b"real"}
+        """)
+
+        self.assertEqual(outcome.status, runner.COMPLETED)
+        self.assertEqual(self.written(), ["real.txt"])
+        self.assertIn("forged.txt", outcome.log)
+
+
+class EnvironmentTests(SandboxTestCase):
+    def test_a_secret_in_the_parents_environment_is_not_visible_to_the_script(self):
+        os.environ["PARSEQ_TEST_SECRET"] = "hunter2"
+        self.addCleanup(os.environ.pop, "PARSEQ_TEST_SECRET")
+
+        outcome = self.run_source("""
+            import json, os
+
+            def parse():
+                return {"env.json": json.dumps(dict(os.environ)).encode()}
+        """)
+
+        with open(os.path.join(self.out_dir, "env.json")) as file:
+            environment = json.load(file)
+        self.assertNotIn("hunter2", repr(environment))
+        self.assertEqual(set(environment) - {"LC_CTYPE"}, {"PATH", "LANG", "TZ", "HOME", "TMPDIR"})
+        self.assertEqual(outcome.status, runner.COMPLETED)
+
+    def test_home_and_tmpdir_are_a_fresh_directory_deleted_after_the_run(self):
+        outcome = self.run_source("""
+            import os
+
+            def parse():
+                with open(os.path.join(os.environ["TMPDIR"], "left-behind"), "w") as file:
+                    file.write("x")
+                return {"home.txt": os.environ["HOME"].encode(), "cwd.txt": os.getcwd().encode()}
+        """)
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+        with open(os.path.join(self.out_dir, "home.txt")) as file:
+            home = file.read()
+        with open(os.path.join(self.out_dir, "cwd.txt")) as file:
+            self.assertEqual(file.read(), home)
+        self.assertIn("parseq-run-", home)
+        self.assertFalse(os.path.exists(home))
+
+
+class TimeoutTests(SandboxTestCase):
+    def test_a_script_that_sleeps_past_its_timeout_is_killed(self):
+        started = time.monotonic()
+
+        outcome = self.run_source("import time\ndef parse():\n    time.sleep(60)\n", wall_time=1)
+
+        self.assertEqual(outcome.status, runner.TIMEOUT)
+        self.assertEqual(outcome.error, "timed out after 1 s")
+        self.assertLess(time.monotonic() - started, 10)
+
+    def test_a_child_process_started_by_the_script_does_not_survive_the_timeout(self):
+        marker = f"{uuid.uuid4().int % 10**6}.5"
+
+        outcome = self.run_source(
+            f"""
+            import subprocess, time
+
+            def parse():
+                subprocess.Popen(["sleep", "{marker}"])
+                time.sleep(60)
+            """,
+            wall_time=1,
+        )
+
+        self.assertEqual(outcome.status, runner.TIMEOUT)
+        wait_until(lambda: not live_processes_with(f"sleep {marker}"), timeout=5, message="the child to die")
+
+    def test_a_child_process_does_not_survive_a_successful_run_either(self):
+        marker = f"{uuid.uuid4().int % 10**6}.25"
+
+        outcome = self.run_source(f"""
+            import subprocess
+
+            def parse():
+                subprocess.Popen(["sleep", "{marker}"])
+                return {{"ok.txt": b"ok"}}
+        """)
+
+        self.assertEqual(outcome.status, runner.COMPLETED)
+        wait_until(lambda: not live_processes_with(f"sleep {marker}"), timeout=5, message="the child to die")
+
+    def test_endless_output_is_capped_and_the_run_times_out(self):
+        outcome = self.run_source(
+            "def parse():\n    while True:\n        print('spam' * 100)\n", wall_time=1, log_bytes=4096
+        )
+
+        self.assertEqual(outcome.status, runner.TIMEOUT)
+        self.assertLessEqual(len(outcome.log.encode()), 4096 + 200)
+        self.assertIn("[log truncated:", outcome.log)
+
+
+class MissingInterpreterTests(SandboxTestCase):
+    def test_a_missing_sandbox_interpreter_is_a_sandbox_error(self):
+        path = write_script(self.tempdir.name, "def parse():\n    return {}\n")
+
+        outcome = runner.run_script(path, self.out_dir, python="/nonexistent/python")
+
+        self.assertEqual(outcome.status, runner.SANDBOX_ERROR)
+        self.assertIn("make sandbox", outcome.error)

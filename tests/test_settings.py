@@ -1,0 +1,80 @@
+"""Configuration from the environment: typed readers, and start-up that fails in one clear line."""
+
+import os
+import subprocess
+import sys
+from unittest import mock
+
+from django.conf import settings
+from django.test import SimpleTestCase
+
+from parseq.env import ConfigurationError, database_from_url, env_bool, env_int, env_list
+
+
+class EnvironmentReaderTests(SimpleTestCase):
+    def test_booleans_read_the_usual_spellings_and_refuse_others(self):
+        for value, expected in [("true", True), ("1", True), ("yes", True), ("False", False), ("0", False)]:
+            with self.subTest(value=value), mock.patch.dict(os.environ, {"FLAG": value}):
+                self.assertIs(env_bool("FLAG", None), expected)
+        with mock.patch.dict(os.environ, {"FLAG": "maybe"}), self.assertRaisesMessage(ConfigurationError, "FLAG"):
+            env_bool("FLAG", False)
+
+    def test_an_unset_or_empty_variable_gives_the_default(self):
+        with mock.patch.dict(os.environ, {"EMPTY": ""}):
+            self.assertEqual(env_int("EMPTY", 7), 7)
+            self.assertEqual(env_list("UNSET_FOR_SURE", ["a"]), ["a"])
+
+    def test_numbers_are_checked(self):
+        with mock.patch.dict(os.environ, {"N": "ten"}), self.assertRaisesMessage(ConfigurationError, "N must be"):
+            env_int("N", 1)
+        with mock.patch.dict(os.environ, {"N": "0"}), self.assertRaisesMessage(ConfigurationError, "at least 1"):
+            env_int("N", 1, minimum=1)
+
+    def test_lists_are_comma_separated_and_trimmed(self):
+        with mock.patch.dict(os.environ, {"HOSTS": "a.example, b.example,,"}):
+            self.assertEqual(env_list("HOSTS", []), ["a.example", "b.example"])
+
+    def test_database_urls(self):
+        postgres = database_from_url("DATABASE_URL", "postgres://u:p%40ss@db.local:6432/parseq")
+        self.assertEqual(
+            (postgres["ENGINE"], postgres["NAME"], postgres["USER"], postgres["PASSWORD"], postgres["HOST"]),
+            ("django.db.backends.postgresql", "parseq", "u", "p@ss", "db.local"),
+        )
+        self.assertEqual(postgres["PORT"], "6432")
+        self.assertEqual(database_from_url("D", "sqlite:////var/lib/p.db")["NAME"], "/var/lib/p.db")
+        for bad in ["mysql://x/y", "postgres://host", "nonsense"]:
+            with self.subTest(url=bad), self.assertRaises(ConfigurationError):
+                database_from_url("DATABASE_URL", bad)
+
+
+class StartupTests(SimpleTestCase):
+    def start(self, **environment):
+        clean = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG", "DATABASE_URL")}
+        return subprocess.run(
+            [sys.executable, "manage.py", "check"],
+            cwd=settings.BASE_DIR,
+            env={**clean, **environment},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def test_without_secret_key_in_production_start_up_fails_with_one_line(self):
+        result = self.start(DEBUG="false")
+
+        self.assertNotEqual(result.returncode, 0)
+        self.assertEqual(result.stderr, "Configuration error: SECRET_KEY must be set when DEBUG is false\n")
+
+    def test_a_bad_variable_is_named_in_the_one_line(self):
+        for variable, value in [("DATABASE_URL", "mysql://x/y"), ("PARSEQ_BROKER_URL", "redis://x"), ("DEBUG", "y")]:
+            with self.subTest(variable=variable):
+                result = self.start(SECRET_KEY="k", **{variable: value})
+
+                self.assertNotEqual(result.returncode, 0)
+                self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+                self.assertIn(variable, result.stderr)
+
+    def test_a_good_configuration_starts(self):
+        result = self.start(SECRET_KEY="k", DEBUG="false")
+
+        self.assertEqual(result.returncode, 0, result.stderr)
