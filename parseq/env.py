@@ -66,6 +66,8 @@ def database_from_url(name, url):
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": path,
+            # A file, not memory, for tests too: worker threads then wait on locks like in production.
+            "TEST": {"NAME": os.path.join(os.path.dirname(path), "test_" + os.path.basename(path))},
             # Web and worker threads share the file: wait for locks instead of failing.
             "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"},
         }

@@ -139,10 +139,13 @@ SANDBOX_BACKEND = env_choice("PARSEQ_SANDBOX", "subprocess", ["subprocess"])
 SANDBOX_PYTHON = env_str("PARSEQ_SANDBOX_PYTHON", str(BASE_DIR / ".venv-sandbox" / "bin" / "python"))
 SANDBOX_REQUIREMENTS = BASE_DIR / "sandbox-image" / "requirements.txt"
 RUN_TIMEOUT = env_int("PARSEQ_RUN_TIMEOUT", 300, minimum=1)
-MAX_RUN_TIMEOUT = env_int("PARSEQ_MAX_RUN_TIMEOUT", 3600, minimum=1)
+# RabbitMQ cancels a consumer that holds a message for over 30 minutes (its default consumer_timeout):
+# raise that first if you raise this.
+MAX_RUN_TIMEOUT = env_int("PARSEQ_MAX_RUN_TIMEOUT", 1500, minimum=1)
 LOG_LIMIT = env_int("PARSEQ_LOG_LIMIT", 1024 * 1024, minimum=1024)
 # How long past its timeout a run may stay `running` before it counts as lost.
-RUN_GRACE = env_int("PARSEQ_RUN_GRACE", 60, minimum=1)
+# It covers collecting the output and storing the files, so it is never tiny.
+RUN_GRACE = env_int("PARSEQ_RUN_GRACE", 60, minimum=5)
 REAPER_INTERVAL = env_int("PARSEQ_REAPER_INTERVAL", 30, minimum=1)
 INPROCESS_WORKER_THREADS = env_int("PARSEQ_WORKER_THREADS", 2, minimum=1)
 

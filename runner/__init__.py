@@ -24,6 +24,7 @@ from runner.outcome import (
 from runner.subprocess_backend import SubprocessBackend
 
 BACKENDS = {"subprocess": SubprocessBackend}
+WORKDIR_PREFIX = "parseq-run-"
 
 __all__ = [
     "BACKENDS",
@@ -33,6 +34,7 @@ __all__ = [
     "SANDBOX_ERROR",
     "SCRIPT_ERROR",
     "TIMEOUT",
+    "WORKDIR_PREFIX",
     "Limits",
     "Outcome",
     "ResultFile",
@@ -51,7 +53,7 @@ def run_script(script_path, out_dir, *, python, backend="subprocess", limits=Non
     limits = limits or Limits()
     started = time.monotonic()
     sandbox = BACKENDS[backend](python)
-    with tempfile.TemporaryDirectory(prefix="parseq-run-", ignore_cleanup_errors=True) as workdir:
+    with tempfile.TemporaryDirectory(prefix=WORKDIR_PREFIX, ignore_cleanup_errors=True) as workdir:
         script_copy = os.path.join(workdir, "script.py")
         shutil.copyfile(script_path, script_copy)
         outcome = sandbox.run(

@@ -10,7 +10,7 @@ logger = logging.getLogger(__name__)
 
 
 class LostRunReaper(Middleware):
-    """Every worker process ends, now and then, the runs whose worker died before finishing them."""
+    """Every worker process, now and then, ends the runs whose worker died and removes what it left on disk."""
 
     def __init__(self):
         self.stopping = threading.Event()
@@ -25,13 +25,14 @@ class LostRunReaper(Middleware):
     def reap_until_stopped(self):
         from django.conf import settings
 
-        from parseq.core.services import fail_lost_runs
+        from parseq.core.services import fail_lost_runs, remove_stale_temporary_directories
 
         while True:
             try:
                 count = fail_lost_runs()
                 if count:
                     logger.warning("ended %d lost run(s) in error", count)
+                remove_stale_temporary_directories()
             except Exception:  # the reaper must outlive a database hiccup
                 logger.exception("could not end lost runs")
             finally:

@@ -48,15 +48,16 @@ class Run(models.Model):
     """One execution of a parser, from enqueueing to its files or its error."""
 
     class Status(models.TextChoices):
-        ENQUEUED = "enqueued"
-        RUNNING = "running"
-        COMPLETED = "completed"
-        ERROR = "error"
+        # Labels match the values: the statuses are the contract's words.
+        ENQUEUED = "enqueued", "enqueued"
+        RUNNING = "running", "running"
+        COMPLETED = "completed", "completed"
+        ERROR = "error", "error"
 
     class Trigger(models.TextChoices):
-        MANUAL = "manual"
-        SCHEDULE = "schedule"
-        API = "api"
+        MANUAL = "manual", "manual"
+        SCHEDULE = "schedule", "schedule"
+        API = "api", "api"
 
     run_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     parser = models.ForeignKey(Parser, on_delete=models.CASCADE, related_name="runs")

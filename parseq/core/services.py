@@ -1,10 +1,12 @@
 """What Parseq does: every entry point (admin, API, scheduler, worker, CLI) calls these."""
 
+import glob
 import logging
 import mimetypes
 import os
 import shutil
 import tempfile
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -20,6 +22,7 @@ from parseq.core.validation import validate_script
 
 logger = logging.getLogger(__name__)
 ERROR_FILENAME = "error.txt"
+WORKER_TEMP_PREFIX = "parseq-worker-"
 LOST_RUN_ERROR = "worker lost: the run did not finish by its deadline (its worker stopped or was killed)"
 
 
@@ -65,7 +68,7 @@ def execute_run(*, run_id):
     run = claim_run(run_id=run_id)
     if run is None:
         return None
-    with tempfile.TemporaryDirectory(prefix="parseq-worker-") as tempdir:
+    with tempfile.TemporaryDirectory(prefix=WORKER_TEMP_PREFIX) as tempdir:
         try:
             script_path = _copy_script(run.parser, tempdir)
         except OSError as error:
@@ -128,7 +131,9 @@ def _fail_running(*, run_id, error, log=""):
 def _store_result_file(*, run_id, out_dir, result_file):
     path = result_path(run_id=run_id, filename=result_file.name)
     with open(os.path.join(out_dir, result_file.name), "rb") as content:
-        default_storage.save(path, File(content, name=result_file.name))
+        stored = default_storage.save(path, File(content, name=result_file.name))
+    if stored != path:
+        raise OSError(f"storage saved {path} as {stored}")
     content_type = mimetypes.guess_type(result_file.name)[0] or "application/octet-stream"
     return {"name": result_file.name, "size": result_file.size, "content_type": content_type}
 
@@ -154,6 +159,18 @@ def fail_lost_runs(*, now=None):
     return Run.objects.filter(status=Run.Status.RUNNING, deadline__lt=now).update(
         status=Run.Status.ERROR, error=LOST_RUN_ERROR, finished_time=now, updated_time=now, deadline=None
     )
+
+
+def remove_stale_temporary_directories():
+    """Delete what killed workers left in the temporary directory, once no run can still be using it."""
+    cutoff = time.time() - (settings.MAX_RUN_TIMEOUT + settings.RUN_GRACE + 60)
+    removed = 0
+    for prefix in (WORKER_TEMP_PREFIX, runner.WORKDIR_PREFIX):
+        for path in glob.glob(os.path.join(tempfile.gettempdir(), prefix + "*")):
+            if os.path.isdir(path) and os.lstat(path).st_mtime < cutoff:
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+    return removed
 
 
 def resend_enqueued_runs():

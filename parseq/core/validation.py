@@ -41,7 +41,7 @@ def validate_script(*, filename, content):
         return [Problem(error.lineno, f"syntax error: {error.msg}")]
     except ValueError as error:  # source with NUL bytes
         return [Problem(None, f"the script cannot be compiled: {error}")]
-    return check_parse_function(tree) + check_imports(tree)
+    return sorted(check_parse_function(tree) + check_imports(tree), key=lambda problem: problem.line or 0)
 
 
 def check_parse_function(tree):
@@ -82,7 +82,7 @@ def check_imports(tree):
                 libraries = ", ".join(sorted(sandbox_modules()))
                 reason = f"module {top!r} is not allowed: use the standard library or {libraries}"
                 problems.append(Problem(node.lineno, reason))
-    return sorted(problems, key=lambda problem: problem.line)
+    return problems
 
 
 def allowed_modules():

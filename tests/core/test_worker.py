@@ -1,5 +1,9 @@
 """The worker: runs go from enqueued to a final status through the broker and the sandbox."""
 
+import os
+import shutil
+import tempfile
+import time
 import uuid
 from datetime import timedelta
 from unittest import mock
@@ -219,3 +223,23 @@ class LostRunTests(TemporaryMediaMixin, TransactionTestCase):
             wait_until(finished(lost), message="the reaper")
 
         self.assertIn("worker lost", lost.error)
+
+
+class TemporaryDirectorySweepTests(TransactionTestCase):
+    def test_directories_left_by_killed_workers_are_removed_once_stale_and_fresh_ones_kept(self):
+        tmp = tempfile.mkdtemp(prefix="parseq-test-tmp-")
+        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+        stale_worker = os.path.join(tmp, services.WORKER_TEMP_PREFIX + "old")
+        stale_run = os.path.join(tmp, runner.WORKDIR_PREFIX + "old")
+        fresh_run = os.path.join(tmp, runner.WORKDIR_PREFIX + "new")
+        unrelated = os.path.join(tmp, "someone-elses")
+        for path in (stale_worker, stale_run, fresh_run, unrelated):
+            os.makedirs(os.path.join(path, "inside"))
+        long_ago = time.time() - 3 * 24 * 3600
+        for path in (stale_worker, stale_run, unrelated):
+            os.utime(path, (long_ago, long_ago))
+
+        with mock.patch.object(tempfile, "tempdir", tmp):
+            self.assertEqual(services.remove_stale_temporary_directories(), 2)
+
+        self.assertEqual(sorted(os.listdir(tmp)), sorted([os.path.basename(fresh_run), "someone-elses"]))

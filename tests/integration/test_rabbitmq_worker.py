@@ -60,6 +60,13 @@ def live_processes_in_group(pgid):
     return found
 
 
+def kill_sessions_of(marker):
+    """SIGKILL every process carrying `marker` and its process group (a sandbox leads its own)."""
+    for pid in live_processes_with(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
 def shows_worker_logs_on_failure(test_method):
     """Print what the workers wrote when the test fails, since that is where the cause usually is."""
 
@@ -105,14 +112,19 @@ class RealWorkerTestCase(TransactionTestCase):
         self.worker_logs = []
 
     def start_worker(self):
+        # A killed worker cannot remove its temporary directories: keep them where the cleanup removes them.
+        tmp_dir = os.path.join(self.var_dir, "tmp")
+        os.makedirs(tmp_dir, exist_ok=True)
         env = {
             **os.environ,
             "DATABASE_URL": database_url(),
             "PARSEQ_BROKER_URL": rabbitmq_url(),
             "PARSEQ_VAR_DIR": self.var_dir,
-            "PARSEQ_RUN_GRACE": "1",
+            "PARSEQ_RUN_GRACE": "5",
             "PARSEQ_REAPER_INTERVAL": "1",
             "DEBUG": "true",
+            "TMPDIR": tmp_dir,
+            "LOG_LEVEL": "INFO",  # `make test` quiets logging, but these logs are what a failure prints
         }
         log_path = os.path.join(self.var_dir, f"worker-{len(self.workers) + 1}.log")
         with open(log_path, "wb") as log:
@@ -214,6 +226,7 @@ class LostWorkerTests(RealWorkerTestCase):
         # Given a worker running a script that would sleep far past its 5 s timeout
         first_worker = self.start_worker()
         marker = f"lost_{uuid.uuid4().hex}.py"  # the sandbox's display name, on its command line
+        self.addCleanup(kill_sessions_of, marker)  # should the sandbox outlive its worker, it goes with the test
         parser = make_parser(
             """
             import time
