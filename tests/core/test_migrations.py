@@ -1,10 +1,10 @@
 from io import StringIO
 
 from django.core.management import call_command
-from django.test import SimpleTestCase
+from django.test import TestCase
 
 
-class MigrationTests(SimpleTestCase):
+class MigrationTests(TestCase):
     def test_the_models_have_no_changes_missing_from_the_migrations(self):
         output = StringIO()
         try:
