@@ -4,8 +4,9 @@ Invoked as `python -I -B bootstrap.py SCRIPT DISPLAY_NAME RESULT_FD LIFELINE_FD`
 Only the standard library is used here, since this file runs in the sandbox's
 interpreter, which can import nothing of Parseq's.
 
-The result goes over RESULT_FD as JSON lines, one per file with base64 content,
-then {"kind": "done"}; a failure sends {"kind": "error", "message": ...}. The
+The result goes over RESULT_FD as JSON lines (see runner/protocol.py: each file's
+name, then its content in base64 chunks, then {"kind": "done"}; a failure sends
+{"kind": "error", "message": ...}). The
 script's stdout and stderr are the run's log and never carry the result.
 When the parent dies, LIFELINE_FD reaches end-of-file and the whole process
 group is killed, so no part of the run outlives its worker.
@@ -19,6 +20,8 @@ import signal
 import sys
 import threading
 import traceback
+
+CHUNK_BYTES = 1024 * 1024  # as runner.protocol.CHUNK_BYTES, which this file cannot import
 
 
 def main():
@@ -35,7 +38,11 @@ def main():
             send(channel, {"kind": "error", "message": str(failure)})
         else:
             for name, content in files.items():
-                send(channel, {"kind": "file", "name": name, "data": base64.b64encode(content).decode("ascii")})
+                send(channel, {"kind": "file", "name": name})
+                view = memoryview(content)
+                for start in range(0, len(view), CHUNK_BYTES):
+                    data = base64.b64encode(view[start : start + CHUNK_BYTES]).decode("ascii")
+                    send(channel, {"kind": "data", "data": data})
             send(channel, {"kind": "done"})
 
 

@@ -1,8 +1,10 @@
-"""The parent's side of the result channel: JSON lines, one per file, base64 content.
+"""The result channel: JSON lines, with file contents in base64 chunks of at most CHUNK_BYTES.
 
-Files are decoded and written to disk as their lines arrive, so a run's result is
-never held in memory whole. Nothing the child sends is trusted: names, sizes and
-counts are checked here again.
+The child sends, for each file, {"kind": "file", "name": ...} followed by any number
+of {"kind": "data", "data": <base64>}, and at the end {"kind": "done"}; or
+{"kind": "error", "message": ...} when the script failed. The parent writes each
+chunk to disk as it arrives, so neither side's channel buffer grows with a file's
+size. Nothing the child sends is trusted: names, sizes and counts are checked here.
 """
 
 import base64
@@ -13,6 +15,10 @@ import os
 
 from runner.names import filename_problem
 from runner.outcome import ResultFile
+
+CHUNK_BYTES = 1024 * 1024
+# A data line is 4/3 of its chunk plus a little JSON around it.
+MAX_LINE_BYTES = CHUNK_BYTES * 4 // 3 + 4096
 
 
 class ProtocolViolation(Exception):
@@ -35,22 +41,23 @@ class ResultReader:
         self.limits = limits
         self.buffer = bytearray()
         self.files = []
+        self.current = None
         self.total_bytes = 0
         self.done = False
-        # A base64 line is 4/3 of its file plus a little JSON around it.
-        self.max_line = limits.result_bytes * 4 // 3 + 64 * 1024
 
     def feed(self, chunk):
+        search_from = len(self.buffer)
         self.buffer += chunk
         while True:
-            end = self.buffer.find(b"\n")
+            end = self.buffer.find(b"\n", search_from)
             if end < 0:
                 break
             line = bytes(self.buffer[:end])
             del self.buffer[: end + 1]
+            search_from = 0
             self.handle_line(line)
-        if len(self.buffer) > self.max_line:
-            raise LimitExceeded(f"result larger than {format_size(self.limits.result_bytes)}")
+        if len(self.buffer) > MAX_LINE_BYTES:
+            raise ProtocolViolation("a message on the result channel is too long")
 
     def finish(self):
         if self.buffer:
@@ -65,40 +72,53 @@ class ResultReader:
         except (ValueError, TypeError, KeyError):
             raise ProtocolViolation("a message on the result channel is not valid JSON") from None
         if kind == "file":
-            self.write_file(message)
+            self.open_file(message.get("name"))
+        elif kind == "data":
+            self.append(message.get("data"))
         elif kind == "done":
+            self.close_current()
             self.done = True
         elif kind == "error":
             raise ScriptReportedError(str(message.get("message", "the script failed")))
         else:
             raise ProtocolViolation(f"unknown message kind {kind!r}")
 
-    def write_file(self, message):
-        name, data = message.get("name"), message.get("data")
+    def open_file(self, name):
+        self.close_current()
         problem = filename_problem(name)
         if problem:
             raise ScriptReportedError(f"parse() returned a bad file name: {problem}")
-        if not isinstance(data, str):
-            raise ProtocolViolation(f"file {name!r} has no data")
         if any(existing.name == name for existing in self.files):
             raise ProtocolViolation(f"file {name!r} was sent twice")
         if len(self.files) >= self.limits.result_files:
             raise LimitExceeded(f"more than {self.limits.result_files} result files")
+        # O_EXCL: never follow or overwrite anything already in the output directory.
+        fd = os.open(os.path.join(self.out_dir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self.files.append(ResultFile(name=name, size=0))
+        self.current = os.fdopen(fd, "wb")
+
+    def append(self, data):
+        if self.current is None:
+            raise ProtocolViolation("file data before any file name")
         try:
             content = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise ProtocolViolation(f"file {name!r} is not valid base64") from None
+        except (binascii.Error, ValueError, TypeError):
+            raise ProtocolViolation(f"the data of {self.files[-1].name!r} is not valid base64") from None
         self.total_bytes += len(content)
         if self.total_bytes > self.limits.result_bytes:
             raise LimitExceeded(f"result larger than {format_size(self.limits.result_bytes)}")
-        # O_EXCL: never follow or overwrite anything already in the output directory.
-        fd = os.open(os.path.join(self.out_dir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(fd, "wb") as file:
-            file.write(content)
-        self.files.append(ResultFile(name=name, size=len(content)))
+        self.current.write(content)
+        last = self.files[-1]
+        self.files[-1] = ResultFile(name=last.name, size=last.size + len(content))
+
+    def close_current(self):
+        if self.current is not None:
+            self.current.close()
+            self.current = None
 
     def discard(self):
         """Remove every file written so far: a failed run keeps none."""
+        self.close_current()
         for result_file in self.files:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.out_dir, result_file.name))

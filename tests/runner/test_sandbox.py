@@ -10,6 +10,7 @@ import uuid
 from django.conf import settings
 
 import runner
+from parseq.core.validation import sandbox_modules
 from tests.helpers import live_processes_with, wait_until, write_script
 
 
@@ -67,6 +68,15 @@ class ResultsTests(SandboxTestCase):
 
         self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
         self.assertIn("title.txt", self.written())
+
+    def test_every_module_the_validation_allows_from_the_sandbox_requirements_imports(self):
+        modules = sorted(sandbox_modules())
+
+        outcome = self.run_source(
+            f"import importlib\ndef parse():\n    [importlib.import_module(m) for m in {modules!r}]\n    return {{}}\n"
+        )
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
 
     def test_the_apps_own_packages_are_not_importable_in_the_sandbox(self):
         outcome = self.run_source("""
