@@ -87,6 +87,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 MEDIA_ROOT = VAR_DIR / "media"
+# Media is never served as is: results go through the download view with its headers. An empty
+# MEDIA_URL would let a media-serving handler (as in Django's live test server) claim every path.
+MEDIA_URL = "/media-is-not-served/"
 
 # Scripts and result files: local files by default, S3 when a bucket is named.
 S3_BUCKET = env_str("PARSEQ_S3_BUCKET")
