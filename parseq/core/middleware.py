@@ -13,16 +13,19 @@ class LostRunReaper(Middleware):
     """Every worker process, now and then, ends the runs whose worker died and removes what it left on disk."""
 
     def __init__(self):
-        self.stopping = threading.Event()
+        self.stopping = None
 
     def after_worker_boot(self, broker, worker):
-        self.stopping.clear()
-        threading.Thread(target=self.reap_until_stopped, name="parseq-reaper", daemon=True).start()
+        self.stopping = threading.Event()
+        threading.Thread(
+            target=self.reap_until_stopped, args=(self.stopping,), name="parseq-reaper", daemon=True
+        ).start()
 
     def before_worker_shutdown(self, broker, worker):
-        self.stopping.set()
+        if self.stopping is not None:
+            self.stopping.set()
 
-    def reap_until_stopped(self):
+    def reap_until_stopped(self, stopping):
         from django.conf import settings
 
         from parseq.core.services import fail_lost_runs, remove_stale_temporary_directories
@@ -37,5 +40,5 @@ class LostRunReaper(Middleware):
                 logger.exception("could not end lost runs")
             finally:
                 db.connections.close_all()
-            if self.stopping.wait(settings.REAPER_INTERVAL):
+            if stopping.wait(settings.REAPER_INTERVAL):
                 return

@@ -23,7 +23,9 @@ class Parser(models.Model):
 
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
-    script = models.FileField(upload_to=script_upload_path, help_text="A .py file that defines parse().")
+    script = models.FileField(
+        upload_to=script_upload_path, max_length=255, help_text="A .py file that defines parse()."
+    )
     enabled = models.BooleanField(default=True, help_text="Automatic runs on or off; Run now works either way.")
     scheduled_time = models.DateTimeField(null=True, blank=True, help_text="The first automatic run.")
     repeat_after = models.DurationField(

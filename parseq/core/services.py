@@ -153,6 +153,15 @@ def _finish(*, run_id, expected, status, error="", log="", files=()):
     return bool(finished)
 
 
+def delete_stored_files(*, names):
+    """Delete files from storage, logging (not raising) failures: the rows are gone already."""
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except Exception:  # a storage outage must not undo the deletion the user asked for
+            logger.exception("could not delete %s from storage", name)
+
+
 def fail_lost_runs(*, now=None):
     """End in error every run still `running` past its deadline. Returns how many."""
     now = now or timezone.now()

@@ -243,3 +243,17 @@ class TemporaryDirectorySweepTests(TransactionTestCase):
             self.assertEqual(services.remove_stale_temporary_directories(), 2)
 
         self.assertEqual(sorted(os.listdir(tmp)), sorted([os.path.basename(fresh_run), "someone-elses"]))
+
+
+class DeletionTests(TemporaryMediaMixin, TransactionTestCase):
+    def test_deleting_a_parser_deletes_its_script_and_its_runs_files_from_storage(self):
+        parser = make_parser(WORKING_SCRIPT)
+        run = Run.objects.create(parser=parser)
+        services.execute_run(run_id=run.run_id)
+        stored = [parser.script.name, f"{run.run_id}/rows.csv", f"{run.run_id}/raw.bin"]
+        self.assertTrue(all(default_storage.exists(name) for name in stored))
+
+        parser.delete()
+
+        self.assertFalse(Run.objects.exists())
+        self.assertEqual([name for name in stored if default_storage.exists(name)], [])

@@ -29,4 +29,6 @@ class Command(BaseCommand):
             self.stdout.write(f"Parseq at http://{host}:{port}/admin/ with a worker on {broker}.")
             call_command("runserver", f"{host}:{port}", use_reloader=False, use_threading=True, insecure_serving=True)
         finally:
-            worker.stop()
+            # Do not wait for long runs: their sandboxes die with this process, and the runs
+            # end as "worker lost" (or, still enqueued, are sent again) when Parseq starts next.
+            worker.stop(timeout=5000)
