@@ -4,9 +4,13 @@ from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django_dramatiq.models import Task
 
 from parseq.core import selectors, services
 from parseq.core.models import Parser, Run
+
+# django_dramatiq's task table stays empty (its AdminMiddleware is off): runs are the history.
+admin.site.unregister(Task)
 
 
 class ParserForm(forms.ModelForm):

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 import runner
 from parseq.core.models import Run
-from parseq.core.validation import validate_script
+from parseq.core.validation import MAX_SCRIPT_BYTES, validate_script
 
 logger = logging.getLogger(__name__)
 ERROR_FILENAME = "error.txt"
@@ -29,9 +29,10 @@ LOST_RUN_ERROR = "worker lost: the run did not finish by its deadline (its worke
 def check_script(*, uploaded_file):
     """Raise ValidationError listing every way the uploaded script breaks the contract."""
     uploaded_file.seek(0)
-    content = uploaded_file.read(256 * 1024 + 1)
+    content = uploaded_file.read(MAX_SCRIPT_BYTES + 1)
     uploaded_file.seek(0)
-    problems = validate_script(filename=os.path.basename(uploaded_file.name), content=content)
+    name, size = os.path.basename(uploaded_file.name), uploaded_file.size
+    problems = validate_script(filename=name, content=content, size=size)
     if problems:
         raise ValidationError([str(problem) for problem in problems])
 

@@ -24,12 +24,16 @@ class Problem:
         return f"line {self.line}: {self.reason}" if self.line else self.reason
 
 
-def validate_script(*, filename, content):
-    """Return the problems of a script (empty when it is acceptable)."""
+def validate_script(*, filename, content, size=None):
+    """Return the problems of a script (empty when it is acceptable).
+
+    `size` is the upload's full size when `content` holds only its first bytes.
+    """
     if not filename.endswith(".py"):
         return [Problem(None, f"the script must be a .py file, not {filename!r}")]
-    if len(content) > MAX_SCRIPT_BYTES:
-        return [Problem(None, f"the script is {len(content)} bytes; the limit is {MAX_SCRIPT_BYTES} bytes (256 KiB)")]
+    size = len(content) if size is None else size
+    if size > MAX_SCRIPT_BYTES:
+        return [Problem(None, f"the script is {size} bytes; the limit is {MAX_SCRIPT_BYTES} bytes (256 KiB)")]
     try:
         source = content.decode("utf-8")
     except UnicodeDecodeError as error:

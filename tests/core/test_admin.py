@@ -52,6 +52,12 @@ class ParserUploadTests(AdminTestCase):
         self.assertContains(response, "the script must be a .py file")
         self.assertFalse(Parser.objects.exists())
 
+    def test_a_huge_upload_is_refused_with_its_real_size(self):
+        response = self.add_parser(b"def parse():\n    return {}\n" + b"#" * (3 * 1024 * 1024))
+
+        self.assertContains(response, "the script is 3145755 bytes; the limit is 262144 bytes (256 KiB)")
+        self.assertFalse(Parser.objects.exists())
+
     def test_a_timeout_above_the_maximum_is_refused(self):
         response = self.add_parser(VALID, timeout="999999")
 
