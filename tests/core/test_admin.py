@@ -147,6 +147,18 @@ class RunPagesTests(AdminTestCase):
 
         self.assertContains(response, f'href="/{run.run_id}/a%20b.csv"')
 
+    def test_an_unfinished_run_page_reloads_itself_and_a_finished_one_does_not(self):
+        parser = make_parser("def parse():\n    return {}\n")
+        running = Run.objects.create(parser=parser, status=Run.Status.RUNNING)
+        done = Run.objects.create(parser=parser, status=Run.Status.COMPLETED)
+
+        self.assertContains(
+            self.client.get(reverse("admin:core_run_change", args=[running.run_id])), 'http-equiv="refresh"'
+        )
+        self.assertNotContains(
+            self.client.get(reverse("admin:core_run_change", args=[done.run_id])), 'http-equiv="refresh"'
+        )
+
     def test_the_run_list_filters_by_status(self):
         parser = make_parser("def parse():\n    return {}\n")
         failed = Run.objects.create(parser=parser, status=Run.Status.ERROR)
