@@ -1,5 +1,8 @@
 # The two commands: `make run` and `make test`. Both bootstrap what they need.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# Parser scripts may run as other users: their interpreter must be one every user can run,
+# so prefer the system's Python 3.11 to one installed under a home directory.
+SANDBOX_BASE_PYTHON ?= $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3.11 || echo $(PYTHON))
 VENV := .venv
 SANDBOX_VENV := .venv-sandbox
 APP_PY := $(VENV)/bin/python
@@ -33,7 +36,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 # The interpreter that runs parser scripts: only the libraries scripts may import.
 $(SANDBOX_VENV)/.installed: sandbox-image/requirements.txt
-	test -x $(SANDBOX_VENV)/bin/python || $(PYTHON) -m venv $(SANDBOX_VENV)
+	grep -qx "executable = $(realpath $(SANDBOX_BASE_PYTHON))" $(SANDBOX_VENV)/pyvenv.cfg 2>/dev/null || rm -rf $(SANDBOX_VENV)
+	test -x $(SANDBOX_VENV)/bin/python || $(SANDBOX_BASE_PYTHON) -m venv $(SANDBOX_VENV)
 	$(SANDBOX_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r sandbox-image/requirements.txt
 	touch $@
 

@@ -1,5 +1,6 @@
 """Django settings for Parseq, read from the environment (see README: Configuration)."""
 
+import os
 from pathlib import Path
 
 from parseq.env import (
@@ -14,6 +15,10 @@ from parseq.env import (
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PARSEQ_VAR_DIR", str(BASE_DIR / "var")))
+# The database file and media live here: no other user (a sandbox's included) may read them.
+VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+if VAR_DIR.stat().st_uid == os.geteuid():
+    VAR_DIR.chmod(0o700)
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY")
@@ -67,7 +72,7 @@ DATABASES = {
     "default": database_from_url("DATABASE_URL", env_str("DATABASE_URL", f"sqlite:///{VAR_DIR}/parseq.sqlite3"))
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = (
@@ -109,6 +114,8 @@ else:
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": str(MEDIA_ROOT)},
     }
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 STORAGES = {
     "default": _default_storage,
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -146,6 +153,13 @@ RUN_TIMEOUT = env_int("PARSEQ_RUN_TIMEOUT", 300, minimum=1)
 # raise that first if you raise this.
 MAX_RUN_TIMEOUT = env_int("PARSEQ_MAX_RUN_TIMEOUT", 1500, minimum=1)
 LOG_LIMIT = env_int("PARSEQ_LOG_LIMIT", 1024 * 1024, minimum=1024)
+# Limits of every run (README: Isolation); a parser may set its own memory limit.
+MEMORY_LIMIT_MB = env_int("PARSEQ_MEMORY_LIMIT_MB", 1024, minimum=64)
+PROCESS_LIMIT = env_int("PARSEQ_PROCESS_LIMIT", 64, minimum=4)
+OPEN_FILES_LIMIT = env_int("PARSEQ_OPEN_FILES_LIMIT", 256, minimum=32)
+FILE_SIZE_LIMIT_MB = env_int("PARSEQ_FILE_SIZE_LIMIT_MB", 100, minimum=1)
+RESULT_SIZE_LIMIT_MB = env_int("PARSEQ_RESULT_SIZE_LIMIT_MB", 100, minimum=1)
+RESULT_FILES_LIMIT = env_int("PARSEQ_RESULT_FILES_LIMIT", 1000, minimum=1)
 # How long past its timeout a run may stay `running` before it counts as lost.
 # It covers collecting the output and storing the files, so it is never tiny.
 RUN_GRACE = env_int("PARSEQ_RUN_GRACE", 60, minimum=5)

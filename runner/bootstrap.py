@@ -1,6 +1,6 @@
 """Runs inside the sandbox: load the script, call parse(), send the result to the parent.
 
-Invoked as `python -I -B bootstrap.py SCRIPT DISPLAY_NAME RESULT_FD LIFELINE_FD`.
+Invoked as `python -I -B bootstrap.py SCRIPT DISPLAY_NAME RESULT_FD LIFELINE_FD LIMITS_JSON`.
 Only the standard library is used here, since this file runs in the sandbox's
 interpreter, which can import nothing of Parseq's.
 
@@ -9,13 +9,17 @@ name, then its content in base64 chunks, then {"kind": "done"}; a failure sends
 {"kind": "error", "message": ...}). The
 script's stdout and stderr are the run's log and never carry the result.
 When the parent dies, LIFELINE_FD reaches end-of-file and the whole process
-group is killed, so no part of the run outlives its worker.
+group is killed, so no part of the run outlives its worker. Before the script's
+code runs, the limits in LIMITS_JSON become this process's rlimits, which every
+process it starts inherits and none can raise.
 """
 
 import base64
+import errno
 import json
 import linecache
 import os
+import resource
 import signal
 import sys
 import threading
@@ -25,15 +29,17 @@ CHUNK_BYTES = 1024 * 1024  # as runner.protocol.CHUNK_BYTES, which this file can
 
 
 def main():
-    script_path, display_name, result_fd, lifeline_fd = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    script_path, display_name = sys.argv[1], sys.argv[2]
+    result_fd, lifeline_fd, limits = int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
     os.set_inheritable(result_fd, False)
     os.set_inheritable(lifeline_fd, False)
     watch_parent(lifeline_fd)
     sys.stdout.reconfigure(line_buffering=True)
     sys.stderr.reconfigure(line_buffering=True)
+    apply_limits(limits)
     with os.fdopen(result_fd, "w", encoding="utf-8") as channel:
         try:
-            files = call_parse(script_path, display_name)
+            files = call_parse(script_path, display_name, limits)
         except ScriptFailure as failure:
             send(channel, {"kind": "error", "message": str(failure)})
         else:
@@ -50,7 +56,38 @@ class ScriptFailure(Exception):
     """The script raised, or returned something that breaks the contract."""
 
 
-def call_parse(script_path, display_name):
+def apply_limits(limits):
+    """Limits are {"memory": [bytes, "1 GiB"], "cpu": seconds, ...}; a missing or null one is not applied."""
+    for key, rlimit in (("memory", resource.RLIMIT_AS), ("file_size", resource.RLIMIT_FSIZE)):
+        if limits.get(key):
+            resource.setrlimit(rlimit, (limits[key][0], limits[key][0]))
+    for key, rlimit in (("open_files", resource.RLIMIT_NOFILE), ("processes", resource.RLIMIT_NPROC)):
+        if limits.get(key):
+            resource.setrlimit(rlimit, (limits[key], limits[key]))
+    if limits.get("cpu"):
+        # SIGXCPU at the soft limit, SIGKILL a second later should the script ignore it.
+        resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu"], limits["cpu"] + 1))
+
+
+def limit_breach(error, limits):
+    """Name the limit behind an exception, or None when it is an ordinary failure."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, MemoryError) and limits.get("memory"):
+            return f"memory limit {limits['memory'][1]} exceeded"
+        if isinstance(error, OSError) and error.errno == errno.EFBIG and limits.get("file_size"):
+            return f"file size limit {limits['file_size'][1]} exceeded"
+        if isinstance(error, OSError) and error.errno == errno.EMFILE and limits.get("open_files"):
+            return f"open files limit {limits['open_files']} exceeded"
+        cannot_start = isinstance(error, BlockingIOError) or "can't start new thread" in str(error)
+        if cannot_start and limits.get("processes"):
+            return f"process limit {limits['processes']} (processes and threads) exceeded"
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def call_parse(script_path, display_name, limits):
     with open(script_path, encoding="utf-8") as script:
         source = script.read()
     linecache.cache[display_name] = (len(source), None, source.splitlines(keepends=True), display_name)
@@ -67,7 +104,9 @@ def call_parse(script_path, display_name):
     except SystemExit as exit_:
         raise ScriptFailure(f"the script called sys.exit({exit_.code!r}) instead of returning from parse()") from None
     except BaseException as error:  # noqa: BLE001 - every failure of user code is reported, KeyboardInterrupt too
-        raise ScriptFailure(format_user_traceback(error)) from None
+        breach = limit_breach(error, limits)
+        report = format_user_traceback(error)
+        raise ScriptFailure(f"{breach}\n\n{report}" if breach else report) from None
     return checked_result(result)
 
 

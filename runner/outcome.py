@@ -1,16 +1,33 @@
 """What a sandboxed run produced."""
 
+import math
 from dataclasses import dataclass, field
+
+MiB = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds of one run. Breaking one ends the run in error with a reason naming it."""
+    """Bounds of one run. Breaking one ends the run in error with a reason naming it.
+
+    The parent enforces wall time, log and result limits; the child applies the
+    others to itself as rlimits before the script's code runs. `processes` only
+    holds where the sandbox has a user id of its own (see README: Isolation).
+    """
 
     wall_time: float = 300
-    log_bytes: int = 1024 * 1024
-    result_bytes: int = 100 * 1024 * 1024
+    cpu_time: int | None = None  # seconds; None: as many as the wall time
+    memory_bytes: int = 1024 * MiB
+    processes: int = 64
+    open_files: int = 256
+    file_bytes: int = 100 * MiB
+    log_bytes: int = 1 * MiB
+    result_bytes: int = 100 * MiB
     result_files: int = 1000
+
+    @property
+    def cpu_seconds(self):
+        return self.cpu_time or max(1, math.ceil(self.wall_time))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ the run ends, however it ends.
 """
 
 import contextlib
+import json
 import os
+import random
 import selectors
 import signal
 import subprocess
@@ -27,6 +29,23 @@ BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap.
 READ_SIZE = 64 * 1024
 # Once the child has exited, how long stragglers may keep its pipes open.
 DRAIN_SECONDS = 2.0
+# When the worker runs as root, each sandbox runs as a random user id of this range that owns
+# nothing on the host, so it cannot read the worker's files or /proc/<ppid>/environ, and the
+# process limit (counted per user id by the kernel) is a limit per sandbox.
+SANDBOX_UIDS = range(200_000, 265_000)
+
+
+def child_limits(limits, *, own_uid):
+    """The rlimits the bootstrap applies to itself, as its LIMITS_JSON argument."""
+    return json.dumps(
+        {
+            "memory": [limits.memory_bytes, format_size(limits.memory_bytes)],
+            "file_size": [limits.file_bytes, format_size(limits.file_bytes)],
+            "open_files": limits.open_files,
+            "processes": limits.processes if own_uid else None,
+            "cpu": limits.cpu_seconds,
+        }
+    )
 
 
 class LogCollector:
@@ -57,8 +76,18 @@ class SubprocessBackend:
     def __init__(self, python):
         self.python = python
 
-    def command(self, script_path, display_name, result_fd, lifeline_fd):
-        return [self.python, "-I", "-B", BOOTSTRAP, script_path, display_name, str(result_fd), str(lifeline_fd)]
+    def command(self, script_path, display_name, result_fd, lifeline_fd, limits_json):
+        return [
+            self.python,
+            "-I",
+            "-B",
+            BOOTSTRAP,
+            script_path,
+            display_name,
+            str(result_fd),
+            str(lifeline_fd),
+            limits_json,
+        ]
 
     def environment(self, workdir, timezone):
         return {
@@ -67,18 +96,33 @@ class SubprocessBackend:
             "TZ": timezone,
             "HOME": workdir,
             "TMPDIR": workdir,
+            # glibc reserves 64 MiB of address space per thread arena; that would count against the memory limit.
+            "MALLOC_ARENA_MAX": "2",
         }
+
+    def sandbox_user(self, workdir):
+        """A user id of its own for this run when the worker is root (None otherwise)."""
+        if os.geteuid() != 0:
+            return None
+        uid = random.choice(SANDBOX_UIDS)  # noqa: S311 - uniqueness, not secrecy
+        for directory, _, files in os.walk(workdir):
+            os.chown(directory, uid, uid)
+            for name in files:
+                os.chown(os.path.join(directory, name), uid, uid)
+        return uid
 
     def run(self, *, script_path, display_name, workdir, out_dir, limits, timezone):
         if not os.access(self.python, os.X_OK):
             missing = f"the sandbox interpreter {self.python} does not exist; run `make sandbox`"
             return Outcome(SANDBOX_ERROR, error=missing)
+        uid = self.sandbox_user(workdir)
+        limits_json = child_limits(limits, own_uid=uid is not None)
         log_r, log_w = os.pipe()
         result_r, result_w = os.pipe()
         lifeline_r, lifeline_w = os.pipe()
         try:
             process = subprocess.Popen(
-                self.command(script_path, display_name, result_w, lifeline_r),
+                self.command(script_path, display_name, result_w, lifeline_r, limits_json),
                 stdin=subprocess.DEVNULL,
                 stdout=log_w,
                 stderr=log_w,
@@ -86,6 +130,10 @@ class SubprocessBackend:
                 cwd=workdir,
                 env=self.environment(workdir, timezone),
                 start_new_session=True,
+                # Set by the C code between fork and exec: safe in the threaded worker, unlike preexec_fn.
+                user=uid,
+                group=uid,
+                extra_groups=[] if uid is not None else None,
             )
         except OSError as error:
             for fd in (log_r, result_r, lifeline_w):
@@ -112,6 +160,7 @@ class Supervisor:
         self.selector.register(log_fd, selectors.EVENT_READ, self.log.feed)
         self.selector.register(result_fd, selectors.EVENT_READ, self.result.feed)
         self.failure = None
+        self.cpu_seconds = 0.0
 
     def supervise(self):
         deadline = time.monotonic() + self.limits.wall_time
@@ -120,7 +169,7 @@ class Supervisor:
         finally:
             self.kill_group()
             self.drain(time.monotonic() + DRAIN_SECONDS)
-            self.process.wait()
+            self.reap()
             for key in list(self.selector.get_map().values()):
                 os.close(key.fd)
             self.selector.close()
@@ -184,6 +233,12 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
 
+    def reap(self):
+        """Wait for the child and keep the CPU time it used, which tells a CPU-limit kill from others."""
+        _, status, usage = os.wait4(self.process.pid, 0)
+        self.process.returncode = os.waitstatus_to_exitcode(status)
+        self.cpu_seconds = usage.ru_utime + usage.ru_stime
+
     def drain(self, deadline):
         """Read what the child left in its pipes, in case it exited right after writing."""
         while self.selector.get_map() and time.monotonic() < deadline:
@@ -205,5 +260,8 @@ class Supervisor:
         if self.result.done:
             return COMPLETED, ""
         code = self.process.returncode
+        cpu_limit = self.limits.cpu_seconds
+        if code == -signal.SIGXCPU or (code == -signal.SIGKILL and self.cpu_seconds >= cpu_limit):
+            return LIMIT_EXCEEDED, f"CPU time limit {cpu_limit} s exceeded"
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
         return PROTOCOL_ERROR, f"the script's process {how} before parse() returned a result"

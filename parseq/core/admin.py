@@ -16,7 +16,16 @@ admin.site.unregister(Task)
 class ParserForm(forms.ModelForm):
     class Meta:
         model = Parser
-        fields = ["name", "description", "script", "enabled", "scheduled_time", "repeat_after", "timeout"]
+        fields = [
+            "name",
+            "description",
+            "script",
+            "enabled",
+            "scheduled_time",
+            "repeat_after",
+            "timeout",
+            "memory_limit_mb",
+        ]
 
     def clean_script(self):
         script = self.cleaned_data["script"]

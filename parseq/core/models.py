@@ -2,6 +2,7 @@ import uuid
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 
 
@@ -35,6 +36,12 @@ class Parser(models.Model):
         default=default_timeout,
         validators=[validate_timeout],
         help_text="Seconds a run may take before it is killed.",
+    )
+    memory_limit_mb = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(64)],
+        help_text="Memory a run may use, in MiB; empty uses the global limit (PARSEQ_MEMORY_LIMIT_MB).",
     )
     created_time = models.DateTimeField(auto_now_add=True)
     updated_time = models.DateTimeField(auto_now=True)

@@ -76,7 +76,7 @@ def execute_run(*, run_id):
             return _fail_running(run_id=run_id, error=f"cannot read the script: {error}")
         out_dir = os.path.join(tempdir, "out")
         os.mkdir(out_dir)
-        limits = runner.Limits(wall_time=run.parser.timeout, log_bytes=settings.LOG_LIMIT)
+        limits = run_limits(parser=run.parser)
         if not connection.in_atomic_block:
             connection.close()
         outcome = runner.run_script(
@@ -88,6 +88,21 @@ def execute_run(*, run_id):
             timezone=settings.TIME_ZONE,
         )
         return _record_outcome(run_id=run_id, outcome=outcome, out_dir=out_dir)
+
+
+def run_limits(*, parser):
+    """The limits of a run of `parser`: the global ones, with the parser's own where it has them."""
+    mib = 1024 * 1024
+    return runner.Limits(
+        wall_time=parser.timeout,
+        memory_bytes=(parser.memory_limit_mb or settings.MEMORY_LIMIT_MB) * mib,
+        processes=settings.PROCESS_LIMIT,
+        open_files=settings.OPEN_FILES_LIMIT,
+        file_bytes=settings.FILE_SIZE_LIMIT_MB * mib,
+        log_bytes=settings.LOG_LIMIT,
+        result_bytes=settings.RESULT_SIZE_LIMIT_MB * mib,
+        result_files=settings.RESULT_FILES_LIMIT,
+    )
 
 
 def claim_run(*, run_id):

@@ -152,6 +152,27 @@ class ExecuteRunTests(TemporaryMediaMixin, TransactionTestCase):
         self.assertEqual(run.status, Run.Status.COMPLETED)
         self.assertEqual(run.finished_time, first_finish)
 
+    def test_a_parsers_own_memory_limit_ends_a_hog_in_error_naming_it(self):
+        parser = make_parser("def parse():\n    return {'a': bytes(400 * 1024 * 1024)}\n", memory_limit_mb=128)
+        run = Run.objects.create(parser=parser)
+
+        services.execute_run(run_id=run.run_id)
+
+        run.refresh_from_db()
+        self.assertEqual(run.status, Run.Status.ERROR)
+        self.assertTrue(run.error.startswith("memory limit 128 MiB exceeded"), run.error)
+
+    def test_run_limits_come_from_the_settings_and_the_parser(self):
+        parser = make_parser("def parse():\n    return {}\n", timeout=30)
+
+        with self.settings(MEMORY_LIMIT_MB=512, PROCESS_LIMIT=10, RESULT_FILES_LIMIT=5):
+            limits = services.run_limits(parser=parser)
+
+        self.assertEqual(
+            (limits.wall_time, limits.cpu_seconds, limits.memory_bytes, limits.processes, limits.result_files),
+            (30, 30, 512 * 1024 * 1024, 10, 5),
+        )
+
     def test_a_message_for_an_unknown_run_is_dropped(self):
         self.assertIsNone(services.execute_run(run_id=uuid.uuid4()))
 

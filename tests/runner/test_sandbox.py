@@ -253,7 +253,7 @@ class EnvironmentTests(SandboxTestCase):
         with open(os.path.join(self.out_dir, "env.json")) as file:
             environment = json.load(file)
         self.assertNotIn("hunter2", repr(environment))
-        self.assertEqual(set(environment) - {"LC_CTYPE"}, {"PATH", "LANG", "TZ", "HOME", "TMPDIR"})
+        self.assertEqual(set(environment) - {"LC_CTYPE"}, {"PATH", "LANG", "TZ", "HOME", "TMPDIR", "MALLOC_ARENA_MAX"})
         self.assertEqual(outcome.status, runner.COMPLETED)
 
     def test_home_and_tmpdir_are_a_fresh_directory_deleted_after_the_run(self):
@@ -334,3 +334,147 @@ class MissingInterpreterTests(SandboxTestCase):
 
         self.assertEqual(outcome.status, runner.SANDBOX_ERROR)
         self.assertIn("make sandbox", outcome.error)
+
+
+class LimitTests(SandboxTestCase):
+    def test_a_memory_hog_ends_in_error_naming_the_memory_limit(self):
+        outcome = self.run_source("def parse():\n    hog = bytearray(512 * 1024 * 1024)\n", memory_bytes=256 * 1024**2)
+
+        self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+        self.assertTrue(outcome.error.startswith("memory limit 256 MiB exceeded"), outcome.error)
+        self.assertIn("MemoryError", outcome.error)
+
+    def test_a_slow_memory_climb_ends_in_error_naming_the_memory_limit(self):
+        outcome = self.run_source(
+            "def parse():\n    chunks = []\n    while True:\n        chunks.append(b'x' * 1024 * 1024)\n",
+            memory_bytes=200 * 1024**2,
+        )
+
+        self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+        self.assertTrue(outcome.error.startswith("memory limit 200 MiB exceeded"), outcome.error)
+
+    def test_a_busy_loop_ends_in_error_naming_the_cpu_limit(self):
+        started = time.monotonic()
+
+        outcome = self.run_source("def parse():\n    while True:\n        pass\n", wall_time=20, cpu_time=1)
+
+        self.assertEqual(outcome.status, runner.LIMIT_EXCEEDED)
+        self.assertEqual(outcome.error, "CPU time limit 1 s exceeded")
+        self.assertLess(time.monotonic() - started, 10)
+
+    def test_a_script_that_ignores_sigxcpu_is_still_stopped_at_the_cpu_limit(self):
+        outcome = self.run_source(
+            """
+            import signal
+
+            def parse():
+                signal.signal(signal.SIGXCPU, signal.SIG_IGN)
+                while True:
+                    pass
+            """,
+            wall_time=20,
+            cpu_time=1,
+        )
+
+        self.assertEqual(outcome.status, runner.LIMIT_EXCEEDED)
+        self.assertEqual(outcome.error, "CPU time limit 1 s exceeded")
+
+    def test_writing_a_file_over_the_size_limit_names_the_limit(self):
+        outcome = self.run_source(
+            "def parse():\n    with open('big', 'wb') as f:\n        f.write(b'x' * 3 * 1024 * 1024)\n",
+            file_bytes=1024 * 1024,
+        )
+
+        self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+        self.assertTrue(outcome.error.startswith("file size limit 1 MiB exceeded"), outcome.error)
+
+    def test_opening_too_many_files_names_the_limit(self):
+        outcome = self.run_source(
+            "def parse():\n    handles = [open('f%d' % i, 'w') for i in range(100)]\n", open_files=50
+        )
+
+        self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+        self.assertTrue(outcome.error.startswith("open files limit 50 exceeded"), outcome.error)
+
+    def test_ordinary_scripts_run_within_the_default_limits(self):
+        outcome = self.run_source("""
+            import concurrent.futures, bs4, requests
+
+            def parse():
+                with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                    squares = list(pool.map(lambda n: n * n, range(100)))
+                soup = bs4.BeautifulSoup("<p>" * 1000, "lxml")
+                return {"sum.txt": str(sum(squares)).encode(), "tags.txt": str(len(soup.find_all("p"))).encode()}
+        """)
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+
+
+@unittest.skipUnless(os.geteuid() == 0, "a sandbox gets a user id of its own only when the worker runs as root")
+class OwnUserTests(SandboxTestCase):
+    def test_the_script_runs_as_an_unprivileged_user_of_its_own(self):
+        outcome = self.run_source("import os\ndef parse():\n    return {'id.txt': str(os.getuid()).encode()}\n")
+
+        with open(os.path.join(self.out_dir, "id.txt")) as file:
+            uid = int(file.read())
+        self.assertGreaterEqual(uid, 200_000)
+        self.assertEqual(outcome.status, runner.COMPLETED)
+
+    def test_the_parents_environment_cannot_be_read_through_proc(self):
+        os.environ["PARSEQ_TEST_SECRET"] = "hunter2"
+        self.addCleanup(os.environ.pop, "PARSEQ_TEST_SECRET")
+
+        outcome = self.run_source("""
+            import os
+
+            def parse():
+                found = []
+                for pid in filter(str.isdigit, os.listdir("/proc")):
+                    try:
+                        with open(f"/proc/{pid}/environ", "rb") as environ:
+                            found.append(environ.read())
+                    except OSError:
+                        pass
+                return {"found.bin": b"\\n".join(found)}
+        """)
+
+        with open(os.path.join(self.out_dir, "found.bin"), "rb") as file:
+            self.assertNotIn(b"hunter2", file.read())
+        self.assertEqual(outcome.status, runner.COMPLETED)
+
+    def test_a_fork_bomb_is_stopped_by_the_process_limit(self):
+        outcome = self.run_source(
+            """
+            import os, time
+
+            def parse():
+                children = []
+                while True:
+                    pid = os.fork()
+                    if pid == 0:
+                        time.sleep(30)
+                        os._exit(0)
+                    children.append(pid)
+            """,
+            processes=20,
+            wall_time=20,
+        )
+
+        self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+        self.assertTrue(outcome.error.startswith("process limit 20 (processes and threads) exceeded"), outcome.error)
+
+    def test_a_thread_bomb_is_stopped_by_the_process_limit(self):
+        outcome = self.run_source(
+            """
+            import threading, time
+
+            def parse():
+                while True:
+                    threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+            """,
+            processes=20,
+            wall_time=20,
+        )
+
+        self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+        self.assertTrue(outcome.error.startswith("process limit 20 (processes and threads) exceeded"), outcome.error)
