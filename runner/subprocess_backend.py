@@ -35,6 +35,21 @@ DRAIN_SECONDS = 2.0
 SANDBOX_UIDS = range(200_000, 265_000)
 
 
+class SandboxSetupError(Exception):
+    """The sandbox cannot be prepared on this machine; the message says how to fix it."""
+
+
+def unreachable_parent(path):
+    """The first directory above `path` that other users cannot traverse, or None."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while True:
+        if not os.stat(parent).st_mode & 0o001:
+            return parent
+        if parent == os.path.dirname(parent):
+            return None
+        parent = os.path.dirname(parent)
+
+
 def child_limits(limits, *, own_uid):
     """The rlimits the bootstrap applies to itself, as its LIMITS_JSON argument."""
     return json.dumps(
@@ -104,6 +119,12 @@ class SubprocessBackend:
         """A user id of its own for this run when the worker is root (None otherwise)."""
         if os.geteuid() != 0:
             return None
+        blocked = unreachable_parent(workdir)
+        if blocked:
+            raise SandboxSetupError(
+                f"the sandbox's user cannot enter {blocked}, on the way to its working directory; "
+                "make it traversable (chmod o+x) or point TMPDIR elsewhere"
+            )
         uid = random.choice(SANDBOX_UIDS)  # noqa: S311 - uniqueness, not secrecy
         for directory, _, files in os.walk(workdir):
             os.chown(directory, uid, uid)
@@ -115,7 +136,10 @@ class SubprocessBackend:
         if not os.access(self.python, os.X_OK):
             missing = f"the sandbox interpreter {self.python} does not exist; run `make sandbox`"
             return Outcome(SANDBOX_ERROR, error=missing)
-        uid = self.sandbox_user(workdir)
+        try:
+            uid = self.sandbox_user(workdir)
+        except SandboxSetupError as error:
+            return Outcome(SANDBOX_ERROR, error=str(error))
         limits_json = child_limits(limits, own_uid=uid is not None)
         log_r, log_w = os.pipe()
         result_r, result_w = os.pipe()
@@ -264,4 +288,5 @@ class Supervisor:
         if code == -signal.SIGXCPU or (code == -signal.SIGKILL and self.cpu_seconds >= cpu_limit):
             return LIMIT_EXCEEDED, f"CPU time limit {cpu_limit} s exceeded"
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        return PROTOCOL_ERROR, f"the script's process {how} before parse() returned a result"
+        see_log = " (see the log)" if self.log.kept else ""
+        return PROTOCOL_ERROR, f"the script's process {how} before parse() returned a result{see_log}"

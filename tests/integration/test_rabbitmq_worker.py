@@ -115,6 +115,9 @@ class RealWorkerTestCase(TransactionTestCase):
         # A killed worker cannot remove its temporary directories: keep them where the cleanup removes them.
         tmp_dir = os.path.join(self.var_dir, "tmp")
         os.makedirs(tmp_dir, exist_ok=True)
+        # Like /tmp: a sandbox running as its own user must reach its directory in there.
+        os.chmod(self.var_dir, 0o711)
+        os.chmod(tmp_dir, 0o1777)
         env = {
             **os.environ,
             "DATABASE_URL": database_url(),

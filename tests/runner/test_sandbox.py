@@ -6,6 +6,7 @@ import tempfile
 import time
 import unittest
 import uuid
+from unittest import mock
 
 from django.conf import settings
 
@@ -478,3 +479,15 @@ class OwnUserTests(SandboxTestCase):
 
         self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
         self.assertTrue(outcome.error.startswith("process limit 20 (processes and threads) exceeded"), outcome.error)
+
+    def test_a_working_directory_the_sandbox_user_cannot_reach_is_a_clear_sandbox_error(self):
+        closed = tempfile.mkdtemp(prefix="parseq-closed-")
+        self.addCleanup(os.rmdir, closed)
+        os.chmod(closed, 0o700)
+        path = write_script(self.tempdir.name, "def parse():\n    return {}\n")
+
+        with mock.patch.object(tempfile, "tempdir", closed):
+            outcome = runner.run_script(path, self.out_dir, python=settings.SANDBOX_PYTHON)
+
+        self.assertEqual(outcome.status, runner.SANDBOX_ERROR)
+        self.assertIn(f"cannot enter {closed}", outcome.error)
