@@ -113,11 +113,13 @@ class RealWorkerTestCase(TransactionTestCase):
 
     def start_worker(self):
         # A killed worker cannot remove its temporary directories: keep them where the cleanup removes them.
-        tmp_dir = os.path.join(self.var_dir, "tmp")
-        os.makedirs(tmp_dir, exist_ok=True)
-        # Like /tmp: a sandbox running as its own user must reach its directory in there.
-        os.chmod(self.var_dir, 0o711)
-        os.chmod(tmp_dir, 0o1777)
+        # Not inside the var directory, which Parseq keeps private: like /tmp, a sandbox running
+        # as its own user must reach its directory in there.
+        tmp_dir = self.var_dir + "-tmp"
+        if not os.path.isdir(tmp_dir):
+            os.mkdir(tmp_dir)
+            os.chmod(tmp_dir, 0o1777)
+            self.addCleanup(shutil.rmtree, tmp_dir, ignore_errors=True)
         env = {
             **os.environ,
             "DATABASE_URL": database_url(),
