@@ -51,7 +51,8 @@ def env_list(name, default):
 def env_choice(name, default, choices):
     value = env_str(name, default)
     if value not in choices:
-        raise ConfigurationError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+        named = ", ".join(choice for choice in choices if choice is not None)
+        raise ConfigurationError(f"{name} must be one of {named}, not {value!r}")
     return value
 
 

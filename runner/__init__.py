@@ -9,6 +9,7 @@ import shutil
 import tempfile
 import time
 
+from runner.bwrap_backend import BwrapBackend, bwrap_works
 from runner.names import filename_problem
 from runner.outcome import (
     COMPLETED,
@@ -23,7 +24,7 @@ from runner.outcome import (
 )
 from runner.subprocess_backend import SubprocessBackend
 
-BACKENDS = {"subprocess": SubprocessBackend}
+BACKENDS = {"subprocess": SubprocessBackend, "bwrap": BwrapBackend}
 WORKDIR_PREFIX = "parseq-run-"
 
 __all__ = [
@@ -38,9 +39,16 @@ __all__ = [
     "Limits",
     "Outcome",
     "ResultFile",
+    "best_backend",
+    "bwrap_works",
     "filename_problem",
     "run_script",
 ]
+
+
+def best_backend():
+    """The strongest backend that works here: bwrap, else the plain subprocess."""
+    return "bwrap" if bwrap_works() else "subprocess"
 
 
 def run_script(script_path, out_dir, *, python, backend="subprocess", limits=None, timezone="UTC"):

@@ -50,6 +50,25 @@ def unreachable_parent(path):
         parent = os.path.dirname(parent)
 
 
+def kill_all_processes_of(uid):
+    """SIGKILL every process owned by `uid`, again until none is left (a fork bomb races the first pass)."""
+    for _ in range(50):
+        pids = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if owner_of(pid) == uid]
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
+
+
+def owner_of(pid):
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except FileNotFoundError:
+        return None
+
+
 def child_limits(limits, *, own_uid):
     """The rlimits the bootstrap applies to itself, as its LIMITS_JSON argument."""
     return json.dumps(
@@ -87,22 +106,15 @@ class SubprocessBackend:
     """A plain child process: a scrubbed environment, its own session, no isolation beyond that."""
 
     name = "subprocess"
+    # A wrapper (bwrap) exits with 128 + N when the process it runs dies of signal N.
+    wrapper_reports_signals = False
 
     def __init__(self, python):
-        self.python = python
+        self.python = os.path.abspath(python)  # not realpath: a venv's python must stay in its venv
 
-    def command(self, script_path, display_name, result_fd, lifeline_fd, limits_json):
-        return [
-            self.python,
-            "-I",
-            "-B",
-            BOOTSTRAP,
-            script_path,
-            display_name,
-            str(result_fd),
-            str(lifeline_fd),
-            limits_json,
-        ]
+    def command(self, *, workdir, script_path, display_name, result_fd, lifeline_fd, limits_json):
+        arguments = [script_path, display_name, str(result_fd), str(lifeline_fd), limits_json]
+        return [self.python, "-I", "-B", BOOTSTRAP, *arguments]
 
     def environment(self, workdir, timezone):
         return {
@@ -146,7 +158,14 @@ class SubprocessBackend:
         lifeline_r, lifeline_w = os.pipe()
         try:
             process = subprocess.Popen(
-                self.command(script_path, display_name, result_w, lifeline_r, limits_json),
+                self.command(
+                    workdir=workdir,
+                    script_path=script_path,
+                    display_name=display_name,
+                    result_fd=result_w,
+                    lifeline_fd=lifeline_r,
+                    limits_json=limits_json,
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=log_w,
                 stderr=log_w,
@@ -167,7 +186,10 @@ class SubprocessBackend:
             for fd in (log_w, result_w, lifeline_r):
                 os.close(fd)
         try:
-            return Supervisor(process, log_r, result_r, out_dir, limits).supervise()
+            supervisor = Supervisor(
+                process, log_r, result_r, out_dir, limits, uid=uid, wrapper_reports_signals=self.wrapper_reports_signals
+            )
+            return supervisor.supervise()
         finally:
             os.close(lifeline_w)
 
@@ -175,8 +197,10 @@ class SubprocessBackend:
 class Supervisor:
     """Follows one child until it exits or breaks a limit, then cleans up after it."""
 
-    def __init__(self, process, log_fd, result_fd, out_dir, limits):
+    def __init__(self, process, log_fd, result_fd, out_dir, limits, *, uid=None, wrapper_reports_signals=False):
         self.process = process
+        self.uid = uid
+        self.wrapper_reports_signals = wrapper_reports_signals
         self.limits = limits
         self.log = LogCollector(limits.log_bytes)
         self.result = ResultReader(out_dir, limits)
@@ -254,8 +278,14 @@ class Supervisor:
         return True
 
     def kill_group(self):
+        """Kill the child's process group and, when it has a user id of its own, every process of that user.
+
+        The second catches what left the group with setsid(), as a daemon would.
+        """
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
+        if self.uid is not None:
+            kill_all_processes_of(self.uid)
 
     def reap(self):
         """Wait for the child and keep the CPU time it used, which tells a CPU-limit kill from others."""
@@ -284,9 +314,14 @@ class Supervisor:
         if self.result.done:
             return COMPLETED, ""
         code = self.process.returncode
+        if self.wrapper_reports_signals and code > 128:
+            code = 128 - code
         cpu_limit = self.limits.cpu_seconds
         if code == -signal.SIGXCPU or (code == -signal.SIGKILL and self.cpu_seconds >= cpu_limit):
             return LIMIT_EXCEEDED, f"CPU time limit {cpu_limit} s exceeded"
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        if code == -signal.SIGKILL:
+            # Under a wrapper the CPU time of the jail is not ours to read: name the likely limit.
+            how += f" (SIGKILL: most likely its CPU time limit of {cpu_limit} s)"
         see_log = " (see the log)" if self.log.kept else ""
         return PROTOCOL_ERROR, f"the script's process {how} before parse() returned a result{see_log}"

@@ -66,7 +66,12 @@ class StartupTests(SimpleTestCase):
         self.assertEqual(result.stderr, "Configuration error: SECRET_KEY must be set when DEBUG is false\n")
 
     def test_a_bad_variable_is_named_in_the_one_line(self):
-        for variable, value in [("DATABASE_URL", "mysql://x/y"), ("PARSEQ_BROKER_URL", "redis://x"), ("DEBUG", "y")]:
+        for variable, value in [
+            ("DATABASE_URL", "mysql://x/y"),
+            ("PARSEQ_BROKER_URL", "redis://x"),
+            ("DEBUG", "y"),
+            ("PARSEQ_SANDBOX", "chroot"),
+        ]:
             with self.subTest(variable=variable):
                 result = self.start(SECRET_KEY="k", **{variable: value})
 

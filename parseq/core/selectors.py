@@ -5,6 +5,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import OuterRef, Subquery
 
+from parseq.core import services
 from parseq.core.models import Parser, Run
 
 
@@ -17,10 +18,17 @@ def parsers_with_last_run():
     )
 
 
+SANDBOX_DESCRIPTIONS = {
+    "bwrap": "bwrap",
+    "subprocess": "subprocess (weaker: no filesystem, process or network isolation)",
+}
+
+
 def health():
-    """(healthy, {component: "ok" or the reason it is not})."""
+    """(healthy, {component: "ok" or the reason it is not}, plus which sandbox runs scripts)."""
     checks = {"database": _database_health(), "broker": _broker_health()}
-    return all(value == "ok" for value in checks.values()), checks
+    healthy = all(value == "ok" for value in checks.values())
+    return healthy, {**checks, "sandbox": SANDBOX_DESCRIPTIONS[services.sandbox_backend()]}
 
 
 def _database_health():

@@ -83,7 +83,7 @@ def execute_run(*, run_id):
             script_path,
             out_dir,
             python=settings.SANDBOX_PYTHON,
-            backend=settings.SANDBOX_BACKEND,
+            backend=sandbox_backend(),
             limits=limits,
             timezone=settings.TIME_ZONE,
         )
@@ -103,6 +103,10 @@ def run_limits(*, parser):
         result_bytes=settings.RESULT_SIZE_LIMIT_MB * mib,
         result_files=settings.RESULT_FILES_LIMIT,
     )
+
+
+def sandbox_backend():
+    return settings.SANDBOX_BACKEND or runner.best_backend()
 
 
 def claim_run(*, run_id):

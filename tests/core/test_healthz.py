@@ -10,11 +10,18 @@ from tests.helpers import rabbitmq_url, require
 
 class HealthTests(TestCase):
     def test_healthy_with_a_database_and_the_in_memory_broker(self):
-        with self.settings(BROKER_URL=None):
+        with self.settings(BROKER_URL=None, SANDBOX_BACKEND="bwrap"):
             response = self.client.get("/healthz")
 
         self.assertEqual(response.status_code, 200)
-        self.assertEqual(response.json(), {"status": "ok", "database": "ok", "broker": "ok"})
+        self.assertEqual(response.json(), {"status": "ok", "database": "ok", "broker": "ok", "sandbox": "bwrap"})
+
+    def test_the_weaker_subprocess_sandbox_is_said_plainly(self):
+        with self.settings(BROKER_URL=None, SANDBOX_BACKEND="subprocess"):
+            response = self.client.get("/healthz")
+
+        self.assertEqual(response.status_code, 200)
+        self.assertTrue(response.json()["sandbox"].startswith("subprocess (weaker:"))
 
     def test_an_unreachable_broker_is_503_with_the_reason(self):
         with self.settings(BROKER_URL="amqp://guest:guest@127.0.0.1:1/%2F"):

@@ -1,0 +1,94 @@
+"""The bubblewrap jail: the script sees only the interpreter, its libraries and its own directory.
+
+bwrap puts the child in new user, pid, ipc, uts and cgroup namespaces with no
+capabilities. Its filesystem is read-only /usr and the sandbox environment, a
+fresh tmpfs /tmp, a private /proc and /dev, and the run's working directory at
+/sandbox/work. Parseq's code, settings, database, media, other runs and every
+process outside the jail are out of sight. --die-with-parent takes the whole
+jail down with the worker. The network is shared with the host for now.
+"""
+
+import functools
+import os
+import shutil
+import subprocess
+
+from runner.subprocess_backend import BOOTSTRAP, SubprocessBackend
+
+JAIL_WORKDIR = "/sandbox/work"
+JAIL_BOOTSTRAP = "/sandbox/bootstrap.py"
+# Files of /etc an ordinary scraper needs: name resolution and certificates.
+ETC_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl", "/etc/ca-certificates")
+
+
+class BwrapBackend(SubprocessBackend):
+    name = "bwrap"
+    wrapper_reports_signals = True
+
+    def command(self, *, workdir, script_path, display_name, result_fd, lifeline_fd, limits_json):
+        script_in_jail = os.path.join(JAIL_WORKDIR, os.path.relpath(script_path, workdir))
+        arguments = [script_in_jail, display_name, str(result_fd), str(lifeline_fd), limits_json]
+        return [
+            shutil.which("bwrap") or "bwrap",
+            "--unshare-all",
+            "--share-net",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop",
+            "ALL",
+            *self.filesystem(workdir),
+            "--chdir",
+            JAIL_WORKDIR,
+            "--",
+            self.python,
+            "-I",
+            "-B",
+            JAIL_BOOTSTRAP,
+            *arguments,
+        ]
+
+    def filesystem(self, workdir):
+        mounts = system_mounts()
+        for path in self.interpreter_paths():
+            mounts += ["--ro-bind", path, path]
+        return [*mounts, "--ro-bind", BOOTSTRAP, JAIL_BOOTSTRAP, "--bind", workdir, JAIL_WORKDIR]
+
+    def interpreter_paths(self):
+        """The sandbox environment, and the Python it was made from when that lives outside /usr."""
+        venv = os.path.dirname(os.path.dirname(os.path.abspath(self.python)))
+        paths = [venv]
+        base = os.path.dirname(os.path.dirname(os.path.realpath(self.python)))
+        if not base.startswith("/usr/") and base != "/usr" and not base.startswith(venv):
+            paths.append(base)
+        return paths
+
+    def environment(self, workdir, timezone):
+        return {**super().environment(workdir, timezone), "HOME": JAIL_WORKDIR, "TMPDIR": "/tmp"}
+
+
+def system_mounts():
+    """Read-only /usr (with the /lib, /bin... links of a merged-/usr system), a little of /etc, /proc, /dev, /tmp."""
+    mounts = ["--ro-bind", "/usr", "/usr"]
+    for link in ("/lib", "/lib64", "/bin", "/sbin"):
+        if os.path.islink(link):
+            mounts += ["--symlink", os.readlink(link), link]
+        elif os.path.isdir(link):
+            mounts += ["--ro-bind", link, link]
+    for path in ETC_FILES:
+        if os.path.exists(path):
+            mounts += ["--ro-bind", path, path]
+    return [*mounts, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+
+
+@functools.cache
+def bwrap_works():
+    """Whether bubblewrap can make a jail on this machine (it needs user namespaces)."""
+    if not shutil.which("bwrap"):
+        return False
+    probe = ["bwrap", "--unshare-all", "--die-with-parent", *system_mounts(), "/usr/bin/true"]
+    try:
+        kwargs = {"user": 65534, "group": 65534, "extra_groups": []} if os.geteuid() == 0 else {}
+        result = subprocess.run(probe, capture_output=True, timeout=10, check=False, cwd="/", **kwargs)
+        return result.returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
