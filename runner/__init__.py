@@ -51,11 +51,22 @@ def best_backend():
     return "bwrap" if bwrap_works() else "subprocess"
 
 
-def run_script(script_path, out_dir, *, python, backend="subprocess", limits=None, timezone="UTC"):
+def run_script(
+    script_path,
+    out_dir,
+    *,
+    python,
+    backend="subprocess",
+    limits=None,
+    timezone="UTC",
+    variables=None,
+    network="internet",
+):
     """Run the script at `script_path` in a sandbox; on success its files are in `out_dir`.
 
-    The script gets a fresh working directory, which is also its HOME and TMPDIR,
-    and which is deleted when the run ends. Never raises for anything the script
+    The script gets a fresh working directory, which is also its HOME, and which
+    is deleted when the run ends; `variables` are added to its environment, and
+    `network` is "internet" or "none" (bwrap only). Never raises for anything the script
     does: every failure is an Outcome with a status and an error for the user.
     """
     limits = limits or Limits()
@@ -71,6 +82,8 @@ def run_script(script_path, out_dir, *, python, backend="subprocess", limits=Non
             out_dir=out_dir,
             limits=limits,
             timezone=timezone,
+            variables=variables or {},
+            network=network,
         )
     outcome.duration = time.monotonic() - started
     return outcome

@@ -5,7 +5,8 @@ capabilities. Its filesystem is read-only /usr and the sandbox environment, a
 fresh tmpfs /tmp, a private /proc and /dev, and the run's working directory at
 /sandbox/work. Parseq's code, settings, database, media, other runs and every
 process outside the jail are out of sight. --die-with-parent takes the whole
-jail down with the worker. The network is shared with the host for now.
+jail down with the worker. The network is the host's ("internet", not yet
+filtered) or none at all ("none": a private loopback only).
 """
 
 import functools
@@ -13,7 +14,7 @@ import os
 import shutil
 import subprocess
 
-from runner.subprocess_backend import BOOTSTRAP, SubprocessBackend
+from runner.subprocess_backend import BOOTSTRAP, SandboxSetupError, SubprocessBackend
 
 JAIL_WORKDIR = "/sandbox/work"
 JAIL_BOOTSTRAP = "/sandbox/bootstrap.py"
@@ -31,7 +32,7 @@ class BwrapBackend(SubprocessBackend):
         return [
             shutil.which("bwrap") or "bwrap",
             "--unshare-all",
-            "--share-net",
+            *self.network,
             "--die-with-parent",
             "--new-session",
             "--cap-drop",
@@ -46,6 +47,11 @@ class BwrapBackend(SubprocessBackend):
             JAIL_BOOTSTRAP,
             *arguments,
         ]
+
+    def network_flags(self, network):
+        if network not in ("internet", "none"):
+            raise SandboxSetupError(f"unknown network policy {network!r}")
+        return ["--share-net"] if network == "internet" else []
 
     def filesystem(self, workdir):
         mounts = system_mounts()

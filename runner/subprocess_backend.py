@@ -144,11 +144,18 @@ class SubprocessBackend:
                 os.chown(os.path.join(directory, name), uid, uid)
         return uid
 
-    def run(self, *, script_path, display_name, workdir, out_dir, limits, timezone):
+    def network_flags(self, network):
+        """This backend cannot cut the network: only "internet" is possible."""
+        if network != "internet":
+            raise SandboxSetupError(f"network {network!r} needs the bwrap backend; this worker uses {self.name}")
+        return []
+
+    def run(self, *, script_path, display_name, workdir, out_dir, limits, timezone, variables, network):
         if not os.access(self.python, os.X_OK):
             missing = f"the sandbox interpreter {self.python} does not exist; run `make sandbox`"
             return Outcome(SANDBOX_ERROR, error=missing)
         try:
+            self.network = self.network_flags(network)
             uid = self.sandbox_user(workdir)
         except SandboxSetupError as error:
             return Outcome(SANDBOX_ERROR, error=str(error))
@@ -171,7 +178,8 @@ class SubprocessBackend:
                 stderr=log_w,
                 pass_fds=(result_w, lifeline_r),
                 cwd=workdir,
-                env=self.environment(workdir, timezone),
+                # The parser's own variables never replace the ones the sandbox sets.
+                env={**variables, **self.environment(workdir, timezone)},
                 start_new_session=True,
                 # Set by the C code between fork and exec: safe in the threaded worker, unlike preexec_fn.
                 user=uid,

@@ -7,6 +7,7 @@ from django.utils.html import format_html, format_html_join
 from django_dramatiq.models import Task
 
 from parseq.core import selectors, services
+from parseq.core.environment import MASK, masked_text, parse_environment_text
 from parseq.core.models import Parser, Run
 
 # django_dramatiq's task table stays empty (its AdminMiddleware is off): runs are the history.
@@ -14,6 +15,14 @@ admin.site.unregister(Task)
 
 
 class ParserForm(forms.ModelForm):
+    environment_text = forms.CharField(
+        label="Environment",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 60, "spellcheck": "false"}),
+        help_text="One NAME=value a line, passed to this parser's runs only. Saved values are shown as "
+        f"{MASK}: leave a line as it is to keep its value.",
+    )
+
     class Meta:
         model = Parser
         fields = [
@@ -25,7 +34,20 @@ class ParserForm(forms.ModelForm):
             "repeat_after",
             "timeout",
             "memory_limit_mb",
+            "network",
         ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["environment_text"].initial = masked_text(self.instance.environment or {})
+
+    def clean_environment_text(self):
+        text = self.cleaned_data["environment_text"]
+        environment, problems = parse_environment_text(text, previous=self.instance.environment or {})
+        if problems:
+            raise forms.ValidationError(problems)
+        self.instance.environment = environment
+        return masked_text(environment)
 
     def clean_script(self):
         script = self.cleaned_data["script"]

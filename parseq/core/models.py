@@ -43,6 +43,17 @@ class Parser(models.Model):
         validators=[MinValueValidator(64)],
         help_text="Memory a run may use, in MiB; empty uses the global limit (PARSEQ_MEMORY_LIMIT_MB).",
     )
+
+    class Network(models.TextChoices):
+        INTERNET = "internet", "internet"
+        NONE = "none", "none (bwrap only)"
+
+    network = models.CharField(max_length=16, choices=Network.choices, default=Network.INTERNET)
+    environment = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Variables for this parser's runs only (API keys, base URLs); values are shown masked.",
+    )
     created_time = models.DateTimeField(auto_now_add=True)
     updated_time = models.DateTimeField(auto_now=True)
 

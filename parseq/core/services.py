@@ -86,6 +86,8 @@ def execute_run(*, run_id):
             backend=sandbox_backend(),
             limits=limits,
             timezone=settings.TIME_ZONE,
+            variables=run.parser.environment,
+            network=run.parser.network,
         )
         return _record_outcome(run_id=run_id, outcome=outcome, out_dir=out_dir)
 

@@ -23,6 +23,7 @@ class AdminTestCase(TemporaryMediaMixin, TestCase):
             "script": SimpleUploadedFile(filename, content),
             "enabled": "on",
             "timeout": "300",
+            "network": "internet",
             **fields,
         }
         return self.client.post(reverse("admin:core_parser_add"), data)
@@ -70,13 +71,61 @@ class ParserUploadTests(AdminTestCase):
 
         response = self.client.post(
             reverse("admin:core_parser_change", args=[parser.pk]),
-            {"name": "weather", "description": "changed", "timeout": "60", "repeat_after": "01:00:00"},
+            {
+                "name": "weather",
+                "description": "changed",
+                "timeout": "60",
+                "repeat_after": "01:00:00",
+                "network": "internet",
+            },
         )
 
         self.assertEqual(response.status_code, 302)
         parser.refresh_from_db()
         self.assertEqual((parser.script.name, parser.description, parser.enabled), (original, "changed", False))
         self.assertEqual(parser.repeat_after.total_seconds(), 3600)
+
+
+class EnvironmentTests(AdminTestCase):
+    def test_variables_are_stored_and_shown_masked(self):
+        response = self.add_parser(
+            VALID, environment_text="API_KEY=s3cret-value\n# a comment\nBASE_URL=http://x/?a=b\n"
+        )
+
+        self.assertEqual(response.status_code, 302)
+        parser = Parser.objects.get()
+        self.assertEqual(parser.environment, {"API_KEY": "s3cret-value", "BASE_URL": "http://x/?a=b"})
+        page = self.client.get(reverse("admin:core_parser_change", args=[parser.pk]))
+        self.assertContains(page, "API_KEY=********")
+        self.assertNotContains(page, "s3cret-value")
+
+    def test_a_masked_value_left_as_it_is_keeps_its_value_and_a_new_one_replaces_it(self):
+        parser = make_parser(VALID.decode(), name="weather", environment={"API_KEY": "old", "TOKEN": "t"})
+
+        response = self.client.post(
+            reverse("admin:core_parser_change", args=[parser.pk]),
+            {
+                "name": "weather",
+                "timeout": "60",
+                "network": "internet",
+                "environment_text": "API_KEY=********\nTOKEN=new",
+            },
+        )
+
+        self.assertEqual(response.status_code, 302)
+        parser.refresh_from_db()
+        self.assertEqual(parser.environment, {"API_KEY": "old", "TOKEN": "new"})
+
+    def test_bad_lines_are_refused_with_their_line_numbers(self):
+        response = self.add_parser(
+            VALID, environment_text="GOOD=1\nno equals sign\nPATH=/evil\n1BAD=x\nLD_PRELOAD=x.so"
+        )
+
+        self.assertContains(response, "line 2: expected NAME=value")
+        self.assertContains(response, "line 3: PATH is set by the sandbox and cannot be changed")
+        self.assertContains(response, "line 4: &#x27;1BAD&#x27; is not a valid variable name")
+        self.assertContains(response, "line 5: LD_PRELOAD is set by the sandbox and cannot be changed")
+        self.assertFalse(Parser.objects.exists())
 
 
 class RunNowTests(AdminTestCase):

@@ -173,6 +173,21 @@ class ExecuteRunTests(TemporaryMediaMixin, TransactionTestCase):
             (30, 30, 512 * 1024 * 1024, 10, 5),
         )
 
+    def test_a_parsers_variables_reach_its_runs_only(self):
+        source = "import os\ndef parse():\n    return {'key.txt': os.environ.get('API_KEY', '-').encode()}\n"
+        with_key = make_parser(source, name="with", environment={"API_KEY": "k-123"})
+        without = make_parser(source, name="without")
+        runs = [Run.objects.create(parser=with_key), Run.objects.create(parser=without)]
+
+        for run in runs:
+            services.execute_run(run_id=run.run_id)
+
+        contents = []
+        for run in runs:
+            with default_storage.open(f"{run.run_id}/key.txt") as stored:
+                contents.append(stored.read())
+        self.assertEqual(contents, [b"k-123", b"-"])
+
     def test_a_message_for_an_unknown_run_is_dropped(self):
         self.assertIsNone(services.execute_run(run_id=uuid.uuid4()))
 

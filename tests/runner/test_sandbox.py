@@ -562,6 +562,43 @@ class JailTests(SandboxTestCase):
         self.assertLessEqual(len(pids), 3, pids)
         self.assertNotIn(str(os.getpid()), pids)
 
+    def test_with_network_none_nothing_outside_the_jail_answers(self):
+        path = write_script(
+            self.tempdir.name,
+            """
+            import socket
+
+            def parse():
+                results = []
+                for port in (5432, 5672):
+                    try:
+                        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                        results.append(f"{port} open")
+                    except OSError as error:
+                        results.append(f"{port} {type(error).__name__}")
+                return {"ports.txt": "\\n".join(results).encode()}
+        """,
+        )
+
+        outcome = runner.run_script(path, self.out_dir, python=settings.SANDBOX_PYTHON, backend="bwrap", network="none")
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+        with open(os.path.join(self.out_dir, "ports.txt")) as file:
+            self.assertEqual(file.read().split("\n"), ["5432 ConnectionRefusedError", "5672 ConnectionRefusedError"])
+
+    def test_parser_variables_cannot_replace_the_sandboxs_own(self):
+        path = write_script(
+            self.tempdir.name, "import os\ndef parse():\n    return {'p.txt': os.environ['PATH'].encode()}\n"
+        )
+
+        outcome = runner.run_script(
+            path, self.out_dir, python=settings.SANDBOX_PYTHON, backend="bwrap", variables={"PATH": "/evil", "K": "v"}
+        )
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+        with open(os.path.join(self.out_dir, "p.txt")) as file:
+            self.assertNotIn("/evil", file.read())
+
     def test_the_system_is_read_only_for_the_script(self):
         outcome = self.run_source("""
             def parse():
@@ -608,3 +645,13 @@ for _test_class in (
     DaemonTests,
 ):
     globals()[f"Bwrap{_test_class.__name__}"] = under_bwrap(_test_class)
+
+
+class NetworkPolicyTests(SandboxTestCase):
+    def test_network_none_is_refused_by_a_backend_that_cannot_cut_the_network(self):
+        path = write_script(self.tempdir.name, "def parse():\n    return {}\n")
+
+        outcome = runner.run_script(path, self.out_dir, python=settings.SANDBOX_PYTHON, network="none")
+
+        self.assertEqual(outcome.status, runner.SANDBOX_ERROR)
+        self.assertIn("network 'none' needs the bwrap backend", outcome.error)

@@ -1,0 +1,40 @@
+"""A parser's environment variables as users edit them: `KEY=value` lines, values masked when shown."""
+
+import re
+
+MASK = "********"
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Set by the sandbox itself, or able to change how the interpreter or the loader behaves.
+RESERVED = {"PATH", "HOME", "TMPDIR", "LANG", "TZ", "PWD", "MALLOC_ARENA_MAX"}
+RESERVED_PREFIXES = ("PYTHON", "LD_", "LC_")
+
+
+def masked_text(environment):
+    return "\n".join(f"{name}={MASK}" for name in sorted(environment))
+
+
+def parse_environment_text(text, *, previous):
+    """Return ({name: value}, [problems]); a value left as the mask keeps the previous one."""
+    environment, problems = {}, []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, equals, value = line.partition("=")
+        name = name.strip()
+        if not equals:
+            problems.append(f"line {number}: expected NAME=value")
+        elif not NAME.match(name):
+            problems.append(f"line {number}: {name!r} is not a valid variable name")
+        elif name in RESERVED or name.startswith(RESERVED_PREFIXES):
+            problems.append(f"line {number}: {name} is set by the sandbox and cannot be changed")
+        elif name in environment:
+            problems.append(f"line {number}: {name} is set twice")
+        elif value == MASK:
+            if name not in previous:
+                problems.append(f"line {number}: {name} has no value yet: type it instead of the mask")
+            else:
+                environment[name] = previous[name]
+        else:
+            environment[name] = value
+    return environment, problems
