@@ -10,6 +10,7 @@ import json
 import os
 import random
 import selectors
+import shutil
 import signal
 import subprocess
 import time
@@ -33,6 +34,8 @@ DRAIN_SECONDS = 2.0
 # nothing on the host, so it cannot read the worker's files or /proc/<ppid>/environ, and the
 # process limit (counted per user id by the kernel) is a limit per sandbox.
 SANDBOX_UIDS = range(200_000, 265_000)
+# World-writable places a sandbox user could leave files in for a later run.
+SHARED_TEMP_DIRECTORIES = ("/tmp", "/var/tmp", "/dev/shm")
 
 
 class SandboxSetupError(Exception):
@@ -60,6 +63,20 @@ def kill_all_processes_of(uid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.01)
+
+
+def remove_files_of(uid, directories=SHARED_TEMP_DIRECTORIES):
+    """Delete what a sandbox user left in the shared temporary directories, for no later run to find."""
+    for directory in directories:
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(directory):
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat(follow_symlinks=False).st_uid != uid:
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        os.unlink(entry.path)
 
 
 def owner_of(pid):
@@ -200,6 +217,8 @@ class SubprocessBackend:
             return supervisor.supervise()
         finally:
             os.close(lifeline_w)
+            if uid is not None:
+                remove_files_of(uid)
 
 
 class Supervisor:
