@@ -146,7 +146,7 @@ DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 
 # The sandbox that runs parser scripts.
 # Unset: the strongest that works here (bwrap, else subprocess), decided at the first run.
-SANDBOX_BACKEND = env_choice("PARSEQ_SANDBOX", None, [None, "subprocess", "bwrap"])
+SANDBOX_BACKEND = env_choice("PARSEQ_SANDBOX", None, [None, "subprocess", "bwrap", "docker"])
 SANDBOX_PYTHON = env_str("PARSEQ_SANDBOX_PYTHON", str(BASE_DIR / ".venv-sandbox" / "bin" / "python"))
 SANDBOX_REQUIREMENTS = BASE_DIR / "sandbox-image" / "requirements.txt"
 RUN_TIMEOUT = env_int("PARSEQ_RUN_TIMEOUT", 300, minimum=1)

@@ -10,6 +10,7 @@ import tempfile
 import time
 
 from runner.bwrap_backend import BwrapBackend, bwrap_works
+from runner.docker_backend import DockerBackend
 from runner.names import filename_problem
 from runner.outcome import (
     COMPLETED,
@@ -24,7 +25,7 @@ from runner.outcome import (
 )
 from runner.subprocess_backend import SubprocessBackend
 
-BACKENDS = {"subprocess": SubprocessBackend, "bwrap": BwrapBackend}
+BACKENDS = {"subprocess": SubprocessBackend, "bwrap": BwrapBackend, "docker": DockerBackend}
 WORKDIR_PREFIX = "parseq-run-"
 
 __all__ = [

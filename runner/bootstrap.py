@@ -32,8 +32,9 @@ def main():
     script_path, display_name = sys.argv[1], sys.argv[2]
     result_fd, lifeline_fd, limits = int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
     os.set_inheritable(result_fd, False)
-    os.set_inheritable(lifeline_fd, False)
-    watch_parent(lifeline_fd)
+    if lifeline_fd >= 0:  # a container has no parent process to watch
+        os.set_inheritable(lifeline_fd, False)
+        watch_parent(lifeline_fd)
     sys.stdout.reconfigure(line_buffering=True)
     sys.stderr.reconfigure(line_buffering=True)
     apply_limits(limits)

@@ -20,6 +20,7 @@ def parsers_with_last_run():
 
 SANDBOX_DESCRIPTIONS = {
     "bwrap": "bwrap",
+    "docker": "docker",
     "subprocess": "subprocess (weaker: no filesystem, process or network isolation)",
 }
 

@@ -1,0 +1,171 @@
+"""The Docker backend: each run is a short-lived container of the sandbox image.
+
+The container runs the same bootstrap, bind-mounted read-only, as a non-root
+user on a read-only root filesystem with every capability dropped,
+no-new-privileges, memory and pids limits from the engine, the other limits as
+ulimits, and no network unless the parser's policy is "internet". The result
+channel is a file in the run's directory that the bootstrap writes through fd 3,
+never the container's output, which becomes the log. The wall deadline is
+enforced here: the SDK's wait timeout is only an HTTP timeout, so on the
+deadline the container is killed, then always removed.
+"""
+
+import contextlib
+import os
+import time
+
+from runner.outcome import COMPLETED, PROTOCOL_ERROR, SANDBOX_ERROR, SCRIPT_ERROR, TIMEOUT, Outcome
+from runner.protocol import LimitExceeded, ProtocolViolation, ResultReader, ScriptReportedError
+from runner.subprocess_backend import BOOTSTRAP, LogCollector, SandboxSetupError, child_limits
+
+JAIL_WORKDIR = "/sandbox/work"
+JAIL_BOOTSTRAP = "/sandbox/bootstrap.py"
+RESULT_FILE = ".parseq-result"
+READ_SIZE = 1024 * 1024
+DEFAULT_IMAGE = "parseq-sandbox:latest"
+SANDBOX_USER = "65534:65534"
+
+
+class DockerBackend:
+    name = "docker"
+
+    def __init__(self, python, *, client=None, image=None):
+        # The interpreter is the image's; `python` only keeps the backends interchangeable.
+        self.client = client
+        self.image = image or os.environ.get("PARSEQ_SANDBOX_IMAGE", DEFAULT_IMAGE)
+
+    def container_spec(self, *, workdir, display_name, limits, timezone, variables, network):
+        """The keyword arguments of `containers.create` for one run."""
+        if network not in ("internet", "none"):
+            raise SandboxSetupError(f"unknown network policy {network!r}")
+        command = (
+            f"exec 3>{JAIL_WORKDIR}/{RESULT_FILE} && exec python -I -B {JAIL_BOOTSTRAP} "
+            f'{JAIL_WORKDIR}/script.py "$0" 3 -1 "$1"'
+        )
+        environment = {
+            **variables,
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "TZ": timezone,
+            "HOME": JAIL_WORKDIR,
+            "TMPDIR": "/tmp",
+            "MALLOC_ARENA_MAX": "2",
+        }
+        cpu = limits.cpu_seconds
+        return {
+            "image": self.image,
+            "command": ["/bin/sh", "-c", command, display_name, child_limits(limits, own_uid=False)],
+            "user": SANDBOX_USER,
+            "working_dir": JAIL_WORKDIR,
+            "environment": environment,
+            "network_mode": "bridge" if network == "internet" else "none",
+            "read_only": True,
+            "tmpfs": {"/tmp": "rw,nosuid,nodev,size=64m,mode=1777"},
+            "volumes": {
+                workdir: {"bind": JAIL_WORKDIR, "mode": "rw"},
+                BOOTSTRAP: {"bind": JAIL_BOOTSTRAP, "mode": "ro"},
+            },
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "mem_limit": limits.memory_bytes,
+            "memswap_limit": limits.memory_bytes,
+            "pids_limit": limits.processes,
+            "ulimits": [
+                {"name": "nofile", "soft": limits.open_files, "hard": limits.open_files},
+                {"name": "fsize", "soft": limits.file_bytes, "hard": limits.file_bytes},
+                {"name": "cpu", "soft": cpu, "hard": cpu + 1},
+            ],
+            "labels": {"parseq": "sandbox"},
+            "detach": True,
+        }
+
+    def run(self, *, script_path, display_name, workdir, out_dir, limits, timezone, variables, network):
+        try:
+            client = self.client or docker_client()
+            spec = self.container_spec(
+                workdir=workdir,
+                display_name=display_name,
+                limits=limits,
+                timezone=timezone,
+                variables=variables,
+                network=network,
+            )
+        except SandboxSetupError as error:
+            return Outcome(SANDBOX_ERROR, error=str(error))
+        except Exception as error:  # noqa: BLE001 - no engine, no image: a clear error for the run
+            return Outcome(SANDBOX_ERROR, error=f"the Docker engine is not reachable: {error}")
+        give_to_container_user(workdir)
+        container = None
+        try:
+            container = client.containers.create(**spec)
+            container.start()
+            timed_out = not self.wait(container, deadline=time.monotonic() + limits.wall_time)
+            log = LogCollector(limits.log_bytes)
+            for chunk in container.logs(stdout=True, stderr=True, stream=True):
+                log.feed(chunk)
+            exit_code = None if timed_out else container.wait(timeout=10).get("StatusCode")
+        except Exception as error:  # noqa: BLE001 - an engine failure fails this run only
+            return Outcome(SANDBOX_ERROR, error=f"the Docker engine failed: {error}")
+        finally:
+            if container is not None:
+                remove_quietly(container)
+        if timed_out:
+            return Outcome(TIMEOUT, log=log.text(), error=f"timed out after {limits.wall_time:g} s")
+        return read_result(os.path.join(workdir, RESULT_FILE), out_dir, limits, log.text(), exit_code)
+
+    def wait(self, container, *, deadline):
+        """True when the container stopped before the deadline; killed otherwise."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                container.kill()
+                return False
+            try:
+                container.wait(timeout=min(remaining, 5))
+                return True
+            except Exception:  # noqa: BLE001, S112 - the SDK's timeout surfaces as a requests error
+                continue
+
+
+def read_result(path, out_dir, limits, log, exit_code):
+    reader = ResultReader(out_dir, limits)
+    try:
+        with open(path, "rb") as channel:
+            while chunk := channel.read(READ_SIZE):
+                reader.feed(chunk)
+        reader.finish()
+    except FileNotFoundError:
+        pass
+    except ScriptReportedError as error:
+        reader.discard()
+        return Outcome(SCRIPT_ERROR, log=log, error=str(error))
+    except (LimitExceeded, ProtocolViolation, OSError) as error:
+        reader.discard()
+        return Outcome(PROTOCOL_ERROR, log=log, error=f"the result could not be read: {error}")
+    if not reader.done:
+        reader.discard()
+        return Outcome(PROTOCOL_ERROR, log=log, error=f"the container exited with code {exit_code} without a result")
+    return Outcome(COMPLETED, log=log, files=list(reader.files))
+
+
+def give_to_container_user(workdir):
+    """The container's user must read the script and write the result in the run's directory."""
+    uid, gid = map(int, SANDBOX_USER.split(":"))
+    if os.geteuid() == 0:
+        for directory, _, files in os.walk(workdir):
+            os.chown(directory, uid, gid)
+            for name in files:
+                os.chown(os.path.join(directory, name), uid, gid)
+    else:
+        os.chmod(workdir, 0o777)  # noqa: S103 - a fresh directory of this run only; no other way without root
+
+
+def remove_quietly(container):
+    with contextlib.suppress(Exception):  # already gone, or the engine went away: nothing left to do
+        container.remove(force=True)
+
+
+def docker_client():
+    import docker
+
+    return docker.from_env(timeout=30)
