@@ -21,6 +21,7 @@ import linecache
 import os
 import resource
 import signal
+import socket
 import sys
 import threading
 import traceback
@@ -38,6 +39,9 @@ def main():
     sys.stdout.reconfigure(line_buffering=True)
     sys.stderr.reconfigure(line_buffering=True)
     apply_limits(limits)
+    egress_socket = os.environ.pop("PARSEQ_EGRESS_SOCKET", None)
+    if egress_socket:
+        start_egress_forwarder(egress_socket)
     with os.fdopen(result_fd, "w", encoding="utf-8") as channel:
         try:
             files = call_parse(script_path, display_name, limits)
@@ -134,6 +138,43 @@ def format_user_traceback(error):
 def send(channel, message):
     channel.write(json.dumps(message))
     channel.write("\n")
+
+
+def start_egress_forwarder(socket_path):
+    """Listen on the jail's loopback and pass every connection to the worker's egress proxy.
+
+    The jail has no other way out; the proxy outside decides where a connection may go.
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    proxy = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        os.environ[name] = proxy
+
+    def forward(client):
+        with client, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as upstream:
+            upstream.connect(socket_path)
+            copier = threading.Thread(target=copy_bytes, args=(upstream, client), daemon=True)
+            copier.start()
+            copy_bytes(client, upstream)
+            copier.join()
+
+    def accept_forever():
+        while True:
+            client, _ = listener.accept()
+            threading.Thread(target=forward, args=(client,), daemon=True).start()
+
+    threading.Thread(target=accept_forever, daemon=True).start()
+
+
+def copy_bytes(source, target):
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+        target.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
 
 
 def watch_parent(lifeline_fd):

@@ -5,8 +5,10 @@ capabilities. Its filesystem is read-only /usr and the sandbox environment, a
 fresh tmpfs /tmp, a private /proc and /dev, and the run's working directory at
 /sandbox/work. Parseq's code, settings, database, media, other runs and every
 process outside the jail are out of sight. --die-with-parent takes the whole
-jail down with the worker. The network is the host's ("internet", not yet
-filtered) or none at all ("none": a private loopback only).
+jail down with the worker. The jail's network namespace has only a loopback:
+with the policy "internet" its HTTP(S) goes out through the egress proxy
+(runner/egress.py), which refuses the host's own and private addresses; with
+"none" nothing goes out at all.
 """
 
 import functools
@@ -14,10 +16,12 @@ import os
 import shutil
 import subprocess
 
+from runner.egress import EgressProxy
 from runner.subprocess_backend import BOOTSTRAP, SandboxSetupError, SubprocessBackend
 
 JAIL_WORKDIR = "/sandbox/work"
 JAIL_BOOTSTRAP = "/sandbox/bootstrap.py"
+EGRESS_SOCKET = ".parseq-egress.sock"
 # Files of /etc an ordinary scraper needs: name resolution and certificates.
 ETC_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl", "/etc/ca-certificates")
 
@@ -48,10 +52,26 @@ class BwrapBackend(SubprocessBackend):
             *arguments,
         ]
 
+    egress_socket = None
+
     def network_flags(self, network):
+        """The jail always has a network namespace of its own: "internet" goes out through the egress proxy."""
         if network not in ("internet", "none"):
             raise SandboxSetupError(f"unknown network policy {network!r}")
-        return ["--share-net"] if network == "internet" else []
+        return []
+
+    def run(self, *, workdir, network, **kwargs):
+        if network != "internet":
+            return super().run(workdir=workdir, network=network, **kwargs)
+        refusals = []
+        proxy = EgressProxy(os.path.join(workdir, EGRESS_SOCKET), on_refusal=refusals.append)
+        self.egress_socket = os.path.join(JAIL_WORKDIR, EGRESS_SOCKET)
+        try:
+            outcome = super().run(workdir=workdir, network=network, **kwargs)
+        finally:
+            proxy.close()
+        outcome.log += "".join(f"[parseq] refused: {refusal}\n" for refusal in refusals)
+        return outcome
 
     def filesystem(self, workdir):
         mounts = system_mounts()
@@ -69,7 +89,10 @@ class BwrapBackend(SubprocessBackend):
         return paths
 
     def environment(self, workdir, timezone):
-        return {**super().environment(workdir, timezone), "HOME": JAIL_WORKDIR, "TMPDIR": "/tmp"}
+        environment = {**super().environment(workdir, timezone), "HOME": JAIL_WORKDIR, "TMPDIR": "/tmp"}
+        if self.egress_socket:
+            environment["PARSEQ_EGRESS_SOCKET"] = self.egress_socket
+        return environment
 
 
 def system_mounts():

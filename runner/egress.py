@@ -1,0 +1,185 @@
+"""The egress proxy of the bwrap jail: the only way out of a jail whose network policy is "internet".
+
+The jail has its own network namespace with nothing but a loopback. The
+bootstrap listens there and passes every connection over a Unix socket to this
+proxy, which runs in the worker, resolves the destination itself and refuses
+loopback, private, link-local, shared, multicast and reserved addresses (the
+host's services and cloud metadata among them) before any packet is sent. It
+speaks HTTP: CONNECT for https, absolute URIs for http, as HTTP(S)_PROXY.
+"""
+
+import contextlib
+import ipaddress
+import socket
+import threading
+
+BLOCKED_NETWORKS = [
+    ipaddress.ip_network(network)
+    for network in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "::/128",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+        "ff00::/8",
+    )
+]
+HEAD_LIMIT = 64 * 1024
+CONNECT_TIMEOUT = 15
+
+
+class Refused(Exception):
+    """The destination is not allowed, or cannot be reached; the message is for the script's author."""
+
+
+def blocked_reason(address):
+    """Why connections to `address` are refused, or None when it is a public address."""
+    ip = ipaddress.ip_address(address)
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    for network in BLOCKED_NETWORKS:
+        if ip in network:
+            kind = "loopback" if ip.is_loopback else "link-local" if ip.is_link_local else "private or reserved"
+            return f"{address} is a {kind} address"
+    return None
+
+
+def resolve_allowed(host, port):
+    """The first allowed (host, port) of `host`; Refused when every address is blocked or none resolves."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise Refused(f"cannot resolve {host}: {error.strerror}") from None
+    reasons = []
+    for _, _, _, _, address in infos:
+        reason = blocked_reason(address[0])
+        if reason is None:
+            return address[:2]
+        reasons.append(reason)
+    raise Refused(f"connections to {host}:{port} are not allowed: {reasons[0]}")
+
+
+class EgressProxy:
+    """Serves one run's jail on a Unix socket, in daemon threads, until closed."""
+
+    def __init__(self, socket_path, on_refusal=None):
+        self.on_refusal = on_refusal or (lambda message: None)
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(socket_path)
+        self.server.listen(64)
+        self.closed = False
+        threading.Thread(target=self.accept_forever, name="parseq-egress", daemon=True).start()
+
+    def close(self):
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)
+        self.server.close()
+
+    def accept_forever(self):
+        while not self.closed:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(client,), daemon=True).start()
+
+    def serve(self, client):
+        with client:
+            try:
+                head, early_data = read_head(client)
+                upstream, reply = self.open_upstream(head)
+            except Refused as error:
+                self.on_refusal(str(error))
+                body = f"parseq: {error}\n".encode()
+                client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nConnection: close\r\n")
+                client.sendall(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                return
+            with upstream:
+                if reply:
+                    client.sendall(reply)
+                if early_data:  # a request body, or a client that did not wait for the tunnel
+                    upstream.sendall(early_data)
+                relay(client, upstream)
+
+    def open_upstream(self, head):
+        request_line, _, rest = head.partition(b"\r\n")
+        try:
+            method, target, version = request_line.decode("latin-1").split(" ")
+        except ValueError:
+            raise Refused("the proxy got a malformed request") from None
+        if method == "CONNECT":
+            host, port = split_host_port(target, default_port=443)
+            return self.connect(host, port), b"HTTP/1.1 200 Connection established\r\n\r\n"
+        if not target.startswith("http://"):
+            raise Refused(f"the proxy only forwards http:// and CONNECT requests, not {target[:60]!r}")
+        authority, _, path = target[len("http://") :].partition("/")
+        host, port = split_host_port(authority, default_port=80)
+        upstream = self.connect(host, port)
+        headers = [line for line in rest.split(b"\r\n") if line and not is_hop_header(line)]
+        forwarded = f"{method} /{path} {version}\r\n".encode() + b"".join(h + b"\r\n" for h in headers)
+        upstream.sendall(forwarded + b"Connection: close\r\n\r\n")
+        return upstream, b""
+
+    def connect(self, host, port):
+        address = resolve_allowed(host, port)
+        try:
+            return socket.create_connection(address, timeout=CONNECT_TIMEOUT)
+        except OSError as error:
+            raise Refused(f"cannot connect to {host}:{port}: {error.strerror or error}") from None
+
+
+def read_head(connection):
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = connection.recv(4096)
+        if not chunk or len(head) > HEAD_LIMIT:
+            raise Refused("the proxy got an incomplete request")
+        head += chunk
+    head, _, early_data = head.partition(b"\r\n\r\n")
+    return head, early_data
+
+
+def split_host_port(authority, *, default_port):
+    if authority.startswith("["):
+        host, _, port = authority[1:].partition("]")
+        port = port.lstrip(":")
+    else:
+        host, _, port = authority.rpartition(":") if ":" in authority else (authority, "", "")
+    try:
+        return host, int(port) if port else default_port
+    except ValueError:
+        raise Refused(f"bad port in {authority!r}") from None
+
+
+def is_hop_header(line):
+    name = line.split(b":", 1)[0].strip().lower()
+    return name in (b"connection", b"proxy-connection", b"proxy-authorization", b"keep-alive")
+
+
+def relay(first, second):
+    """Copy bytes both ways until either side closes."""
+
+    def pump(source, target):
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+    for sock in (first, second):
+        sock.settimeout(None)
+    other = threading.Thread(target=pump, args=(second, first), daemon=True)
+    other.start()
+    pump(first, second)
+    other.join()
