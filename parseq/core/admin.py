@@ -68,6 +68,12 @@ class ParserAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return selectors.parsers_with_last_run()
 
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        backend = services.sandbox_backend()
+        if backend == "subprocess":
+            extra_context = {**(extra_context or {}), "sandbox_warning": selectors.SANDBOX_DESCRIPTIONS[backend]}
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
     @admin.display(description="last run", ordering="last_run_status")
     def last_run_status(self, parser):
         return parser.last_run_status or "-"

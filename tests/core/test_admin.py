@@ -59,6 +59,15 @@ class ParserUploadTests(AdminTestCase):
         self.assertContains(response, "the script is 3145755 bytes; the limit is 262144 bytes (256 KiB)")
         self.assertFalse(Parser.objects.exists())
 
+    def test_the_form_says_plainly_when_scripts_run_in_the_weaker_sandbox(self):
+        with self.settings(SANDBOX_BACKEND="subprocess"):
+            weaker = self.client.get(reverse("admin:core_parser_add"))
+        with self.settings(SANDBOX_BACKEND="bwrap"):
+            jail = self.client.get(reverse("admin:core_parser_add"))
+
+        self.assertContains(weaker, "subprocess (weaker: no filesystem, process or network isolation)")
+        self.assertNotContains(jail, "weaker")
+
     def test_a_timeout_above_the_maximum_is_refused(self):
         response = self.add_parser(VALID, timeout="999999")
 
