@@ -62,12 +62,14 @@ def run_script(
     timezone="UTC",
     variables=None,
     network="internet",
+    restricted_modules=None,
 ):
     """Run the script at `script_path` in a sandbox; on success its files are in `out_dir`.
 
     The script gets a fresh working directory, which is also its HOME, and which
     is deleted when the run ends; `variables` are added to its environment, and
-    `network` is "internet" or "none" (bwrap only). Never raises for anything the script
+    `network` is "internet" or "none" (bwrap only). With `restricted_modules`,
+    the script runs under the RestrictedPython policy and may import only those. Never raises for anything the script
     does: every failure is an Outcome with a status and an error for the user.
     """
     limits = limits or Limits()
@@ -85,6 +87,7 @@ def run_script(
             timezone=timezone,
             variables=variables or {},
             network=network,
+            restricted_modules=restricted_modules,
         )
     outcome.duration = time.monotonic() - started
     return outcome

@@ -16,6 +16,7 @@ process it starts inherits and none can raise.
 
 import base64
 import errno
+import importlib.util
 import json
 import linecache
 import os
@@ -25,8 +26,10 @@ import socket
 import sys
 import threading
 import traceback
+import types
 
 CHUNK_BYTES = 1024 * 1024  # as runner.protocol.CHUNK_BYTES, which this file cannot import
+RESTRICTED_POLICY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "restricted.py")
 
 
 def main():
@@ -96,10 +99,15 @@ def call_parse(script_path, display_name, limits):
     with open(script_path, encoding="utf-8") as script:
         source = script.read()
     linecache.cache[display_name] = (len(source), None, source.splitlines(keepends=True), display_name)
-    namespace = {"__name__": "parser_script", "__file__": display_name, "__builtins__": __builtins__}
     sys.argv = [display_name]
     try:
-        exec(compile(source, display_name, "exec"), namespace)  # noqa: S102 - running the script is our job
+        code, namespace = compiled(source, display_name, limits.get("restricted"))
+        # A module of its own, as an import would make it: dataclasses, pickle and typing look it up.
+        module = types.ModuleType(namespace["__name__"])
+        module.__dict__.update(namespace)
+        sys.modules[module.__name__] = module
+        namespace = module.__dict__
+        exec(code, namespace)  # noqa: S102 - running the script is our job
         parse = namespace.get("parse")
         if not callable(parse):
             raise ScriptFailure("the script defines no function parse()")
@@ -113,6 +121,21 @@ def call_parse(script_path, display_name, limits):
         report = format_user_traceback(error)
         raise ScriptFailure(f"{breach}\n\n{report}" if breach else report) from None
     return checked_result(result)
+
+
+def compiled(source, display_name, restricted_modules):
+    """The script's code and globals: plain Python, or under the RestrictedPython policy."""
+    if restricted_modules is None:
+        namespace = {"__name__": "parser_script", "__file__": display_name, "__builtins__": __builtins__}
+        return compile(source, display_name, "exec"), namespace
+    spec = importlib.util.spec_from_file_location("parseq_restricted", RESTRICTED_POLICY)
+    policy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(policy)
+    try:
+        code = policy.compile_script(source, display_name)
+    except policy.PolicyError as error:
+        raise ScriptFailure(str(error)) from None
+    return code, {**policy.namespace(restricted_modules, "parser_script"), "__file__": display_name}
 
 
 def checked_result(result):

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 
 from runner.egress import EgressProxy
-from runner.subprocess_backend import BOOTSTRAP, SandboxSetupError, SubprocessBackend
+from runner.subprocess_backend import BOOTSTRAP, RESTRICTED_POLICY, SandboxSetupError, SubprocessBackend
 
 JAIL_WORKDIR = "/sandbox/work"
 JAIL_BOOTSTRAP = "/sandbox/bootstrap.py"
@@ -77,7 +77,8 @@ class BwrapBackend(SubprocessBackend):
         mounts = system_mounts()
         for path in self.interpreter_paths():
             mounts += ["--ro-bind", path, path]
-        return [*mounts, "--ro-bind", BOOTSTRAP, JAIL_BOOTSTRAP, "--bind", workdir, JAIL_WORKDIR]
+        policy = ["--ro-bind", RESTRICTED_POLICY, os.path.join(os.path.dirname(JAIL_BOOTSTRAP), "restricted.py")]
+        return [*mounts, "--ro-bind", BOOTSTRAP, JAIL_BOOTSTRAP, *policy, "--bind", workdir, JAIL_WORKDIR]
 
     def interpreter_paths(self):
         """The sandbox environment, and the Python it was made from when that lives outside /usr."""

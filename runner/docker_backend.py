@@ -16,7 +16,7 @@ import time
 
 from runner.outcome import COMPLETED, PROTOCOL_ERROR, SANDBOX_ERROR, SCRIPT_ERROR, TIMEOUT, Outcome
 from runner.protocol import LimitExceeded, ProtocolViolation, ResultReader, ScriptReportedError
-from runner.subprocess_backend import BOOTSTRAP, LogCollector, SandboxSetupError, child_limits
+from runner.subprocess_backend import BOOTSTRAP, RESTRICTED_POLICY, LogCollector, SandboxSetupError, child_limits
 
 JAIL_WORKDIR = "/sandbox/work"
 JAIL_BOOTSTRAP = "/sandbox/bootstrap.py"
@@ -34,7 +34,7 @@ class DockerBackend:
         self.client = client
         self.image = image or os.environ.get("PARSEQ_SANDBOX_IMAGE", DEFAULT_IMAGE)
 
-    def container_spec(self, *, workdir, display_name, limits, timezone, variables, network):
+    def container_spec(self, *, workdir, display_name, limits, timezone, variables, network, restricted_modules=None):
         """The keyword arguments of `containers.create` for one run."""
         if network not in ("internet", "none"):
             raise SandboxSetupError(f"unknown network policy {network!r}")
@@ -54,7 +54,13 @@ class DockerBackend:
         cpu = limits.cpu_seconds
         return {
             "image": self.image,
-            "command": ["/bin/sh", "-c", command, display_name, child_limits(limits, own_uid=False)],
+            "command": [
+                "/bin/sh",
+                "-c",
+                command,
+                display_name,
+                child_limits(limits, own_uid=False, restricted_modules=restricted_modules),
+            ],
             "user": SANDBOX_USER,
             "working_dir": JAIL_WORKDIR,
             "environment": environment,
@@ -64,6 +70,7 @@ class DockerBackend:
             "volumes": {
                 workdir: {"bind": JAIL_WORKDIR, "mode": "rw"},
                 BOOTSTRAP: {"bind": JAIL_BOOTSTRAP, "mode": "ro"},
+                RESTRICTED_POLICY: {"bind": "/sandbox/restricted.py", "mode": "ro"},
             },
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges"],
@@ -79,7 +86,9 @@ class DockerBackend:
             "detach": True,
         }
 
-    def run(self, *, script_path, display_name, workdir, out_dir, limits, timezone, variables, network):
+    def run(
+        self, *, script_path, display_name, workdir, out_dir, limits, timezone, variables, network, restricted_modules
+    ):
         try:
             client = self.client or docker_client()
             spec = self.container_spec(
@@ -89,6 +98,7 @@ class DockerBackend:
                 timezone=timezone,
                 variables=variables,
                 network=network,
+                restricted_modules=restricted_modules,
             )
         except SandboxSetupError as error:
             return Outcome(SANDBOX_ERROR, error=str(error))

@@ -27,6 +27,7 @@ from runner.outcome import (
 from runner.protocol import LimitExceeded, ProtocolViolation, ResultReader, ScriptReportedError, format_size
 
 BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap.py")
+RESTRICTED_POLICY = os.path.join(os.path.dirname(BOOTSTRAP), "restricted.py")
 READ_SIZE = 64 * 1024
 # Once the child has exited, how long stragglers may keep its pipes open.
 DRAIN_SECONDS = 2.0
@@ -86,10 +87,11 @@ def owner_of(pid):
         return None
 
 
-def child_limits(limits, *, own_uid):
-    """The rlimits the bootstrap applies to itself, as its LIMITS_JSON argument."""
+def child_limits(limits, *, own_uid, restricted_modules=None):
+    """The rlimits the bootstrap applies to itself, and the RestrictedPython policy, as its LIMITS_JSON."""
     return json.dumps(
         {
+            "restricted": sorted(restricted_modules) if restricted_modules is not None else None,
             "memory": [limits.memory_bytes, format_size(limits.memory_bytes)],
             "file_size": [limits.file_bytes, format_size(limits.file_bytes)],
             "open_files": limits.open_files,
@@ -167,7 +169,9 @@ class SubprocessBackend:
             raise SandboxSetupError(f"network {network!r} needs the bwrap backend; this worker uses {self.name}")
         return []
 
-    def run(self, *, script_path, display_name, workdir, out_dir, limits, timezone, variables, network):
+    def run(
+        self, *, script_path, display_name, workdir, out_dir, limits, timezone, variables, network, restricted_modules
+    ):
         if not os.access(self.python, os.X_OK):
             missing = f"the sandbox interpreter {self.python} does not exist; run `make sandbox`"
             return Outcome(SANDBOX_ERROR, error=missing)
@@ -176,7 +180,7 @@ class SubprocessBackend:
             uid = self.sandbox_user(workdir)
         except SandboxSetupError as error:
             return Outcome(SANDBOX_ERROR, error=str(error))
-        limits_json = child_limits(limits, own_uid=uid is not None)
+        limits_json = child_limits(limits, own_uid=uid is not None, restricted_modules=restricted_modules)
         log_r, log_w = os.pipe()
         result_r, result_w = os.pipe()
         lifeline_r, lifeline_w = os.pipe()

@@ -34,6 +34,7 @@ class ParserForm(forms.ModelForm):
             "repeat_after",
             "timeout",
             "memory_limit_mb",
+            "restricted",
             "network",
         ]
 
@@ -49,11 +50,16 @@ class ParserForm(forms.ModelForm):
         self.instance.environment = environment
         return masked_text(environment)
 
-    def clean_script(self):
-        script = self.cleaned_data["script"]
-        if script and "script" in self.changed_data:
-            services.check_script(uploaded_file=script)
-        return script
+    def clean(self):
+        cleaned = super().clean()
+        script, restricted = cleaned.get("script"), cleaned.get("restricted", False)
+        newly_restricted = "restricted" in self.changed_data and restricted
+        if script and ("script" in self.changed_data or newly_restricted):
+            try:
+                services.check_script(uploaded_file=script, restricted=restricted)
+            except forms.ValidationError as error:
+                self.add_error("script", error)
+        return cleaned
 
 
 @admin.register(Parser)

@@ -48,6 +48,11 @@ class Parser(models.Model):
         INTERNET = "internet", "internet"
         NONE = "none", "none (bwrap only)"
 
+    restricted = models.BooleanField(
+        default=True,
+        help_text="Run under the RestrictedPython policy (no names starting with _, no exec/eval, only allowed "
+        "imports). Turn off only for trusted authors; the sandbox holds either way.",
+    )
     network = models.CharField(max_length=16, choices=Network.choices, default=Network.INTERNET)
     environment = models.JSONField(
         default=dict,

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 import runner
 from parseq.core.models import Run
-from parseq.core.validation import MAX_SCRIPT_BYTES, validate_script
+from parseq.core.validation import MAX_SCRIPT_BYTES, allowed_modules, validate_script
 
 logger = logging.getLogger(__name__)
 ERROR_FILENAME = "error.txt"
@@ -26,13 +26,13 @@ WORKER_TEMP_PREFIX = "parseq-worker-"
 LOST_RUN_ERROR = "worker lost: the run did not finish by its deadline (its worker stopped or was killed)"
 
 
-def check_script(*, uploaded_file):
+def check_script(*, uploaded_file, restricted):
     """Raise ValidationError listing every way the uploaded script breaks the contract."""
     uploaded_file.seek(0)
     content = uploaded_file.read(MAX_SCRIPT_BYTES + 1)
     uploaded_file.seek(0)
     name, size = os.path.basename(uploaded_file.name), uploaded_file.size
-    problems = validate_script(filename=name, content=content, size=size)
+    problems = validate_script(filename=name, content=content, size=size, restricted=restricted)
     if problems:
         raise ValidationError([str(problem) for problem in problems])
 
@@ -88,6 +88,7 @@ def execute_run(*, run_id):
             timezone=settings.TIME_ZONE,
             variables=run.parser.environment,
             network=run.parser.network,
+            restricted_modules=allowed_modules() if run.parser.restricted else None,
         )
         return _record_outcome(run_id=run_id, outcome=outcome, out_dir=out_dir)
 

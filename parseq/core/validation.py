@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from runner.restricted import DENIED_MODULES, policy_errors
+
 MAX_SCRIPT_BYTES = 256 * 1024
 
 
@@ -24,10 +26,11 @@ class Problem:
         return f"line {self.line}: {self.reason}" if self.line else self.reason
 
 
-def validate_script(*, filename, content, size=None):
+def validate_script(*, filename, content, size=None, restricted=False):
     """Return the problems of a script (empty when it is acceptable).
 
-    `size` is the upload's full size when `content` holds only its first bytes.
+    `size` is the upload's full size when `content` holds only its first bytes;
+    `restricted` adds the refusals of the RestrictedPython policy.
     """
     if not filename.endswith(".py"):
         return [Problem(None, f"the script must be a .py file, not {filename!r}")]
@@ -45,7 +48,19 @@ def validate_script(*, filename, content, size=None):
         return [Problem(error.lineno, f"syntax error: {error.msg}")]
     except ValueError as error:  # source with NUL bytes
         return [Problem(None, f"the script cannot be compiled: {error}")]
-    return sorted(check_parse_function(tree) + check_imports(tree), key=lambda problem: problem.line or 0)
+    problems = check_parse_function(tree) + check_imports(tree, restricted=restricted)
+    if restricted:
+        problems += check_restricted(source, filename)
+    return sorted(problems, key=lambda problem: problem.line or 0)
+
+
+def check_restricted(source, filename):
+    problems = []
+    for error in policy_errors(source, filename):
+        match = re.match(r"Line (\d+): (.*)", error)
+        line, reason = (int(match.group(1)), match.group(2)) if match else (None, error)
+        problems.append(Problem(line, f"restricted mode: {reason}"))
+    return problems
 
 
 def check_parse_function(tree):
@@ -67,9 +82,9 @@ def check_parse_function(tree):
     return []
 
 
-def check_imports(tree):
+def check_imports(tree, *, restricted=False):
     problems = []
-    allowed = allowed_modules()
+    allowed = allowed_modules() - (DENIED_MODULES if restricted else frozenset())
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -108,7 +123,7 @@ def modules_of_requirements(text):
             continue
         declared = re.match(r"\s*import:\s*(.+)", comment)
         if declared:
-            modules.update(name.strip() for name in declared.group(1).split(",") if name.strip())
+            modules.update(name.strip() for name in declared.group(1).split(",") if name.strip() not in ("", "-"))
         else:
             modules.add(match.group(1).lower().replace("-", "_").replace(".", "_"))
     return modules

@@ -47,6 +47,24 @@ class ParserUploadTests(AdminTestCase):
         self.assertContains(response, "line 3: parse() must take no required arguments, but requires url")
         self.assertFalse(Parser.objects.exists())
 
+    def test_in_restricted_mode_escape_idioms_are_refused_on_the_form(self):
+        response = self.add_parser(script("def parse():\n    return {'a': ().__class__}\n"), restricted="on")
+
+        self.assertContains(response, "line 2: restricted mode: &quot;__class__&quot; is an invalid attribute name")
+        self.assertFalse(Parser.objects.exists())
+
+    def test_turning_restricted_mode_on_checks_the_stored_script_again(self):
+        parser = make_parser("def parse():\n    return {'a': ().__class__}\n", name="weather", restricted=False)
+
+        response = self.client.post(
+            reverse("admin:core_parser_change", args=[parser.pk]),
+            {"name": "weather", "timeout": "60", "network": "internet", "restricted": "on"},
+        )
+
+        self.assertContains(response, "restricted mode: &quot;__class__&quot; is an invalid attribute name")
+        parser.refresh_from_db()
+        self.assertFalse(parser.restricted)
+
     def test_a_file_that_is_not_python_is_refused(self):
         response = self.add_parser(b"hello", filename="notes.txt")
 

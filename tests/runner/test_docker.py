@@ -55,7 +55,11 @@ class ContainerSpecTests(unittest.TestCase):
         volumes = spec()["volumes"]
 
         self.assertEqual(volumes["/tmp/parseq-run-x"], {"bind": "/sandbox/work", "mode": "rw"})
-        self.assertEqual([v["mode"] for k, v in volumes.items() if k != "/tmp/parseq-run-x"], ["ro"])
+        self.assertEqual([v["mode"] for k, v in volumes.items() if k != "/tmp/parseq-run-x"], ["ro", "ro"])
+        self.assertEqual(
+            sorted(v["bind"] for v in volumes.values()),
+            ["/sandbox/bootstrap.py", "/sandbox/restricted.py", "/sandbox/work"],
+        )
 
     def test_the_network_follows_the_parsers_policy(self):
         self.assertEqual(spec(network="internet")["network_mode"], "bridge")

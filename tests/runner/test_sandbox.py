@@ -548,7 +548,7 @@ class JailTests(SandboxTestCase):
         with open(os.path.join(self.out_dir, "visible.txt")) as file:
             self.assertEqual(file.read(), "[]")
         with open(os.path.join(self.out_dir, "others.txt")) as file:
-            self.assertEqual(file.read(), "['/sandbox/bootstrap.py', '/sandbox/work']")
+            self.assertEqual(file.read(), "['/sandbox/bootstrap.py', '/sandbox/restricted.py', '/sandbox/work']")
 
     def test_the_script_sees_no_process_outside_its_jail(self):
         outcome = self.run_source("""

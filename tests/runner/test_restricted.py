@@ -1,0 +1,108 @@
+"""The RestrictedPython policy: ordinary scrapers run, the idioms of escapes are refused plainly."""
+
+import os
+
+from django.conf import settings
+from django.test import SimpleTestCase
+
+import runner
+from parseq.core.validation import allowed_modules, validate_script
+from tests.helpers import script
+from tests.runner.test_sandbox import SandboxTestCase, under_bwrap
+
+TYPICAL_SCRAPER = os.path.join(os.path.dirname(__file__), "typical_scraper.py")
+
+
+class RestrictedRunTests(SandboxTestCase):
+    def run_restricted(self, source):
+        return self.run_source(source, restricted=True)
+
+    def run_source(self, source, name="parser.py", restricted=False, **limits):
+        path = os.path.join(self.tempdir.name, name)
+        with open(path, "wb") as file:
+            file.write(script(source))
+        return runner.run_script(
+            path,
+            self.out_dir,
+            python=settings.SANDBOX_PYTHON,
+            backend=self.backend,
+            limits=runner.Limits(**limits),
+            restricted_modules=allowed_modules() if restricted else None,
+        )
+
+    def test_a_typical_requests_and_beautifulsoup_scraper_runs_unchanged(self):
+        with open(TYPICAL_SCRAPER) as file:
+            outcome = self.run_restricted(file.read())
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+        self.assertIn("parsed 2 rows, total 3.5, first a and 1 more, calls 1", outcome.log)
+        with open(os.path.join(self.out_dir, "rows.json")) as file:
+            self.assertEqual(file.read(), '{"a": 1.5, "b": 2.0}')
+
+    def test_escape_idioms_are_refused_with_their_lines(self):
+        for body, expected in [
+            ("return ().__class__", 'Line 2: "__class__" is an invalid attribute name'),
+            ("return __import__('os')", 'Line 2: "__import__" is an invalid variable name'),
+            ("return eval('1')", "Line 2: Eval calls are not allowed."),
+            ("exec('x = 1')", "Line 2: Exec calls are not allowed."),
+        ]:
+            with self.subTest(body=body):
+                outcome = self.run_restricted(f"def parse():\n    {body}\n")
+
+                self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+                self.assertIn("refused by the restricted mode", outcome.error)
+                self.assertIn(expected, outcome.error)
+
+    def test_dynamic_escapes_are_refused_at_run_time(self):
+        for body, expected in [
+            ("return getattr((), '__class__')", "'__class__' starts with '_'"),
+            ("import importlib\n    return {}", "module 'importlib' is not allowed in restricted mode"),
+            ("import numpy\n    return {}", "module 'numpy' is not allowed in restricted mode"),
+            ("import json\n    json.dumps = None", "changing 'json' is not allowed in restricted mode"),
+        ]:
+            with self.subTest(body=body):
+                outcome = self.run_restricted(f"def parse():\n    {body}\n")
+
+                self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+                self.assertIn(expected, outcome.error)
+
+    def test_the_same_script_unrestricted_may_use_any_name(self):
+        outcome = self.run_source("def parse():\n    return {'c.txt': ().__class__.__name__.encode()}\n")
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+
+
+BwrapRestrictedRunTests = under_bwrap(RestrictedRunTests)
+
+
+class RestrictedUploadTests(SimpleTestCase):
+    def problems(self, source):
+        content = script(source)
+        return [str(p) for p in validate_script(filename="p.py", content=content, restricted=True)]
+
+    def test_a_typical_scraper_passes(self):
+        with open(TYPICAL_SCRAPER, "rb") as file:
+            self.assertEqual(validate_script(filename="p.py", content=file.read(), restricted=True), [])
+
+    def test_escapes_are_refused_at_upload_each_with_its_line(self):
+        problems = self.problems("""
+            import importlib
+
+            def parse():
+                x = ().__class__
+                return eval("1")
+        """)
+
+        self.assertEqual(
+            problems,
+            [
+                "line 1: module 'importlib' is not allowed: use the standard library or bs4, lxml, requests",
+                'line 4: restricted mode: "__class__" is an invalid attribute name because it starts with "_".',
+                "line 5: restricted mode: Eval calls are not allowed.",
+            ],
+        )
+
+    def test_without_restricted_mode_the_same_names_pass(self):
+        content = script("def parse():\n    return {'a': ().__class__.__name__.encode()}\n")
+
+        self.assertEqual(validate_script(filename="p.py", content=content, restricted=False), [])
