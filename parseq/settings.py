@@ -159,6 +159,7 @@ MEMORY_LIMIT_MB = env_int("PARSEQ_MEMORY_LIMIT_MB", 1024, minimum=64)
 PROCESS_LIMIT = env_int("PARSEQ_PROCESS_LIMIT", 64, minimum=4)
 OPEN_FILES_LIMIT = env_int("PARSEQ_OPEN_FILES_LIMIT", 256, minimum=32)
 FILE_SIZE_LIMIT_MB = env_int("PARSEQ_FILE_SIZE_LIMIT_MB", 100, minimum=1)
+DISK_LIMIT_MB = env_int("PARSEQ_DISK_LIMIT_MB", 200, minimum=8)
 RESULT_SIZE_LIMIT_MB = env_int("PARSEQ_RESULT_SIZE_LIMIT_MB", 100, minimum=1)
 RESULT_FILES_LIMIT = env_int("PARSEQ_RESULT_FILES_LIMIT", 1000, minimum=1)
 # How long past its timeout a run may stay `running` before it counts as lost.

@@ -86,6 +86,8 @@ def limit_breach(error, limits):
             return f"memory limit {limits['memory'][1]} exceeded"
         if isinstance(error, OSError) and error.errno == errno.EFBIG and limits.get("file_size"):
             return f"file size limit {limits['file_size'][1]} exceeded"
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC and limits.get("disk"):
+            return f"disk limit {limits['disk'][1]} exceeded"
         if isinstance(error, OSError) and error.errno == errno.EMFILE and limits.get("open_files"):
             return f"open files limit {limits['open_files']} exceeded"
         cannot_start = isinstance(error, BlockingIOError) or "can't start new thread" in str(error)

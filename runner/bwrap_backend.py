@@ -22,6 +22,7 @@ from runner.subprocess_backend import BOOTSTRAP, RESTRICTED_POLICY, SandboxSetup
 JAIL_WORKDIR = "/sandbox/work"
 JAIL_BOOTSTRAP = "/sandbox/bootstrap.py"
 EGRESS_SOCKET = ".parseq-egress.sock"
+JAIL_TMP = "/sandbox/work/.tmp"
 # Files of /etc an ordinary scraper needs: name resolution and certificates.
 ETC_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl", "/etc/ca-certificates")
 
@@ -60,7 +61,9 @@ class BwrapBackend(SubprocessBackend):
             raise SandboxSetupError(f"unknown network policy {network!r}")
         return []
 
-    def run(self, *, workdir, network, **kwargs):
+    def run(self, *, workdir, network, limits, **kwargs):
+        self.disk_bytes = limits.disk_bytes
+        kwargs["limits"] = limits
         if network != "internet":
             return super().run(workdir=workdir, network=network, **kwargs)
         refusals = []
@@ -74,11 +77,32 @@ class BwrapBackend(SubprocessBackend):
         return outcome
 
     def filesystem(self, workdir):
-        mounts = system_mounts()
+        mounts = system_mounts(tmp=False)
         for path in self.interpreter_paths():
             mounts += ["--ro-bind", path, path]
         policy = ["--ro-bind", RESTRICTED_POLICY, os.path.join(os.path.dirname(JAIL_BOOTSTRAP), "restricted.py")]
-        return [*mounts, "--ro-bind", BOOTSTRAP, JAIL_BOOTSTRAP, *policy, "--bind", workdir, JAIL_WORKDIR]
+        return [*mounts, "--ro-bind", BOOTSTRAP, JAIL_BOOTSTRAP, *policy, *self.scratch(workdir)]
+
+    def scratch(self, workdir):
+        """The script's writable space: one tmpfs of the disk limit's size, for HOME and /tmp alike.
+
+        The files the run starts with (the script, the egress socket) are bound into it.
+        """
+        mounts = [
+            "--size",
+            str(self.disk_bytes),
+            "--tmpfs",
+            JAIL_WORKDIR,
+            "--dir",
+            JAIL_TMP,
+            "--symlink",
+            JAIL_TMP,
+            "/tmp",
+        ]
+        for entry in os.scandir(workdir):
+            kind = "--ro-bind" if entry.is_file(follow_symlinks=False) else "--bind"
+            mounts += [kind, entry.path, os.path.join(JAIL_WORKDIR, entry.name)]
+        return mounts
 
     def interpreter_paths(self):
         """The sandbox environment, and the Python it was made from when that lives outside /usr."""
@@ -90,13 +114,13 @@ class BwrapBackend(SubprocessBackend):
         return paths
 
     def environment(self, workdir, timezone):
-        environment = {**super().environment(workdir, timezone), "HOME": JAIL_WORKDIR, "TMPDIR": "/tmp"}
+        environment = {**super().environment(workdir, timezone), "HOME": JAIL_WORKDIR, "TMPDIR": JAIL_TMP}
         if self.egress_socket:
             environment["PARSEQ_EGRESS_SOCKET"] = self.egress_socket
         return environment
 
 
-def system_mounts():
+def system_mounts(*, tmp=True):
     """Read-only /usr (with the /lib, /bin... links of a merged-/usr system), a little of /etc, /proc, /dev, /tmp."""
     mounts = ["--ro-bind", "/usr", "/usr"]
     for link in ("/lib", "/lib64", "/bin", "/sbin"):
@@ -107,7 +131,7 @@ def system_mounts():
     for path in ETC_FILES:
         if os.path.exists(path):
             mounts += ["--ro-bind", path, path]
-    return [*mounts, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    return [*mounts, "--proc", "/proc", "--dev", "/dev", *(["--tmpfs", "/tmp"] if tmp else [])]
 
 
 @functools.cache

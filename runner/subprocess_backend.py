@@ -94,6 +94,7 @@ def child_limits(limits, *, own_uid, restricted_modules=None):
             "restricted": sorted(restricted_modules) if restricted_modules is not None else None,
             "memory": [limits.memory_bytes, format_size(limits.memory_bytes)],
             "file_size": [limits.file_bytes, format_size(limits.file_bytes)],
+            "disk": [limits.disk_bytes, format_size(limits.disk_bytes)],
             "open_files": limits.open_files,
             "processes": limits.processes if own_uid else None,
             "cpu": limits.cpu_seconds,

@@ -102,6 +102,7 @@ def run_limits(*, parser):
         processes=settings.PROCESS_LIMIT,
         open_files=settings.OPEN_FILES_LIMIT,
         file_bytes=settings.FILE_SIZE_LIMIT_MB * mib,
+        disk_bytes=settings.DISK_LIMIT_MB * mib,
         log_bytes=settings.LOG_LIMIT,
         result_bytes=settings.RESULT_SIZE_LIMIT_MB * mib,
         result_files=settings.RESULT_FILES_LIMIT,

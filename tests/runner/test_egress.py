@@ -13,9 +13,12 @@ import sys
 import tempfile
 import unittest
 
+from django.conf import settings
+
 import runner
+from parseq.core.validation import allowed_modules
 from runner.egress import blocked_reason
-from tests.helpers import port_open, require, wait_until
+from tests.helpers import port_open, require, script, wait_until
 from tests.runner.test_sandbox import SandboxTestCase
 
 JAIL = require(runner.bwrap_works(), "needs bubblewrap with user namespaces: apt-get install bubblewrap")
@@ -156,6 +159,14 @@ CAN_MAKE_HOSTS = os.geteuid() == 0 and shutil.which("ip") is not None
 class AllowedDestinationTests(SandboxTestCase):
     backend = "bwrap"
 
+    def run_restricted(self, source):
+        path = os.path.join(self.tempdir.name, "scraper.py")
+        with open(path, "wb") as file:
+            file.write(script(source))
+        return runner.run_script(
+            path, self.out_dir, python=settings.SANDBOX_PYTHON, backend="bwrap", restricted_modules=allowed_modules()
+        )
+
     def setUp(self):
         super().setUp()
         self.site = tempfile.mkdtemp(prefix="parseq-site-")
@@ -165,8 +176,8 @@ class AllowedDestinationTests(SandboxTestCase):
         self.host = TestHost(self.site).__enter__()
         self.addCleanup(self.host.__exit__, None, None, None)
 
-    def test_a_scraper_fetches_a_page_from_an_outside_host_through_the_proxy(self):
-        outcome = self.run_source(f"""
+    def test_a_restricted_scraper_fetches_a_page_from_an_outside_host_through_the_proxy(self):
+        outcome = self.run_restricted(f"""
             import requests
             from bs4 import BeautifulSoup
 

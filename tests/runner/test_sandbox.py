@@ -601,6 +601,24 @@ class JailTests(SandboxTestCase):
         with open(os.path.join(self.out_dir, "p.txt")) as file:
             self.assertNotIn("/evil", file.read())
 
+    def test_filling_the_disk_ends_in_error_at_the_disk_limit_for_home_and_tmp_alike(self):
+        for directory in ("HOME", "TMPDIR"):
+            with self.subTest(directory=directory):
+                outcome = self.run_source(
+                    f"""
+                    import os
+
+                    def parse():
+                        for i in range(1000):
+                            with open(os.path.join(os.environ["{directory}"], f"fill{{i}}"), "wb") as file:
+                                file.write(b"x" * 4 * 1024 * 1024)
+                    """,
+                    disk_bytes=32 * 1024 * 1024,
+                )
+
+                self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+                self.assertTrue(outcome.error.startswith("disk limit 32 MiB exceeded"), outcome.error)
+
     def test_the_system_is_read_only_for_the_script(self):
         outcome = self.run_source("""
             def parse():
