@@ -22,7 +22,6 @@ from runner.subprocess_backend import BOOTSTRAP, RESTRICTED_POLICY, SandboxSetup
 JAIL_WORKDIR = "/sandbox/work"
 JAIL_BOOTSTRAP = "/sandbox/bootstrap.py"
 EGRESS_SOCKET = ".parseq-egress.sock"
-JAIL_TMP = "/sandbox/work/.tmp"
 # Files of /etc an ordinary scraper needs: name resolution and certificates.
 ETC_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl", "/etc/ca-certificates")
 
@@ -77,28 +76,18 @@ class BwrapBackend(SubprocessBackend):
         return outcome
 
     def filesystem(self, workdir):
-        mounts = system_mounts(tmp=False)
+        mounts = system_mounts(tmp_bytes=self.disk_bytes)
         for path in self.interpreter_paths():
             mounts += ["--ro-bind", path, path]
         policy = ["--ro-bind", RESTRICTED_POLICY, os.path.join(os.path.dirname(JAIL_BOOTSTRAP), "restricted.py")]
         return [*mounts, "--ro-bind", BOOTSTRAP, JAIL_BOOTSTRAP, *policy, *self.scratch(workdir)]
 
     def scratch(self, workdir):
-        """The script's writable space: one tmpfs of the disk limit's size, for HOME and /tmp alike.
+        """The script's HOME: a tmpfs of the disk limit's size, like /tmp.
 
         The files the run starts with (the script, the egress socket) are bound into it.
         """
-        mounts = [
-            "--size",
-            str(self.disk_bytes),
-            "--tmpfs",
-            JAIL_WORKDIR,
-            "--dir",
-            JAIL_TMP,
-            "--symlink",
-            JAIL_TMP,
-            "/tmp",
-        ]
+        mounts = ["--size", str(self.disk_bytes), "--tmpfs", JAIL_WORKDIR]
         for entry in os.scandir(workdir):
             kind = "--ro-bind" if entry.is_file(follow_symlinks=False) else "--bind"
             mounts += [kind, entry.path, os.path.join(JAIL_WORKDIR, entry.name)]
@@ -114,13 +103,13 @@ class BwrapBackend(SubprocessBackend):
         return paths
 
     def environment(self, workdir, timezone):
-        environment = {**super().environment(workdir, timezone), "HOME": JAIL_WORKDIR, "TMPDIR": JAIL_TMP}
+        environment = {**super().environment(workdir, timezone), "HOME": JAIL_WORKDIR, "TMPDIR": "/tmp"}
         if self.egress_socket:
             environment["PARSEQ_EGRESS_SOCKET"] = self.egress_socket
         return environment
 
 
-def system_mounts(*, tmp=True):
+def system_mounts(*, tmp_bytes=None):
     """Read-only /usr (with the /lib, /bin... links of a merged-/usr system), a little of /etc, /proc, /dev, /tmp."""
     mounts = ["--ro-bind", "/usr", "/usr"]
     for link in ("/lib", "/lib64", "/bin", "/sbin"):
@@ -131,7 +120,9 @@ def system_mounts(*, tmp=True):
     for path in ETC_FILES:
         if os.path.exists(path):
             mounts += ["--ro-bind", path, path]
-    return [*mounts, "--proc", "/proc", "--dev", "/dev", *(["--tmpfs", "/tmp"] if tmp else [])]
+    # /tmp comes before any bind below it (a sandbox environment under /tmp), or it would hide them.
+    tmp = ["--size", str(tmp_bytes), "--tmpfs", "/tmp"] if tmp_bytes else ["--tmpfs", "/tmp"]
+    return [*mounts, "--proc", "/proc", "--dev", "/dev", *tmp]
 
 
 @functools.cache
