@@ -36,6 +36,8 @@ BLOCKED_NETWORKS = [
 ]
 HEAD_LIMIT = 64 * 1024
 CONNECT_TIMEOUT = 15
+# Each connection costs the worker two threads: a jail gets this many at a time, not more.
+MAX_CONNECTIONS = 32
 
 
 class Refused(Exception):
@@ -78,6 +80,7 @@ class EgressProxy:
         self.server.bind(socket_path)
         self.server.listen(64)
         self.closed = False
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         threading.Thread(target=self.accept_forever, name="parseq-egress", daemon=True).start()
 
     def close(self):
@@ -92,9 +95,19 @@ class EgressProxy:
                 client, _ = self.server.accept()
             except OSError:
                 return
+            if not self.slots.acquire(blocking=False):
+                self.on_refusal(f"more than {MAX_CONNECTIONS} connections at once")
+                client.close()
+                continue
             threading.Thread(target=self.serve, args=(client,), daemon=True).start()
 
     def serve(self, client):
+        try:
+            self.serve_connection(client)
+        finally:
+            self.slots.release()
+
+    def serve_connection(self, client):
         with client:
             try:
                 head, early_data = read_head(client)

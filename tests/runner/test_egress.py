@@ -206,3 +206,25 @@ class AllowedDestinationTests(SandboxTestCase):
         self.assertEqual(outcome.status, runner.COMPLETED, outcome.error + outcome.log)
         with open(os.path.join(self.out_dir, "page.html")) as file:
             self.assertIn("served by the test host", file.read())
+
+
+@JAIL
+class ProxyLimitTests(SandboxTestCase):
+    backend = "bwrap"
+
+    def test_a_flood_of_connections_to_the_proxy_is_capped_and_noted_in_the_log(self):
+        outcome = self.run_source("""
+            import os, socket, time
+
+            def parse():
+                held = []
+                for _ in range(60):
+                    connection = socket.socket(socket.AF_UNIX)
+                    connection.connect("/sandbox/work/.parseq-egress.sock")
+                    held.append(connection)
+                time.sleep(0.5)
+                return {}
+        """)
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+        self.assertIn("[parseq] refused: more than 32 connections at once", outcome.log)
