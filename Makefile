@@ -8,7 +8,7 @@ SANDBOX_VENV := .venv-sandbox
 APP_PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: run test lint format deps sandbox clean
+.PHONY: run test lint format deps sandbox clean bench
 
 run: deps sandbox
 	DEBUG=$${DEBUG:-true} $(APP_PY) manage.py migrate --noinput
@@ -17,6 +17,9 @@ run: deps sandbox
 
 test: deps sandbox lint
 	SECRET_KEY=$${SECRET_KEY:-parseq-test-only} LOG_LEVEL=$${LOG_LEVEL:-ERROR} $(APP_PY) manage.py test tests --noinput
+
+bench: deps sandbox
+	$(APP_PY) bench/runner_overhead.py
 
 lint: deps
 	$(VENV)/bin/ruff check .

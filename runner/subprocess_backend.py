@@ -57,7 +57,7 @@ def unreachable_parent(path):
 def kill_all_processes_of(uid):
     """SIGKILL every process owned by `uid`, again until none is left (a fork bomb races the first pass)."""
     for _ in range(50):
-        pids = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if owner_of(pid) == uid]
+        pids = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if live_process_of(pid, uid)]
         if not pids:
             return
         for pid in pids:
@@ -80,11 +80,15 @@ def remove_files_of(uid, directories=SHARED_TEMP_DIRECTORIES):
                         os.unlink(entry.path)
 
 
-def owner_of(pid):
+def live_process_of(pid, uid):
+    """Whether `pid` belongs to `uid` and can still run (a zombie is dead already, waiting to be reaped)."""
     try:
-        return os.stat(f"/proc/{pid}").st_uid
-    except FileNotFoundError:
-        return None
+        if os.stat(f"/proc/{pid}").st_uid != uid:
+            return False
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
 
 
 def child_limits(limits, *, own_uid, restricted_modules=None):
