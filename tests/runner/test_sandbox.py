@@ -333,7 +333,7 @@ class TimeoutTests(SandboxTestCase):
 
     def test_endless_output_is_capped_and_the_run_times_out(self):
         outcome = self.run_source(
-            "def parse():\n    while True:\n        print('spam' * 100)\n", wall_time=1, log_bytes=4096
+            "def parse():\n    while True:\n        print('spam' * 100)\n", wall_time=1, cpu_time=30, log_bytes=4096
         )
 
         self.assertEqual(outcome.status, runner.TIMEOUT)
