@@ -16,12 +16,10 @@ import os
 import shutil
 import subprocess
 
-from runner.egress import EgressProxy
-from runner.subprocess_backend import BOOTSTRAP, RESTRICTED_POLICY, SandboxSetupError, SubprocessBackend
+from runner.subprocess_backend import BOOTSTRAP, EGRESS_SOCKET, RESTRICTED_POLICY, SubprocessBackend
 
 JAIL_WORKDIR = "/sandbox/work"
 JAIL_BOOTSTRAP = "/sandbox/bootstrap.py"
-EGRESS_SOCKET = ".parseq-egress.sock"
 # Files of /etc an ordinary scraper needs: name resolution and certificates.
 ETC_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl", "/etc/ca-certificates")
 
@@ -30,13 +28,12 @@ class BwrapBackend(SubprocessBackend):
     name = "bwrap"
     wrapper_reports_signals = True
 
-    def command(self, *, workdir, script_path, display_name, result_fd, lifeline_fd, limits_json):
+    def command(self, *, workdir, script_path, display_name, result_fd, lifeline_fd, limits_json, uid):
         script_in_jail = os.path.join(JAIL_WORKDIR, os.path.relpath(script_path, workdir))
         arguments = [script_in_jail, display_name, str(result_fd), str(lifeline_fd), limits_json]
         return [
             shutil.which("bwrap") or "bwrap",
             "--unshare-all",
-            *self.network,
             "--die-with-parent",
             "--new-session",
             "--cap-drop",
@@ -52,28 +49,18 @@ class BwrapBackend(SubprocessBackend):
             *arguments,
         ]
 
-    egress_socket = None
+    def isolates_network(self):
+        return True  # --unshare-all: the jail's network namespace has only a loopback
 
-    def network_flags(self, network):
-        """The jail always has a network namespace of its own: "internet" goes out through the egress proxy."""
-        if network not in ("internet", "none"):
-            raise SandboxSetupError(f"unknown network policy {network!r}")
-        return []
+    def user_switch(self, uid):
+        return {} if uid is None else {"user": uid, "group": uid, "extra_groups": []}
 
-    def run(self, *, workdir, network, limits, **kwargs):
+    def egress_socket_in_sandbox(self, workdir):
+        return os.path.join(JAIL_WORKDIR, EGRESS_SOCKET)
+
+    def run(self, *, limits, **kwargs):
         self.disk_bytes = limits.disk_bytes
-        kwargs["limits"] = limits
-        if network != "internet":
-            return super().run(workdir=workdir, network=network, **kwargs)
-        refusals = []
-        proxy = EgressProxy(os.path.join(workdir, EGRESS_SOCKET), on_refusal=refusals.append)
-        self.egress_socket = os.path.join(JAIL_WORKDIR, EGRESS_SOCKET)
-        try:
-            outcome = super().run(workdir=workdir, network=network, **kwargs)
-        finally:
-            proxy.close()
-        outcome.log += "".join(f"[parseq] refused: {refusal}\n" for refusal in refusals)
-        return outcome
+        return super().run(limits=limits, **kwargs)
 
     def filesystem(self, workdir):
         mounts = system_mounts(tmp_bytes=self.disk_bytes)
@@ -103,10 +90,7 @@ class BwrapBackend(SubprocessBackend):
         return paths
 
     def environment(self, workdir, timezone):
-        environment = {**super().environment(workdir, timezone), "HOME": JAIL_WORKDIR, "TMPDIR": "/tmp"}
-        if self.egress_socket:
-            environment["PARSEQ_EGRESS_SOCKET"] = self.egress_socket
-        return environment
+        return {**super().environment(workdir, timezone), "HOME": JAIL_WORKDIR, "TMPDIR": "/tmp"}
 
 
 def system_mounts(*, tmp_bytes=None):

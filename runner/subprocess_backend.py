@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 
+from runner.egress import EgressProxy
 from runner.outcome import (
     COMPLETED,
     LIMIT_EXCEEDED,
@@ -35,6 +36,7 @@ DRAIN_SECONDS = 2.0
 # nothing on the host, so it cannot read the worker's files or /proc/<ppid>/environ, and the
 # process limit (counted per user id by the kernel) is a limit per sandbox.
 SANDBOX_UIDS = range(200_000, 265_000)
+EGRESS_SOCKET = ".parseq-egress.sock"
 # World-writable places a sandbox user could leave files in for a later run.
 SHARED_TEMP_DIRECTORIES = ("/tmp", "/var/tmp", "/dev/shm")
 
@@ -127,21 +129,48 @@ class LogCollector:
 
 
 class SubprocessBackend:
-    """A plain child process: a scrubbed environment, its own session, no isolation beyond that."""
+    """A child process in its own session with a scrubbed environment.
+
+    As root it also gets a user id of its own and, where util-linux and iproute2
+    are installed, a network namespace of its own whose only way out is the
+    egress proxy, as in the bwrap jail.
+    """
 
     name = "subprocess"
     # A wrapper (bwrap) exits with 128 + N when the process it runs dies of signal N.
     wrapper_reports_signals = False
+    # Where the sandbox finds the egress proxy, while one serves it.
+    egress_socket = None
 
     def __init__(self, python):
         self.python = os.path.abspath(python)  # not realpath: a venv's python must stay in its venv
 
-    def command(self, *, workdir, script_path, display_name, result_fd, lifeline_fd, limits_json):
+    def isolates_network(self):
+        return os.geteuid() == 0 and all(shutil.which(tool) for tool in ("unshare", "setpriv", "ip"))
+
+    def egress_socket_in_sandbox(self, workdir):
+        return os.path.join(workdir, EGRESS_SOCKET)
+
+    def command(self, *, workdir, script_path, display_name, result_fd, lifeline_fd, limits_json, uid):
         arguments = [script_path, display_name, str(result_fd), str(lifeline_fd), limits_json]
-        return [self.python, "-I", "-B", BOOTSTRAP, *arguments]
+        interpreter = [self.python, "-I", "-B", BOOTSTRAP, *arguments]
+        if uid is None or not self.isolates_network():
+            return interpreter
+        # Root makes a network namespace with only a loopback, then becomes the sandbox's user for good.
+        become_user = f'ip link set lo up && exec setpriv --reuid={uid} --regid={uid} --clear-groups -- "$@"'
+        return ["unshare", "--net", "--", "/bin/sh", "-c", become_user, "sh", *interpreter]
+
+    def user_switch(self, uid):
+        """Popen's arguments to become `uid`, unless command() does it itself.
+
+        Popen sets them in C between fork and exec: safe in the threaded worker, unlike preexec_fn.
+        """
+        if uid is None or self.isolates_network():
+            return {}
+        return {"user": uid, "group": uid, "extra_groups": []}
 
     def environment(self, workdir, timezone):
-        return {
+        environment = {
             "PATH": f"{os.path.dirname(self.python)}:/usr/local/bin:/usr/bin:/bin",
             "LANG": "C.UTF-8",
             "TZ": timezone,
@@ -150,6 +179,9 @@ class SubprocessBackend:
             # glibc reserves 64 MiB of address space per thread arena; that would count against the memory limit.
             "MALLOC_ARENA_MAX": "2",
         }
+        if self.egress_socket:
+            environment["PARSEQ_EGRESS_SOCKET"] = self.egress_socket
+        return environment
 
     def sandbox_user(self, workdir):
         """A user id of its own for this run when the worker is root (None otherwise)."""
@@ -168,20 +200,36 @@ class SubprocessBackend:
                 os.chown(os.path.join(directory, name), uid, uid)
         return uid
 
-    def network_flags(self, network):
-        """This backend cannot cut the network: only "internet" is possible."""
-        if network != "internet":
-            raise SandboxSetupError(f"network {network!r} needs the bwrap backend; this worker uses {self.name}")
-        return []
+    def run(self, *, workdir, network, **kwargs):
+        """Run in the sandbox; with the policy "internet" and an isolated network, behind the egress proxy."""
+        if network not in ("internet", "none"):
+            return Outcome(SANDBOX_ERROR, error=f"unknown network policy {network!r}")
+        if not self.isolates_network():
+            if network == "none":
+                why = (
+                    f"network 'none' needs the bwrap backend or a worker running as root; this worker uses {self.name}"
+                )
+                return Outcome(SANDBOX_ERROR, error=why)
+            return self.run_sandbox(workdir=workdir, **kwargs)
+        if network == "none":
+            return self.run_sandbox(workdir=workdir, **kwargs)
+        refusals = []
+        proxy = EgressProxy(os.path.join(workdir, EGRESS_SOCKET), on_refusal=refusals.append)
+        self.egress_socket = self.egress_socket_in_sandbox(workdir)
+        try:
+            outcome = self.run_sandbox(workdir=workdir, **kwargs)
+        finally:
+            proxy.close()
+        outcome.log += "".join(f"[parseq] refused: {refusal}\n" for refusal in refusals)
+        return outcome
 
-    def run(
-        self, *, script_path, display_name, workdir, out_dir, limits, timezone, variables, network, restricted_modules
+    def run_sandbox(
+        self, *, script_path, display_name, workdir, out_dir, limits, timezone, variables, restricted_modules
     ):
         if not os.access(self.python, os.X_OK):
             missing = f"the sandbox interpreter {self.python} does not exist; run `make sandbox`"
             return Outcome(SANDBOX_ERROR, error=missing)
         try:
-            self.network = self.network_flags(network)
             uid = self.sandbox_user(workdir)
         except SandboxSetupError as error:
             return Outcome(SANDBOX_ERROR, error=str(error))
@@ -198,6 +246,7 @@ class SubprocessBackend:
                     result_fd=result_w,
                     lifeline_fd=lifeline_r,
                     limits_json=limits_json,
+                    uid=uid,
                 ),
                 stdin=subprocess.DEVNULL,
                 stdout=log_w,
@@ -207,10 +256,7 @@ class SubprocessBackend:
                 # The parser's own variables never replace the ones the sandbox sets.
                 env={**variables, **self.environment(workdir, timezone)},
                 start_new_session=True,
-                # Set by the C code between fork and exec: safe in the threaded worker, unlike preexec_fn.
-                user=uid,
-                group=uid,
-                extra_groups=[] if uid is not None else None,
+                **self.user_switch(uid),
             )
         except OSError as error:
             for fd in (log_r, result_r, lifeline_w):

@@ -19,7 +19,7 @@ import runner
 from parseq.core.validation import allowed_modules
 from runner.egress import blocked_reason
 from tests.helpers import port_open, require, script, wait_until
-from tests.runner.test_sandbox import SandboxTestCase
+from tests.runner.test_sandbox import ISOLATING_SUBPROCESS, SandboxTestCase
 
 JAIL = require(runner.bwrap_works(), "needs bubblewrap with user namespaces: apt-get install bubblewrap")
 
@@ -164,7 +164,11 @@ class AllowedDestinationTests(SandboxTestCase):
         with open(path, "wb") as file:
             file.write(script(source))
         return runner.run_script(
-            path, self.out_dir, python=settings.SANDBOX_PYTHON, backend="bwrap", restricted_modules=allowed_modules()
+            path,
+            self.out_dir,
+            python=settings.SANDBOX_PYTHON,
+            backend=self.backend,
+            restricted_modules=allowed_modules(),
         )
 
     def setUp(self):
@@ -220,7 +224,7 @@ class ProxyLimitTests(SandboxTestCase):
                 held = []
                 for _ in range(60):
                     connection = socket.socket(socket.AF_UNIX)
-                    connection.connect("/sandbox/work/.parseq-egress.sock")
+                    connection.connect(os.path.join(os.environ["HOME"], ".parseq-egress.sock"))
                     held.append(connection)
                 time.sleep(0.5)
                 return {}
@@ -228,3 +232,16 @@ class ProxyLimitTests(SandboxTestCase):
 
         self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
         self.assertIn("[parseq] refused: more than 32 connections at once", outcome.log)
+
+
+def under_isolating_subprocess(test_class):
+    """The same tests through the subprocess backend, where it isolates the network (as root)."""
+    variant = type(f"Subprocess{test_class.__name__}", (test_class,), {"backend": "subprocess", "__module__": __name__})
+    return unittest.skipUnless(ISOLATING_SUBPROCESS, "the subprocess backend isolates the network only as root")(
+        variant
+    )
+
+
+SubprocessRefusedDestinationTests = under_isolating_subprocess(RefusedDestinationTests)
+SubprocessAllowedDestinationTests = under_isolating_subprocess(AllowedDestinationTests)
+SubprocessProxyLimitTests = under_isolating_subprocess(ProxyLimitTests)

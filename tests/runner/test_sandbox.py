@@ -13,7 +13,11 @@ from django.conf import settings
 
 import runner
 from parseq.core.validation import sandbox_modules
+from runner.subprocess_backend import SubprocessBackend
 from tests.helpers import live_processes_with, require, wait_until, write_script
+
+# As root (with util-linux and iproute2), the subprocess backend isolates the network like the jail.
+ISOLATING_SUBPROCESS = SubprocessBackend("python").isolates_network()
 
 
 class SandboxTestCase(unittest.TestCase):
@@ -668,10 +672,18 @@ for _test_class in (
 
 
 class NetworkPolicyTests(SandboxTestCase):
+    @unittest.skipIf(ISOLATING_SUBPROCESS, "as root, the subprocess backend can cut the network")
     def test_network_none_is_refused_by_a_backend_that_cannot_cut_the_network(self):
         path = write_script(self.tempdir.name, "def parse():\n    return {}\n")
 
         outcome = runner.run_script(path, self.out_dir, python=settings.SANDBOX_PYTHON, network="none")
 
         self.assertEqual(outcome.status, runner.SANDBOX_ERROR)
-        self.assertIn("network 'none' needs the bwrap backend", outcome.error)
+        self.assertIn("network 'none' needs the bwrap backend or a worker running as root", outcome.error)
+
+    def test_an_unknown_network_policy_is_a_sandbox_error(self):
+        path = write_script(self.tempdir.name, "def parse():\n    return {}\n")
+
+        outcome = runner.run_script(path, self.out_dir, python=settings.SANDBOX_PYTHON, network="lan")
+
+        self.assertEqual((outcome.status, outcome.error), (runner.SANDBOX_ERROR, "unknown network policy 'lan'"))
