@@ -49,6 +49,9 @@ class BwrapBackend(SubprocessBackend):
             *arguments,
         ]
 
+    def disk_usage(self, workdir, uid):
+        return None  # HOME and /tmp are tmpfs of the limit's size: the kernel holds it
+
     def isolates_network(self):
         return True  # --unshare-all: the jail's network namespace has only a loopback
 

@@ -32,6 +32,8 @@ RESTRICTED_POLICY = os.path.join(os.path.dirname(BOOTSTRAP), "restricted.py")
 READ_SIZE = 64 * 1024
 # Once the child has exited, how long stragglers may keep its pipes open.
 DRAIN_SECONDS = 2.0
+# Where no filesystem holds the disk limit, how often the supervisor measures what a run wrote.
+DISK_CHECK_SECONDS = 0.5
 # When the worker runs as root, each sandbox runs as a random user id of this range that owns
 # nothing on the host, so it cannot read the worker's files or /proc/<ppid>/environ, and the
 # process limit (counted per user id by the kernel) is a limit per sandbox.
@@ -80,6 +82,30 @@ def remove_files_of(uid, directories=SHARED_TEMP_DIRECTORIES):
                         shutil.rmtree(entry.path, ignore_errors=True)
                     else:
                         os.unlink(entry.path)
+
+
+def bytes_written(workdir, uid):
+    """The size of the files in `workdir`, and, for a sandbox user, of what it owns in the shared temp dirs."""
+    roots = [workdir] if uid is None else [workdir, *SHARED_TEMP_DIRECTORIES]
+    total = 0
+    for root in roots:
+        for directory, subdirectories, files in os.walk(root):
+            if root != workdir and directory == root:
+                entries = [os.path.join(directory, name) for name in subdirectories + files]
+                owned = {path for path in entries if owner_is(path, uid)}
+                subdirectories[:] = [name for name in subdirectories if os.path.join(directory, name) in owned]
+                files = [name for name in files if os.path.join(directory, name) in owned]
+            for name in files:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(directory, name)).st_size
+    return total
+
+
+def owner_is(path, uid):
+    try:
+        return os.lstat(path).st_uid == uid
+    except OSError:
+        return False
 
 
 def live_process_of(pid, uid):
@@ -159,6 +185,10 @@ class SubprocessBackend:
         # Root makes a network namespace with only a loopback, then becomes the sandbox's user for good.
         become_user = f'ip link set lo up && exec setpriv --reuid={uid} --regid={uid} --clear-groups -- "$@"'
         return ["unshare", "--net", "--", "/bin/sh", "-c", become_user, "sh", *interpreter]
+
+    def disk_usage(self, workdir, uid):
+        """How to measure what the run has written, for the disk limit (polled: no quota holds it here)."""
+        return lambda: bytes_written(workdir, uid)
 
     def user_switch(self, uid):
         """Popen's arguments to become `uid`, unless command() does it itself.
@@ -267,7 +297,14 @@ class SubprocessBackend:
                 os.close(fd)
         try:
             supervisor = Supervisor(
-                process, log_r, result_r, out_dir, limits, uid=uid, wrapper_reports_signals=self.wrapper_reports_signals
+                process,
+                log_r,
+                result_r,
+                out_dir,
+                limits,
+                uid=uid,
+                wrapper_reports_signals=self.wrapper_reports_signals,
+                disk_usage=self.disk_usage(workdir, uid),
             )
             return supervisor.supervise()
         finally:
@@ -279,8 +316,12 @@ class SubprocessBackend:
 class Supervisor:
     """Follows one child until it exits or breaks a limit, then cleans up after it."""
 
-    def __init__(self, process, log_fd, result_fd, out_dir, limits, *, uid=None, wrapper_reports_signals=False):
+    def __init__(
+        self, process, log_fd, result_fd, out_dir, limits, *, uid=None, wrapper_reports_signals=False, disk_usage=None
+    ):
         self.process = process
+        self.disk_usage = disk_usage
+        self.next_disk_check = 0.0
         self.uid = uid
         self.wrapper_reports_signals = wrapper_reports_signals
         self.limits = limits
@@ -313,12 +354,21 @@ class Supervisor:
                 if remaining <= 0:
                     self.failure = (TIMEOUT, f"timed out after {self.limits.wall_time:g} s")
                     return
-                if not self.read_ready(timeout=min(remaining, 1.0 if pidfd is not None else 0.05)):
+                if not self.read_ready(timeout=min(remaining, DISK_CHECK_SECONDS if pidfd is not None else 0.05)):
+                    return
+                if self.disk_full():
+                    self.failure = (LIMIT_EXCEEDED, f"disk limit {format_size(self.limits.disk_bytes)} exceeded")
                     return
         finally:
             if pidfd is not None:
                 self.selector.unregister(pidfd)
                 os.close(pidfd)
+
+    def disk_full(self):
+        if self.disk_usage is None or time.monotonic() < self.next_disk_check:
+            return False
+        self.next_disk_check = time.monotonic() + DISK_CHECK_SECONDS
+        return self.disk_usage() > self.limits.disk_bytes
 
     def watch_exit(self):
         """Wake the loop when the child exits, where the kernel offers pidfds."""

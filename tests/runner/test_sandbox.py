@@ -605,24 +605,6 @@ class JailTests(SandboxTestCase):
         with open(os.path.join(self.out_dir, "p.txt")) as file:
             self.assertNotIn("/evil", file.read())
 
-    def test_filling_the_disk_ends_in_error_at_the_disk_limit_for_home_and_tmp_alike(self):
-        for directory in ("HOME", "TMPDIR"):
-            with self.subTest(directory=directory):
-                outcome = self.run_source(
-                    f"""
-                    import os
-
-                    def parse():
-                        for i in range(1000):
-                            with open(os.path.join(os.environ["{directory}"], f"fill{{i}}"), "wb") as file:
-                                file.write(b"x" * 4 * 1024 * 1024)
-                    """,
-                    disk_bytes=32 * 1024 * 1024,
-                )
-
-                self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
-                self.assertTrue(outcome.error.startswith("disk limit 32 MiB exceeded"), outcome.error)
-
     def test_the_system_is_read_only_for_the_script(self):
         outcome = self.run_source("""
             def parse():
@@ -651,24 +633,27 @@ class JailTests(SandboxTestCase):
         wait_until(lambda: not live_processes_with(f"sleep {marker}"), timeout=5, message="the daemon to die")
 
 
-def under_bwrap(test_class):
-    """The same tests, run through the bubblewrap jail."""
-    jailed = type(f"Bwrap{test_class.__name__}", (test_class,), {"backend": "bwrap", "__module__": __name__})
-    return require(runner.bwrap_works(), "needs bubblewrap with user namespaces: apt-get install bubblewrap")(jailed)
+class DiskLimitTests(SandboxTestCase):
+    def test_filling_the_disk_ends_in_error_at_the_disk_limit_for_home_and_tmp_alike(self):
+        for directory in ("HOME", "TMPDIR", "/tmp"):
+            with self.subTest(directory=directory):
+                target = f'os.environ["{directory}"]' if directory.isupper() else repr(directory)
+                outcome = self.run_source(
+                    f"""
+                    import os, uuid
 
+                    def parse():
+                        prefix = uuid.uuid4().hex
+                        for i in range(1000):
+                            with open(os.path.join({target}, f"{{prefix}}-fill{{i}}"), "wb") as file:
+                                file.write(b"x" * 4 * 1024 * 1024)
+                    """,
+                    disk_bytes=32 * 1024 * 1024,
+                    wall_time=30,
+                )
 
-for _test_class in (
-    ResultsTests,
-    ScriptErrorTests,
-    ContractTests,
-    LogTests,
-    EnvironmentTests,
-    TimeoutTests,
-    LimitTests,
-    OwnUserTests,
-    DaemonTests,
-):
-    globals()[f"Bwrap{_test_class.__name__}"] = under_bwrap(_test_class)
+                self.assertIn(outcome.status, (runner.SCRIPT_ERROR, runner.LIMIT_EXCEEDED), outcome.error)
+                self.assertTrue(outcome.error.startswith("disk limit 32 MiB exceeded"), outcome.error)
 
 
 class NetworkPolicyTests(SandboxTestCase):
@@ -687,3 +672,24 @@ class NetworkPolicyTests(SandboxTestCase):
         outcome = runner.run_script(path, self.out_dir, python=settings.SANDBOX_PYTHON, network="lan")
 
         self.assertEqual((outcome.status, outcome.error), (runner.SANDBOX_ERROR, "unknown network policy 'lan'"))
+
+
+def under_bwrap(test_class):
+    """The same tests, run through the bubblewrap jail."""
+    jailed = type(f"Bwrap{test_class.__name__}", (test_class,), {"backend": "bwrap", "__module__": __name__})
+    return require(runner.bwrap_works(), "needs bubblewrap with user namespaces: apt-get install bubblewrap")(jailed)
+
+
+for _test_class in (
+    ResultsTests,
+    ScriptErrorTests,
+    ContractTests,
+    LogTests,
+    EnvironmentTests,
+    TimeoutTests,
+    LimitTests,
+    OwnUserTests,
+    DaemonTests,
+    DiskLimitTests,
+):
+    globals()[f"Bwrap{_test_class.__name__}"] = under_bwrap(_test_class)
