@@ -13,12 +13,9 @@ import sys
 import tempfile
 import unittest
 
-from django.conf import settings
-
 import runner
-from parseq.core.validation import allowed_modules
 from runner.egress import blocked_reason
-from tests.helpers import port_open, require, script, wait_until
+from tests.helpers import port_open, require, wait_until
 from tests.runner.test_sandbox import ISOLATING_SUBPROCESS, SandboxTestCase
 
 JAIL = require(runner.bwrap_works(), "needs bubblewrap with user namespaces: apt-get install bubblewrap")
@@ -159,18 +156,6 @@ CAN_MAKE_HOSTS = os.geteuid() == 0 and shutil.which("ip") is not None
 class AllowedDestinationTests(SandboxTestCase):
     backend = "bwrap"
 
-    def run_restricted(self, source):
-        path = os.path.join(self.tempdir.name, "scraper.py")
-        with open(path, "wb") as file:
-            file.write(script(source))
-        return runner.run_script(
-            path,
-            self.out_dir,
-            python=settings.SANDBOX_PYTHON,
-            backend=self.backend,
-            restricted_modules=allowed_modules(),
-        )
-
     def setUp(self):
         super().setUp()
         self.site = tempfile.mkdtemp(prefix="parseq-site-")
@@ -181,7 +166,8 @@ class AllowedDestinationTests(SandboxTestCase):
         self.addCleanup(self.host.__exit__, None, None, None)
 
     def test_a_restricted_scraper_fetches_a_page_from_an_outside_host_through_the_proxy(self):
-        outcome = self.run_restricted(f"""
+        outcome = self.run_source(
+            f"""
             import requests
             from bs4 import BeautifulSoup
 
@@ -189,7 +175,9 @@ class AllowedDestinationTests(SandboxTestCase):
                 page = requests.get("http://{self.host.address}:8080/page.html", timeout=10)
                 page.raise_for_status()
                 return {{"title.txt": BeautifulSoup(page.text, "html.parser").title.string.encode()}}
-        """)
+            """,
+            restricted=True,
+        )
 
         self.assertEqual(outcome.status, runner.COMPLETED, outcome.error + outcome.log)
         with open(os.path.join(self.out_dir, "title.txt")) as file:

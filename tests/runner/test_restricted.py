@@ -2,11 +2,10 @@
 
 import os
 
-from django.conf import settings
 from django.test import SimpleTestCase
 
 import runner
-from parseq.core.validation import allowed_modules, validate_script
+from parseq.core.validation import validate_script
 from tests.helpers import script
 from tests.runner.test_sandbox import SandboxTestCase, under_bwrap
 
@@ -16,19 +15,6 @@ TYPICAL_SCRAPER = os.path.join(os.path.dirname(__file__), "typical_scraper.py")
 class RestrictedRunTests(SandboxTestCase):
     def run_restricted(self, source):
         return self.run_source(source, restricted=True)
-
-    def run_source(self, source, name="parser.py", restricted=False, **limits):
-        path = os.path.join(self.tempdir.name, name)
-        with open(path, "wb") as file:
-            file.write(script(source))
-        return runner.run_script(
-            path,
-            self.out_dir,
-            python=settings.SANDBOX_PYTHON,
-            backend=self.backend,
-            limits=runner.Limits(**limits),
-            restricted_modules=allowed_modules() if restricted else None,
-        )
 
     def test_a_typical_requests_and_beautifulsoup_scraper_runs_unchanged(self):
         with open(TYPICAL_SCRAPER) as file:
