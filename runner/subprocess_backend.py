@@ -26,6 +26,13 @@ from runner.outcome import (
     Outcome,
 )
 from runner.protocol import LimitExceeded, ProtocolViolation, ResultReader, ScriptReportedError, format_size
+from runner.sandbox_user import (
+    SANDBOX_UIDS,
+    bytes_written,
+    kill_all_processes_of,
+    remove_files_of,
+    unreachable_parent,
+)
 
 BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap.py")
 RESTRICTED_POLICY = os.path.join(os.path.dirname(BOOTSTRAP), "restricted.py")
@@ -34,89 +41,11 @@ READ_SIZE = 64 * 1024
 DRAIN_SECONDS = 2.0
 # Where no filesystem holds the disk limit, how often the supervisor measures what a run wrote.
 DISK_CHECK_SECONDS = 0.5
-# When the worker runs as root, each sandbox runs as a random user id of this range that owns
-# nothing on the host, so it cannot read the worker's files or /proc/<ppid>/environ, and the
-# process limit (counted per user id by the kernel) is a limit per sandbox.
-SANDBOX_UIDS = range(200_000, 265_000)
 EGRESS_SOCKET = ".parseq-egress.sock"
-# World-writable places a sandbox user could leave files in for a later run.
-SHARED_TEMP_DIRECTORIES = ("/tmp", "/var/tmp", "/dev/shm")
 
 
 class SandboxSetupError(Exception):
     """The sandbox cannot be prepared on this machine; the message says how to fix it."""
-
-
-def unreachable_parent(path):
-    """The first directory above `path` that other users cannot traverse, or None."""
-    parent = os.path.dirname(os.path.abspath(path))
-    while True:
-        if not os.stat(parent).st_mode & 0o001:
-            return parent
-        if parent == os.path.dirname(parent):
-            return None
-        parent = os.path.dirname(parent)
-
-
-def kill_all_processes_of(uid):
-    """SIGKILL every process owned by `uid`, again until none is left (a fork bomb races the first pass)."""
-    for _ in range(50):
-        pids = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if live_process_of(pid, uid)]
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.01)
-
-
-def remove_files_of(uid, directories=SHARED_TEMP_DIRECTORIES):
-    """Delete what a sandbox user left in the shared temporary directories, for no later run to find."""
-    for directory in directories:
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(directory):
-                with contextlib.suppress(FileNotFoundError):
-                    if entry.stat(follow_symlinks=False).st_uid != uid:
-                        continue
-                    if entry.is_dir(follow_symlinks=False):
-                        shutil.rmtree(entry.path, ignore_errors=True)
-                    else:
-                        os.unlink(entry.path)
-
-
-def bytes_written(workdir, uid):
-    """The size of the files in `workdir`, and, for a sandbox user, of what it owns in the shared temp dirs."""
-    roots = [workdir] if uid is None else [workdir, *SHARED_TEMP_DIRECTORIES]
-    total = 0
-    for root in roots:
-        for directory, subdirectories, files in os.walk(root):
-            if root != workdir and directory == root:
-                entries = [os.path.join(directory, name) for name in subdirectories + files]
-                owned = {path for path in entries if owner_is(path, uid)}
-                subdirectories[:] = [name for name in subdirectories if os.path.join(directory, name) in owned]
-                files = [name for name in files if os.path.join(directory, name) in owned]
-            for name in files:
-                with contextlib.suppress(OSError):
-                    total += os.lstat(os.path.join(directory, name)).st_size
-    return total
-
-
-def owner_is(path, uid):
-    try:
-        return os.lstat(path).st_uid == uid
-    except OSError:
-        return False
-
-
-def live_process_of(pid, uid):
-    """Whether `pid` belongs to `uid` and can still run (a zombie is dead already, waiting to be reaped)."""
-    try:
-        if os.stat(f"/proc/{pid}").st_uid != uid:
-            return False
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
 
 
 def child_limits(limits, *, own_uid, restricted_modules=None):
