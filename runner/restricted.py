@@ -51,6 +51,8 @@ EXTRA_BUILTINS = [
     "type",
     "zip",
 ]
+# The parent's special methods a class may reach with super(): calling them gives nothing away.
+SUPER_METHODS = frozenset({"__init__", "__post_init__", "__str__", "__repr__", "__eq__", "__hash__", "__setitem__"})
 IN_PLACE = {
     "+=": operator.iadd, "-=": operator.isub, "*=": operator.imul, "/=": operator.itruediv,
     "//=": operator.ifloordiv, "%=": operator.imod, "**=": operator.ipow, "<<=": operator.ilshift,
@@ -65,10 +67,17 @@ class PolicyError(Exception):
 class ScraperPolicy(RestrictingNodeTransformer):
     """RestrictedPython's policy, plus two things ordinary code does all the time.
 
-    Annotated names (dataclass fields, `total: int = 0`) are allowed, and
+    Annotated names (dataclass fields, `total: int = 0`) are allowed,
     `obj.count += 1` or `totals[key] += 1` become guarded plain assignments,
-    where RestrictedPython itself refuses them.
+    where RestrictedPython itself refuses them, and a class may call its
+    parent's special methods through `super()` (`super().__init__(message)`).
     """
+
+    def visit_Attribute(self, node):
+        if is_call_to_super(node.value) and node.attr in SUPER_METHODS and isinstance(node.ctx, ast.Load):
+            node.value = self.node_contents_visit(node.value)
+            return node
+        return super().visit_Attribute(node)
 
     def visit_AnnAssign(self, node):
         if not isinstance(node.target, ast.Name):
@@ -90,6 +99,10 @@ class ScraperPolicy(RestrictingNodeTransformer):
         assignment = ast.Assign(targets=[self.visit(node.target)], value=value)
         copy_locations(assignment, node)
         return assignment
+
+
+def is_call_to_super(node):
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "super"
 
 
 def policy_errors(source, filename):

@@ -22,6 +22,7 @@ class RestrictedRunTests(SandboxTestCase):
 
         self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
         self.assertIn("parsed 2 rows, total 3.5, first a and 1 more, calls 1", outcome.log)
+        self.assertIn("handled unexpected page at http://example.invalid for http://example.invalid", outcome.log)
         with open(os.path.join(self.out_dir, "rows.json")) as file:
             self.assertEqual(file.read(), '{"a": 1.5, "b": 2.0}')
 
@@ -86,6 +87,19 @@ class RestrictedUploadTests(SimpleTestCase):
                 'line 4: restricted mode: "__class__" is an invalid attribute name because it starts with "_".',
                 "line 5: restricted mode: Eval calls are not allowed.",
             ],
+        )
+
+    def test_super_reaches_its_parents_special_methods_and_nothing_beyond(self):
+        self.assertEqual(
+            self.problems(
+                "class E(Exception):\n    def __init__(self):\n        super().__init__('x')\n"
+                "def parse():\n    return {}\n"
+            ),
+            [],
+        )
+        self.assertEqual(
+            self.problems("def parse():\n    return super().__init__.__globals__\n"),
+            ['line 2: restricted mode: "__globals__" is an invalid attribute name because it starts with "_".'],
         )
 
     def test_without_restricted_mode_the_same_names_pass(self):

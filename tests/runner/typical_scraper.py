@@ -8,6 +8,12 @@ import requests
 from bs4 import BeautifulSoup
 
 
+class PageError(Exception):
+    def __init__(self, url):
+        super().__init__(f"unexpected page at {url}")
+        self.url = url
+
+
 @dataclass
 class Row:
     name: str
@@ -46,6 +52,10 @@ def parse():
         {}["missing"]
     except KeyError as error:
         print("handled", repr(error))
+    try:
+        raise PageError(client.base)
+    except PageError as error:
+        print("handled", error, "for", error.url)
     with open("scratch.txt", "w") as scratch:
         scratch.write("x")
     return {"rows.csv": buffer.getvalue().encode(), "rows.json": json.dumps(data, sort_keys=True).encode()}
