@@ -9,7 +9,7 @@ import os
 import sys
 import tempfile
 
-from runner import Limits, run_script
+from runner import Limits, best_backend, run_script
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_PYTHON = os.path.join(REPOSITORY, ".venv-sandbox", "bin", "python")
@@ -24,7 +24,11 @@ def main(argv=None):
     staging = tempfile.mkdtemp(prefix=".parseq-", dir=arguments.out)
     try:
         outcome = run_script(
-            arguments.script, staging, python=arguments.python, limits=Limits(wall_time=arguments.timeout)
+            arguments.script,
+            staging,
+            python=arguments.python,
+            backend=arguments.backend,
+            limits=Limits(wall_time=arguments.timeout),
         )
         sys.stdout.write(outcome.log)
         error_path = os.path.join(arguments.out, "error.txt")
@@ -52,11 +56,19 @@ def parse_arguments(argv):
     parser.add_argument("--out", required=True, help="directory for the result files (or error.txt)")
     parser.add_argument("--timeout", type=positive_number, default=300, help="wall-clock limit in seconds")
     parser.add_argument(
+        "--backend",
+        choices=["bwrap", "subprocess", "docker"],
+        default=None,
+        help="sandbox backend (default: bwrap where it works, else subprocess)",
+    )
+    parser.add_argument(
         "--python",
         default=os.environ.get("PARSEQ_SANDBOX_PYTHON") or default_python(),
         help="interpreter to run the script with (default: the sandbox environment's)",
     )
-    return parser.parse_args(argv)
+    arguments = parser.parse_args(argv)
+    arguments.backend = arguments.backend or best_backend()
+    return arguments
 
 
 def default_python():

@@ -8,6 +8,7 @@ import unittest
 
 from django.conf import settings
 
+import runner
 from tests.helpers import write_script
 
 
@@ -67,8 +68,29 @@ class CommandLineTests(unittest.TestCase):
         self.assertEqual(result.returncode, 1)
         self.assertIn("timed out after 0.5 s", result.stderr)
 
+    def test_the_backend_can_be_chosen_and_defaults_to_the_strongest(self):
+        script = write_script(
+            self.tempdir.name, "import os\ndef parse():\n    return {'home.txt': os.environ['HOME'].encode()}\n"
+        )
+
+        default = self.run_cli(script, "--out", self.out)
+        with open(os.path.join(self.out, "home.txt")) as file:
+            default_home = file.read()
+        plain = self.run_cli(script, "--out", self.out, "--backend", "subprocess")
+        with open(os.path.join(self.out, "home.txt")) as file:
+            plain_home = file.read()
+
+        self.assertEqual((default.returncode, plain.returncode), (0, 0))
+        self.assertIn("parseq-run-", plain_home)
+        self.assertEqual(default_home, "/sandbox/work" if runner.bwrap_works() else plain_home)
+
     def test_usage_errors_exit_2(self):
         script = write_script(self.tempdir.name, "def parse():\n    return {}\n")
-        for arguments in [(script,), ("missing.py", "--out", self.out), (script, "--out", self.out, "--timeout", "-1")]:
+        for arguments in [
+            (script,),
+            ("missing.py", "--out", self.out),
+            (script, "--out", self.out, "--timeout", "-1"),
+            (script, "--out", self.out, "--backend", "chroot"),
+        ]:
             with self.subTest(arguments=arguments):
                 self.assertEqual(self.run_cli(*arguments).returncode, 2)
