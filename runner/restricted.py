@@ -69,9 +69,15 @@ class ScraperPolicy(RestrictingNodeTransformer):
 
     Annotated names (dataclass fields, `total: int = 0`) are allowed,
     `obj.count += 1` or `totals[key] += 1` become guarded plain assignments,
-    where RestrictedPython itself refuses them, and a class may call its
-    parent's special methods through `super()` (`super().__init__(message)`).
+    where RestrictedPython itself refuses them, a class may call its parent's
+    special methods through `super()` (`super().__init__(message)`), and
+    `if __name__ == "__main__":` may be read (it is never true in a run).
     """
+
+    def visit_Name(self, node):
+        if node.id == "__name__" and isinstance(node.ctx, ast.Load):
+            return node
+        return super().visit_Name(node)
 
     def visit_Attribute(self, node):
         if is_call_to_super(node.value) and node.attr in SUPER_METHODS and isinstance(node.ctx, ast.Load):

@@ -102,6 +102,13 @@ class RestrictedUploadTests(SimpleTestCase):
             ['line 2: restricted mode: "__globals__" is an invalid attribute name because it starts with "_".'],
         )
 
+    def test_the_main_guard_may_read_the_module_name_but_nothing_may_set_it(self):
+        self.assertEqual(self.problems("def parse():\n    return {}\nif __name__ == '__main__':\n    parse()\n"), [])
+        self.assertEqual(
+            self.problems("__name__ = 'x'\ndef parse():\n    return {}\n"),
+            ['line 1: restricted mode: "__name__" is an invalid variable name because it starts with "_"'],
+        )
+
     def test_without_restricted_mode_the_same_names_pass(self):
         content = script("def parse():\n    return {'a': ().__class__.__name__.encode()}\n")
 

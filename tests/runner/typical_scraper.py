@@ -59,3 +59,7 @@ def parse():
     with open("scratch.txt", "w") as scratch:
         scratch.write("x")
     return {"rows.csv": buffer.getvalue().encode(), "rows.json": json.dumps(data, sort_keys=True).encode()}
+
+
+if __name__ == "__main__":
+    print(parse())
