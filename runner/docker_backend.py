@@ -16,6 +16,7 @@ import time
 
 from runner.outcome import COMPLETED, PROTOCOL_ERROR, SANDBOX_ERROR, SCRIPT_ERROR, TIMEOUT, Outcome
 from runner.protocol import LimitExceeded, ProtocolViolation, ResultReader, ScriptReportedError
+from runner.sandbox_user import chown_tree
 from runner.subprocess_backend import BOOTSTRAP, RESTRICTED_POLICY, LogCollector, SandboxSetupError, child_limits
 
 JAIL_WORKDIR = "/sandbox/work"
@@ -162,10 +163,7 @@ def give_to_container_user(workdir):
     """The container's user must read the script and write the result in the run's directory."""
     uid, gid = map(int, SANDBOX_USER.split(":"))
     if os.geteuid() == 0:
-        for directory, _, files in os.walk(workdir):
-            os.chown(directory, uid, gid)
-            for name in files:
-                os.chown(os.path.join(directory, name), uid, gid)
+        chown_tree(workdir, uid, gid)
     else:
         os.chmod(workdir, 0o777)  # noqa: S103 - a fresh directory of this run only; no other way without root
 

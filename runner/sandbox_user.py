@@ -8,6 +8,7 @@ directories, can be found and removed.
 """
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -88,3 +89,17 @@ def live_process_of(pid, uid):
             return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
+
+
+def chown_tree(path, uid, gid):
+    """Give `path` and everything below it to `uid`:`gid`."""
+    for directory, _, files in os.walk(path):
+        os.chown(directory, uid, gid)
+        for name in files:
+            os.chown(os.path.join(directory, name), uid, gid)
+
+
+@functools.cache
+def network_tools_available():
+    """Whether the tools that give a root-run sandbox a network namespace of its own are installed."""
+    return all(shutil.which(tool) for tool in ("unshare", "setpriv", "ip"))

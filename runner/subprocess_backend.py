@@ -10,7 +10,6 @@ import json
 import os
 import random
 import selectors
-import shutil
 import signal
 import subprocess
 import time
@@ -29,7 +28,9 @@ from runner.protocol import LimitExceeded, ProtocolViolation, ResultReader, Scri
 from runner.sandbox_user import (
     SANDBOX_UIDS,
     bytes_written,
+    chown_tree,
     kill_all_processes_of,
+    network_tools_available,
     remove_files_of,
     unreachable_parent,
 )
@@ -101,7 +102,7 @@ class SubprocessBackend:
         self.python = os.path.abspath(python)  # not realpath: a venv's python must stay in its venv
 
     def isolates_network(self):
-        return os.geteuid() == 0 and all(shutil.which(tool) for tool in ("unshare", "setpriv", "ip"))
+        return os.geteuid() == 0 and network_tools_available()
 
     def egress_socket_in_sandbox(self, workdir):
         return os.path.join(workdir, EGRESS_SOCKET)
@@ -153,10 +154,7 @@ class SubprocessBackend:
                 "make it traversable (chmod o+x) or point TMPDIR elsewhere"
             )
         uid = random.choice(SANDBOX_UIDS)  # noqa: S311 - uniqueness, not secrecy
-        for directory, _, files in os.walk(workdir):
-            os.chown(directory, uid, uid)
-            for name in files:
-                os.chown(os.path.join(directory, name), uid, uid)
+        chown_tree(workdir, uid, uid)
         return uid
 
     def run(self, *, workdir, network, **kwargs):
