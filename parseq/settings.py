@@ -37,7 +37,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_dramatiq",
+    "django_apscheduler",
     "parseq.core",
+    "parseq.scheduling",
 ]
 
 MIDDLEWARE = [
@@ -167,6 +169,14 @@ RESULT_FILES_LIMIT = env_int("PARSEQ_RESULT_FILES_LIMIT", 1000, minimum=1)
 RUN_GRACE = env_int("PARSEQ_RUN_GRACE", 60, minimum=5)
 REAPER_INTERVAL = env_int("PARSEQ_REAPER_INTERVAL", 30, minimum=1)
 INPROCESS_WORKER_THREADS = env_int("PARSEQ_WORKER_THREADS", 2, minimum=1)
+
+# The scheduler (README: Scheduling).
+# Due times missed while no scheduler ran: within this many seconds they run once, older ones are skipped.
+MISFIRE_GRACE = env_int("PARSEQ_MISFIRE_GRACE", 3600, minimum=1)
+# How often a standby scheduler tries to take over, and how often the active one rereads every schedule.
+SCHEDULER_STANDBY_POLL = env_int("PARSEQ_SCHEDULER_STANDBY_POLL", 1, minimum=1)
+SCHEDULER_RECONCILE = env_int("PARSEQ_SCHEDULER_RECONCILE", 60, minimum=1)
+APSCHEDULER_DATETIME_FORMAT = "Y-m-d H:i:s"
 
 LOGGING = {
     "version": 1,

@@ -8,6 +8,7 @@ import textwrap
 import time
 import unittest
 from contextlib import contextmanager
+from urllib.parse import quote
 
 import dramatiq
 from django.conf import settings
@@ -36,6 +37,15 @@ def require(condition, reason):
 
 def rabbitmq_url():
     return os.environ.get("PARSEQ_TEST_BROKER_URL", "")
+
+
+def database_url():
+    """The URL of the *test* database, for the processes a test starts (workers, schedulers)."""
+    db = connection.settings_dict
+    credentials = quote(db["USER"], safe="")
+    if db["PASSWORD"]:
+        credentials += ":" + quote(db["PASSWORD"], safe="")
+    return f"postgres://{credentials}@{db['HOST']}:{db['PORT']}/{quote(db['NAME'], safe='')}"
 
 
 def port_open(host, port):

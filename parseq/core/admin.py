@@ -3,12 +3,15 @@ from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django_dramatiq.models import Task
 
 from parseq.core import selectors, services
 from parseq.core.environment import MASK, masked_text, parse_environment_text
 from parseq.core.models import Parser, Run
+from parseq.scheduling import selectors as schedule_selectors
+from parseq.scheduling import services as schedule_services
 
 # django_dramatiq's task table stays empty (its AdminMiddleware is off): runs are the history.
 admin.site.unregister(Task)
@@ -32,6 +35,9 @@ class ParserForm(forms.ModelForm):
             "enabled",
             "scheduled_time",
             "repeat_after",
+            "cron",
+            "cron_timezone",
+            "overlap",
             "timeout",
             "memory_limit_mb",
             "restricted",
@@ -65,20 +71,86 @@ class ParserForm(forms.ModelForm):
 @admin.register(Parser)
 class ParserAdmin(admin.ModelAdmin):
     form = ParserForm
-    list_display = ["name", "enabled", "scheduled_time", "repeat_after", "last_run_status", "last_run_time"]
+    list_display = ["name", "enabled", "schedule", "next_run", "last_run_status", "last_run_time"]
     list_filter = ["enabled"]
     search_fields = ["name", "description"]
-    actions = ["run_now"]
+    actions = ["run_now", "enable_automatic_runs", "disable_automatic_runs"]
     change_form_template = "admin/core/parser/change_form.html"
+    change_list_template = "admin/core/parser/change_list.html"
+    readonly_fields = ["next_run", "recent_runs"]
+    fieldsets = [
+        (None, {"fields": ["name", "description", "script"]}),
+        (
+            "Automatic runs",
+            {
+                "fields": [
+                    "enabled",
+                    "scheduled_time",
+                    "repeat_after",
+                    "cron",
+                    "cron_timezone",
+                    "overlap",
+                    "next_run",
+                ]
+            },
+        ),
+        ("Sandbox", {"fields": ["timeout", "memory_limit_mb", "restricted", "network", "environment_text"]}),
+        ("History", {"fields": ["recent_runs"]}),
+    ]
 
     def get_queryset(self, request):
-        return selectors.parsers_with_last_run()
+        return schedule_selectors.with_next_run(selectors.parsers_with_last_run())
+
+    def get_fieldsets(self, request, obj=None):
+        return self.fieldsets if obj else self.fieldsets[:-1]
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}), **_scheduler_context()}
         backend = services.sandbox_backend()
         if backend == "subprocess":
-            extra_context = {**(extra_context or {}), "sandbox_warning": selectors.SANDBOX_DESCRIPTIONS[backend]}
+            extra_context["sandbox_warning"] = selectors.SANDBOX_DESCRIPTIONS[backend]
         return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {**(extra_context or {}), **_scheduler_context()})
+
+    @admin.display(description="schedule")
+    def schedule(self, parser):
+        return schedule_selectors.describe_schedule(parser)
+
+    @admin.display(description="next run", ordering="next_run_time")
+    def next_run(self, parser):
+        if getattr(parser, "next_run_time", None):
+            return _moment(parser.next_run_time)
+        return "-"
+
+    @admin.display(description="recent runs")
+    def recent_runs(self, parser):
+        runs = parser.runs.all()[:RECENT_RUNS]
+        if not runs:
+            return "-"
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    reverse("admin:core_run_change", args=[run.run_id]),
+                    _moment(run.created_time),
+                    run.status,
+                    run.trigger,
+                    _moment(run.scheduled_for) if run.scheduled_for else "-",
+                    run.error.splitlines()[-1][:200] if run.error else "",
+                )
+                for run in runs
+            ),
+        )
+        all_runs = reverse("admin:core_run_changelist") + f"?parser__id__exact={parser.pk}"
+        return format_html(
+            "<table><thead><tr><th>created</th><th>status</th><th>trigger</th><th>due</th><th>error or reason</th>"
+            '</tr></thead><tbody>{}</tbody></table><p><a href="{}">All runs of this parser</a></p>',
+            rows,
+            all_runs,
+        )
 
     @admin.display(description="last run", ordering="last_run_status")
     def last_run_status(self, parser):
@@ -94,6 +166,16 @@ class ParserAdmin(admin.ModelAdmin):
             run = services.enqueue_run(parser=parser, trigger=Run.Trigger.MANUAL)
             self.message_user(request, format_html("{}: run {} enqueued.", parser.name, _run_link(run)))
 
+    @admin.action(description="Switch automatic runs on")
+    def enable_automatic_runs(self, request, queryset):
+        changed = schedule_services.set_automatic_runs(parsers=queryset, enabled=True)
+        self.message_user(request, f"Automatic runs switched on for {changed} parser(s).")
+
+    @admin.action(description="Switch automatic runs off")
+    def disable_automatic_runs(self, request, queryset):
+        changed = schedule_services.set_automatic_runs(parsers=queryset, enabled=False)
+        self.message_user(request, f"Automatic runs switched off for {changed} parser(s).")
+
     def get_urls(self):
         run_url = path("<int:parser_id>/run/", self.admin_site.admin_view(self.run_now_view), name="core_parser_run")
         return [run_url, *super().get_urls()]
@@ -107,13 +189,25 @@ class ParserAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:core_run_change", args=[run.run_id]))
 
 
+RECENT_RUNS = 10
+
+
+def _moment(value):
+    """A time to the second, in the server's timezone, named: schedules are about seconds."""
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _scheduler_context():
+    return {"scheduler_inactive": not schedule_selectors.scheduler_is_active()}
+
+
 def _run_link(run):
     return format_html('<a href="{}">{}</a>', reverse("admin:core_run_change", args=[run.run_id]), run.run_id)
 
 
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
-    list_display = ["run_id", "parser", "status", "created_time", "duration_display", "trigger"]
+    list_display = ["run_id", "parser", "status", "created_time", "duration_display", "trigger", "scheduled_for"]
     list_filter = ["status", "parser", "trigger"]
     list_select_related = ["parser"]
     date_hierarchy = "created_time"
@@ -122,6 +216,7 @@ class RunAdmin(admin.ModelAdmin):
         "parser",
         "status",
         "trigger",
+        "scheduled_for",
         "created_time",
         "started_time",
         "finished_time",
@@ -160,7 +255,7 @@ class RunAdmin(admin.ModelAdmin):
             ),
         )
 
-    @admin.display(description="error")
+    @admin.display(description="error or reason")
     def error_display(self, run):
         return format_html("<pre>{}</pre>", run.error) if run.error else "-"
 

@@ -5,6 +5,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
+from parseq.scheduling.triggers import CRON_HELP, validate_cron, validate_timezone
+
 
 def default_timeout():
     return settings.RUN_TIMEOUT
@@ -13,6 +15,11 @@ def default_timeout():
 def validate_timeout(seconds):
     if not 1 <= seconds <= settings.MAX_RUN_TIMEOUT:
         raise ValidationError(f"The timeout must be between 1 and {settings.MAX_RUN_TIMEOUT} seconds.")
+
+
+def validate_interval(interval):
+    if interval.total_seconds() < 1:
+        raise ValidationError("The interval must be at least one second.")
 
 
 def script_upload_path(parser, filename):
@@ -30,7 +37,33 @@ class Parser(models.Model):
     enabled = models.BooleanField(default=True, help_text="Automatic runs on or off; Run now works either way.")
     scheduled_time = models.DateTimeField(null=True, blank=True, help_text="The first automatic run.")
     repeat_after = models.DurationField(
-        null=True, blank=True, help_text="Interval between automatic runs, as HH:MM:SS; empty runs once."
+        null=True,
+        blank=True,
+        validators=[validate_interval],
+        help_text="Interval between automatic runs, as HH:MM:SS; empty runs once.",
+    )
+    cron = models.CharField(
+        max_length=100,
+        blank=True,
+        validators=[validate_cron],
+        help_text=f"Instead of an interval: a cron expression, {CRON_HELP}. The first run, if set, is the earliest.",
+    )
+    cron_timezone = models.CharField(
+        max_length=64,
+        blank=True,
+        validators=[validate_timezone],
+        help_text="The timezone of the cron expression, as in Europe/Berlin; empty uses the server's TIME_ZONE.",
+    )
+
+    class Overlap(models.TextChoices):
+        SKIP = "skip", "skip (recorded in the run history)"
+        ALLOW = "allow", "allow"
+
+    overlap = models.CharField(
+        max_length=16,
+        choices=Overlap.choices,
+        default=Overlap.SKIP,
+        help_text="When an automatic run is due while the previous run is still enqueued or running.",
     )
     timeout = models.PositiveIntegerField(
         default=default_timeout,
@@ -68,6 +101,13 @@ class Parser(models.Model):
     def __str__(self):
         return self.name
 
+    def clean(self):
+        super().clean()
+        if self.cron and self.repeat_after:
+            raise ValidationError({"cron": "Choose either an interval (repeat after) or a cron expression, not both."})
+        if self.repeat_after and self.scheduled_time is None:
+            raise ValidationError({"scheduled_time": "An interval needs its first run: set the scheduled time."})
+
 
 class Run(models.Model):
     """One execution of a parser, from enqueueing to its files or its error."""
@@ -78,6 +118,8 @@ class Run(models.Model):
         RUNNING = "running", "running"
         COMPLETED = "completed", "completed"
         ERROR = "error", "error"
+        # A due automatic run that did not start (missed, or overlapping); `error` says why.
+        SKIPPED = "skipped", "skipped"
 
     class Trigger(models.TextChoices):
         MANUAL = "manual", "manual"
@@ -92,6 +134,8 @@ class Run(models.Model):
     updated_time = models.DateTimeField(auto_now=True)
     started_time = models.DateTimeField(null=True, blank=True)
     finished_time = models.DateTimeField(null=True, blank=True)
+    # The schedule's due time this run is for; a parser's due time gets at most one run.
+    scheduled_for = models.DateTimeField(null=True, blank=True)
     # A `running` run past this moment has lost its worker.
     deadline = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
@@ -102,6 +146,13 @@ class Run(models.Model):
     class Meta:
         ordering = ["-created_time"]
         indexes = [models.Index(fields=["parser", "-created_time"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["parser", "scheduled_for"],
+                condition=models.Q(scheduled_for__isnull=False),
+                name="one_run_per_due_time",
+            )
+        ]
 
     def __str__(self):
         return str(self.run_id)
@@ -114,7 +165,7 @@ class Run(models.Model):
 
     @property
     def is_finished(self):
-        return self.status in (self.Status.COMPLETED, self.Status.ERROR)
+        return self.status in (self.Status.COMPLETED, self.Status.ERROR, self.Status.SKIPPED)
 
     def file_entry(self, name):
         return next((entry for entry in self.files if entry["name"] == name), None)

@@ -7,6 +7,7 @@ from django.db.models import OuterRef, Subquery
 
 from parseq.core import services
 from parseq.core.models import Parser, Run
+from parseq.scheduling.selectors import scheduler_is_active
 
 
 def parsers_with_last_run():
@@ -26,10 +27,14 @@ SANDBOX_DESCRIPTIONS = {
 
 
 def health():
-    """(healthy, {component: "ok" or the reason it is not}, plus which sandbox runs scripts)."""
+    """(healthy, {component: "ok" or the reason it is not}, plus which sandbox runs scripts and the scheduler)."""
     checks = {"database": _database_health(), "broker": _broker_health()}
     healthy = all(value == "ok" for value in checks.values())
-    return healthy, {**checks, "sandbox": SANDBOX_DESCRIPTIONS[services.sandbox_backend()]}
+    info = {"sandbox": SANDBOX_DESCRIPTIONS[services.sandbox_backend()]}
+    if checks["database"] == "ok":
+        # Informative, not a failure: the web keeps working while schedulers restart.
+        info["scheduler"] = "active" if scheduler_is_active() else "none running"
+    return healthy, {**checks, **info}
 
 
 def _database_health():

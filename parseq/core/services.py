@@ -37,9 +37,9 @@ def check_script(*, uploaded_file, restricted):
         raise ValidationError([str(problem) for problem in problems])
 
 
-def enqueue_run(*, parser, trigger):
+def enqueue_run(*, parser, trigger, scheduled_for=None):
     """Create a run and send it to the workers once the transaction commits."""
-    run = Run.objects.create(parser=parser, trigger=trigger, status=Run.Status.ENQUEUED)
+    run = Run.objects.create(parser=parser, trigger=trigger, status=Run.Status.ENQUEUED, scheduled_for=scheduled_for)
     transaction.on_commit(lambda: send_run(run_id=run.run_id))
     return run
 

@@ -24,6 +24,7 @@ class AdminTestCase(TemporaryMediaMixin, TestCase):
             "enabled": "on",
             "timeout": "300",
             "network": "internet",
+            "overlap": "skip",
             **fields,
         }
         return self.client.post(reverse("admin:core_parser_add"), data)
@@ -58,7 +59,7 @@ class ParserUploadTests(AdminTestCase):
 
         response = self.client.post(
             reverse("admin:core_parser_change", args=[parser.pk]),
-            {"name": "weather", "timeout": "60", "network": "internet", "restricted": "on"},
+            {"name": "weather", "timeout": "60", "network": "internet", "overlap": "skip", "restricted": "on"},
         )
 
         self.assertContains(response, "restricted mode: &quot;__class__&quot; is an invalid attribute name")
@@ -102,8 +103,11 @@ class ParserUploadTests(AdminTestCase):
                 "name": "weather",
                 "description": "changed",
                 "timeout": "60",
+                "scheduled_time_0": "2030-01-01",
+                "scheduled_time_1": "06:00:00",
                 "repeat_after": "01:00:00",
                 "network": "internet",
+                "overlap": "skip",
             },
         )
 
@@ -135,6 +139,7 @@ class EnvironmentTests(AdminTestCase):
                 "name": "weather",
                 "timeout": "60",
                 "network": "internet",
+                "overlap": "skip",
                 "environment_text": "API_KEY=********\nTOKEN=new",
             },
         )

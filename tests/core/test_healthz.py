@@ -5,6 +5,7 @@ from unittest import mock
 from django.db import connection
 from django.test import TestCase
 
+from parseq.scheduling.coordination import coordinator_for_database
 from tests.helpers import rabbitmq_url, require
 
 
@@ -14,7 +15,19 @@ class HealthTests(TestCase):
             response = self.client.get("/healthz")
 
         self.assertEqual(response.status_code, 200)
-        self.assertEqual(response.json(), {"status": "ok", "database": "ok", "broker": "ok", "sandbox": "bwrap"})
+        self.assertEqual(
+            response.json(),
+            {"status": "ok", "database": "ok", "broker": "ok", "sandbox": "bwrap", "scheduler": "none running"},
+        )
+
+    def test_an_active_scheduler_is_reported(self):
+        coordinator = coordinator_for_database()
+        self.assertTrue(coordinator.try_lead())
+        self.addCleanup(coordinator.release)
+
+        response = self.client.get("/healthz")
+
+        self.assertEqual((response.status_code, response.json()["scheduler"]), (200, "active"))
 
     def test_the_weaker_subprocess_sandbox_is_said_plainly(self):
         with self.settings(BROKER_URL=None, SANDBOX_BACKEND="subprocess"):

@@ -17,32 +17,28 @@ import time
 import unittest
 import uuid
 from pathlib import Path
-from urllib.parse import quote
 
 from django.conf import settings
-from django.db import connection
 from django.test import Client, TransactionTestCase, override_settings
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from parseq.core.models import Run
 from parseq.core.services import LOST_RUN_ERROR
 from parseq.core.tasks import execute_run
-from tests.helpers import live_processes_with, make_parser, rabbitmq_url, requires_postgresql_and_rabbitmq, wait_until
+from tests.helpers import (
+    database_url,
+    live_processes_with,
+    make_parser,
+    rabbitmq_url,
+    requires_postgresql_and_rabbitmq,
+    wait_until,
+)
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 QUEUE = "runs"
 
 REPORT = b"report of the run\r\nwith \x00 and \xff bytes, not text\n"
 DATA = bytes(range(256)) * 10
-
-
-def database_url():
-    """The URL of the *test* database, which the worker must use too."""
-    db = connection.settings_dict
-    credentials = quote(db["USER"], safe="")
-    if db["PASSWORD"]:
-        credentials += ":" + quote(db["PASSWORD"], safe="")
-    return f"postgres://{credentials}@{db['HOST']}:{db['PORT']}/{quote(db['NAME'], safe='')}"
 
 
 def live_processes_in_group(pgid):

@@ -1,0 +1,170 @@
+"""The scheduler process: standby until it holds the leadership, then APScheduler kept equal to the parsers.
+
+APScheduler (with django_apscheduler's job store) owns the timing: one job per scheduled
+parser, whose only argument is the parser's id, persisted with its next due time so that a
+scheduler that starts later knows what was missed. This module keeps those jobs equal to the
+parsers' schedules: at once on each change notice, on any change of the parser table (checked
+every second), and by rereading everything now and then.
+"""
+
+import logging
+import sys
+import threading
+import time
+from datetime import UTC
+
+from apscheduler.executors.base import BaseExecutor, run_job
+from apscheduler.schedulers.background import BackgroundScheduler
+from django import db
+from django.conf import settings
+from django.utils import timezone
+from django_apscheduler.jobstores import DjangoJobStore
+
+from parseq.core.models import Parser
+from parseq.scheduling import selectors, services
+from parseq.scheduling.coordination import LeadershipLost, coordinator_for_database
+from parseq.scheduling.jobs import FIRE, JOB_ID_PREFIX, job_id
+from parseq.scheduling.triggers import first_due, parser_trigger
+
+logger = logging.getLogger(__name__)
+
+
+class DueTimesExecutor(BaseExecutor):
+    """Runs a due job at once, in the scheduler's thread, and tells it every time it is due for.
+
+    At once: the run is recorded before APScheduler stores the job's next time, so a scheduler
+    killed in between leaves a due time that the next one fires again (and the database refuses
+    as a duplicate), never one that is lost. APScheduler 3 does not pass due times to a job;
+    Parseq needs them to make firing idempotent and misfires visible.
+    """
+
+    def _do_submit_job(self, job, run_times):
+        try:
+            events = run_job(_WithDueTimes(job, run_times), job._jobstore_alias, run_times[-1:], self._logger.name)
+        except BaseException:  # noqa: BLE001 - as APScheduler's own executors: report, never kill the scheduler
+            self._run_job_error(job.id, *sys.exc_info()[1:])
+        else:
+            self._run_job_success(job.id, events)
+
+
+class _WithDueTimes:
+    """The job as `run_job` sees it: called with its due times, with misfires left to Parseq."""
+
+    misfire_grace_time = None
+
+    def __init__(self, job, due_times):
+        self.id, self.func, self.args = job.id, job.func, job.args
+        self.kwargs = {**job.kwargs, "due_times": list(due_times)}
+
+    def __str__(self):
+        return self.id
+
+
+class _Scheduler(BackgroundScheduler):
+    def _main_loop(self):
+        try:
+            super()._main_loop()
+        finally:
+            db.connections.close_all()  # the job store's connection in APScheduler's own thread
+
+
+def new_scheduler():
+    return _Scheduler(
+        jobstores={"default": DjangoJobStore()},
+        executors={"default": DueTimesExecutor()},
+        job_defaults={"coalesce": False, "misfire_grace_time": None, "max_instances": 1},
+        timezone=UTC,
+    )
+
+
+def stop_scheduler(scheduler):
+    """Shut APScheduler down without the last round of due jobs its shutdown would otherwise process."""
+    scheduler.remove_jobstore("default")  # waits for a round in progress; the jobs stay in the database
+    scheduler.shutdown(wait=False)
+
+
+def sync_parser_job(*, scheduler, parser, job, now):
+    """Make the parser's job match its schedule. An unchanged schedule keeps its job (and what it missed)."""
+    trigger = parser_trigger(parser, default_timezone=settings.TIME_ZONE) if parser else None
+    if job is not None and (trigger is None or repr(job.trigger) != repr(trigger)):
+        scheduler.remove_job(job.id)
+        job = None
+    if trigger is None or job is not None:
+        return
+    due = first_due(trigger, now=now, last_due=selectors.last_due(parser_id=parser.pk))
+    if due is not None:
+        scheduler.add_job(FIRE, trigger=trigger, args=[parser.pk], id=job_id(parser.pk), next_run_time=due)
+        logger.info("parser %s (%s) next runs at %s", parser.pk, parser.name, due)
+
+
+def sync_one(*, scheduler, parser_id, now):
+    parser = Parser.objects.filter(pk=parser_id).first()
+    sync_parser_job(scheduler=scheduler, parser=parser, job=scheduler.get_job(job_id(parser_id)), now=now)
+
+
+def sync_all(*, scheduler, now):
+    """Make every job match its parser's schedule, and drop the jobs of deleted parsers."""
+    jobs = {job.id: job for job in scheduler.get_jobs() if job.id.startswith(JOB_ID_PREFIX)}
+    for parser in Parser.objects.all():
+        sync_parser_job(scheduler=scheduler, parser=parser, job=jobs.pop(job_id(parser.pk), None), now=now)
+    for orphan in jobs.values():
+        scheduler.remove_job(orphan.id)
+
+
+class ScheduleKeeper:
+    """One scheduler: a standby until it takes the leadership, then the active one until it stops or loses it."""
+
+    def __init__(self, *, coordinator=None):
+        self.coordinator = coordinator or coordinator_for_database()
+        self.active = threading.Event()
+
+    def run(self, stopping):
+        announced_standby = False
+        while not stopping.is_set():
+            if self.coordinator.try_lead():
+                announced_standby = False
+                try:
+                    self._lead(stopping)
+                except LeadershipLost as error:
+                    logger.error("scheduler stepped down: %s", error)
+                except Exception:  # the scheduler must outlive any single failure; it retries as a standby
+                    logger.exception("scheduler failed; stepping down")
+                    stopping.wait(settings.SCHEDULER_STANDBY_POLL)
+                finally:
+                    self.active.clear()
+                    self.coordinator.release()
+                    db.connections.close_all()
+            else:
+                if not announced_standby:
+                    logger.info("another scheduler is active: standing by")
+                    announced_standby = True
+                stopping.wait(settings.SCHEDULER_STANDBY_POLL)
+
+    def _lead(self, stopping):
+        scheduler = new_scheduler()
+        scheduler.start(paused=True)
+        try:
+            sync_all(scheduler=scheduler, now=timezone.now())
+            scheduler.resume()
+            self.active.set()
+            logger.info("scheduler active")
+            self._follow_changes(scheduler, stopping)
+        finally:
+            stop_scheduler(scheduler)
+
+    def _follow_changes(self, scheduler, stopping):
+        fingerprint, reconciled = selectors.schedules_fingerprint(), time.monotonic()
+        while not stopping.is_set():
+            announced = self.coordinator.wait_for_changes(timeout=1.0)
+            try:
+                for parser_id in announced:
+                    sync_one(scheduler=scheduler, parser_id=parser_id, now=timezone.now())
+                latest = selectors.schedules_fingerprint()
+                if time.monotonic() - reconciled > settings.SCHEDULER_RECONCILE:
+                    services.prune_job_executions()
+                if latest != fingerprint or time.monotonic() - reconciled > settings.SCHEDULER_RECONCILE:
+                    sync_all(scheduler=scheduler, now=timezone.now())
+                    fingerprint, reconciled = selectors.schedules_fingerprint(), time.monotonic()
+            except db.Error:
+                logger.exception("could not read the schedules; trying again")
+                db.connections.close_all()
