@@ -99,7 +99,7 @@ class ParserAdmin(admin.ModelAdmin):
     ]
 
     def get_queryset(self, request):
-        return schedule_selectors.with_next_run(selectors.parsers_with_last_run())
+        return schedule_selectors.with_last_due(selectors.parsers_with_last_run())
 
     def get_fieldsets(self, request, obj=None):
         return self.fieldsets if obj else self.fieldsets[:-1]
@@ -118,11 +118,12 @@ class ParserAdmin(admin.ModelAdmin):
     def schedule(self, parser):
         return schedule_selectors.describe_schedule(parser)
 
-    @admin.display(description="next run", ordering="next_run_time")
+    @admin.display(description="next run")
     def next_run(self, parser):
-        if getattr(parser, "next_run_time", None):
-            return _moment(parser.next_run_time)
-        return "-"
+        if parser.pk is None:
+            return "-"
+        due = schedule_selectors.next_run_time(parser=parser, now=timezone.now())
+        return _moment(due) if due else "-"
 
     @admin.display(description="recent runs")
     def recent_runs(self, parser):

@@ -7,6 +7,7 @@ parsers' schedules: at once on each change notice, on any change of the parser t
 every second), and by rereading everything now and then.
 """
 
+import contextlib
 import logging
 import sys
 import threading
@@ -14,6 +15,7 @@ import time
 from datetime import UTC
 
 from apscheduler.executors.base import BaseExecutor, run_job
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from django import db
 from django.conf import settings
@@ -24,7 +26,7 @@ from parseq.core.models import Parser
 from parseq.scheduling import selectors, services
 from parseq.scheduling.coordination import LeadershipLost, coordinator_for_database
 from parseq.scheduling.jobs import FIRE, JOB_ID_PREFIX, job_id
-from parseq.scheduling.triggers import first_due, parser_trigger
+from parseq.scheduling.triggers import parser_trigger
 
 logger = logging.getLogger(__name__)
 
@@ -87,13 +89,16 @@ def sync_parser_job(*, scheduler, parser, job, now):
     """Make the parser's job match its schedule. An unchanged schedule keeps its job (and what it missed)."""
     trigger = parser_trigger(parser, default_timezone=settings.TIME_ZONE) if parser else None
     if job is not None and (trigger is None or repr(job.trigger) != repr(trigger)):
-        scheduler.remove_job(job.id)
+        with contextlib.suppress(JobLookupError):  # a one-off that fired a moment ago is gone already
+            scheduler.remove_job(job.id)
         job = None
     if trigger is None or job is not None:
         return
-    due = first_due(trigger, now=now, last_due=selectors.last_due(parser_id=parser.pk))
+    due = selectors.next_run_time(parser=parser, now=now)
     if due is not None:
-        scheduler.add_job(FIRE, trigger=trigger, args=[parser.pk], id=job_id(parser.pk), next_run_time=due)
+        scheduler.add_job(
+            FIRE, trigger=trigger, args=[parser.pk], id=job_id(parser.pk), next_run_time=due, replace_existing=True
+        )
         logger.info("parser %s (%s) next runs at %s", parser.pk, parser.name, due)
 
 
@@ -108,7 +113,8 @@ def sync_all(*, scheduler, now):
     for parser in Parser.objects.all():
         sync_parser_job(scheduler=scheduler, parser=parser, job=jobs.pop(job_id(parser.pk), None), now=now)
     for orphan in jobs.values():
-        scheduler.remove_job(orphan.id)
+        with contextlib.suppress(JobLookupError):
+            scheduler.remove_job(orphan.id)
 
 
 class ScheduleKeeper:
@@ -160,9 +166,10 @@ class ScheduleKeeper:
                 for parser_id in announced:
                     sync_one(scheduler=scheduler, parser_id=parser_id, now=timezone.now())
                 latest = selectors.schedules_fingerprint()
-                if time.monotonic() - reconciled > settings.SCHEDULER_RECONCILE:
+                reread_all = time.monotonic() - reconciled > settings.SCHEDULER_RECONCILE
+                if reread_all:
                     services.prune_job_executions()
-                if latest != fingerprint or time.monotonic() - reconciled > settings.SCHEDULER_RECONCILE:
+                if latest != fingerprint or reread_all:
                     sync_all(scheduler=scheduler, now=timezone.now())
                     fingerprint, reconciled = selectors.schedules_fingerprint(), time.monotonic()
             except db.Error:

@@ -1,24 +1,32 @@
 """Read-only questions about schedules."""
 
 from django.conf import settings
-from django.db.models import CharField, Max, OuterRef, Subquery, Value
-from django.db.models.functions import Cast, Concat
+from django.db.models import Max, OuterRef, Subquery
 from django_apscheduler.models import DjangoJob
 
-from parseq.core.models import Parser
+from parseq.core.models import Parser, Run
 from parseq.scheduling.coordination import coordinator_for_database
-from parseq.scheduling.jobs import JOB_ID_PREFIX
+from parseq.scheduling.triggers import first_due, parser_trigger
 
 
-def with_next_run(parsers):
-    """Annotate `next_run_time`: when the active scheduler will next fire each parser (None: never)."""
-    job = DjangoJob.objects.filter(id=Concat(Value(JOB_ID_PREFIX), Cast(OuterRef("pk"), CharField())))
-    return parsers.annotate(next_run_time=Subquery(job.values("next_run_time")[:1]))
+def with_last_due(parsers):
+    """Annotate `last_due`: the latest due time that has a run (or a recorded skip) of each parser."""
+    newest = Run.objects.filter(parser=OuterRef("pk"), scheduled_for__isnull=False).order_by("-scheduled_for")
+    return parsers.annotate(last_due=Subquery(newest.values("scheduled_for")[:1]))
 
 
-def last_due(*, parser_id):
-    """The latest due time that has a run (or a recorded skip) of this parser."""
-    return Parser.objects.filter(pk=parser_id).aggregate(last=Max("runs__scheduled_for"))["last"]
+def next_run_time(*, parser, now):
+    """When the schedule is next due, as the scheduler computes it; None when it never is.
+
+    The scheduler sets each new job's time with this same function, so a page shows the
+    right time the moment an edit is saved, before the scheduler has heard of it.
+    """
+    trigger = parser_trigger(parser, default_timezone=settings.TIME_ZONE)
+    if trigger is None:
+        return None
+    if not hasattr(parser, "last_due"):
+        parser = with_last_due(Parser.objects.filter(pk=parser.pk)).get()
+    return first_due(trigger, now=now, last_due=parser.last_due)
 
 
 def schedules_fingerprint():

@@ -6,7 +6,6 @@ from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import TestCase
 from django.urls import reverse
-from django_apscheduler.models import DjangoJob
 
 from parseq.core.models import Parser, Run
 from parseq.scheduling.coordination import coordinator_for_database
@@ -76,9 +75,8 @@ class ScheduleFormTests(ScheduleAdminTestCase):
 
 class NextRunAndHistoryTests(ScheduleAdminTestCase):
     def test_the_list_shows_each_schedule_and_the_next_run(self):
-        scheduled = make_parser(SCRIPT, name="every 3 s", scheduled_time=NEXT, repeat_after=timedelta(seconds=3))
+        make_parser(SCRIPT, name="every 3 s", scheduled_time=NEXT, repeat_after=timedelta(seconds=3))
         make_parser(SCRIPT, name="cron", cron="0 9 * * *", cron_timezone="Asia/Tokyo", enabled=False)
-        DjangoJob.objects.create(id=f"parser-{scheduled.pk}", next_run_time=NEXT, job_state=b"")
 
         response = self.client.get(reverse("admin:core_parser_changelist"))
 
@@ -88,7 +86,6 @@ class NextRunAndHistoryTests(ScheduleAdminTestCase):
 
     def test_the_parser_page_shows_the_next_run_and_recent_runs_with_the_reason_of_a_skip(self):
         parser = make_parser(SCRIPT, scheduled_time=NEXT, repeat_after=timedelta(minutes=10))
-        DjangoJob.objects.create(id=f"parser-{parser.pk}", next_run_time=NEXT, job_state=b"")
         Run.objects.create(
             parser=parser,
             trigger="schedule",
@@ -103,6 +100,19 @@ class NextRunAndHistoryTests(ScheduleAdminTestCase):
         self.assertContains(response, "<td>skipped</td><td>schedule</td><td>2030-01-02 02:54:05 UTC</td>", html=False)
         self.assertContains(response, "while run 1234 was still running.")
         self.assertContains(response, f"?parser__id__exact={parser.pk}")
+
+    def test_a_one_off_that_has_run_shows_no_next_run(self):
+        parser = make_parser(SCRIPT, scheduled_time=NEXT - timedelta(days=3650))
+        Run.objects.create(parser=parser, trigger="schedule", status="completed", scheduled_for=parser.scheduled_time)
+
+        response = self.client.get(reverse("admin:core_parser_change", args=[parser.pk]))
+
+        self.assertContains(response, '<div class="readonly">-</div>', html=False)
+
+    def test_apschedulers_jobs_and_executions_are_in_the_admin(self):
+        for model in ("djangojob", "djangojobexecution"):
+            with self.subTest(model=model):
+                self.assertEqual(self.client.get(f"/admin/django_apscheduler/{model}/").status_code, 200)
 
     def test_the_run_history_lists_skips_with_their_due_time(self):
         parser = make_parser(SCRIPT)

@@ -44,7 +44,7 @@ class SyncTests(TemporaryMediaMixin, TransactionTestCase):
         self.sync()
 
         self.assertEqual(job_time(parser), self.now + timedelta(seconds=5))
-        self.assertEqual(selectors.with_next_run(Parser.objects.all()).get().next_run_time, job_time(parser))
+        self.assertEqual(selectors.next_run_time(parser=parser, now=self.now), job_time(parser))
 
     def test_an_edited_schedule_replaces_the_job_and_an_unchanged_one_keeps_its_missed_time(self):
         parser = make_parser(SCRIPT, scheduled_time=self.now - timedelta(seconds=30), repeat_after=timedelta(minutes=1))
@@ -58,6 +58,7 @@ class SyncTests(TemporaryMediaMixin, TransactionTestCase):
         parser.save()
         self.sync()  # an edit starts the schedule afresh from now
         self.assertEqual(job_time(parser), self.now + timedelta(seconds=90))
+        self.assertEqual(selectors.next_run_time(parser=parser, now=self.now), job_time(parser))
 
     def test_disabling_removing_the_schedule_or_deleting_the_parser_removes_its_job(self):
         first_run = self.now + timedelta(hours=1)

@@ -1,0 +1,164 @@
+"""`make run`'s process (`runparseq`) driven from outside, as a new user would: the admin over HTTP.
+
+A parser saved to run 5 s ahead and every 3 s runs at those times, an edit moves it at once,
+and switching automatic runs off stops it. The runs are read from the SQLite file the
+process writes, since the REST API does not exist yet.
+"""
+
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import requests
+from django.test import SimpleTestCase
+
+from tests.helpers import wait_until
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+SCRIPT = b"def parse():\n    return {'tick.txt': b'tick'}\n"
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class AllInOneSchedulingTests(SimpleTestCase):
+    def setUp(self):
+        self.var_dir = tempfile.mkdtemp(prefix="parseq-test-all-in-one-")
+        self.addCleanup(shutil.rmtree, self.var_dir, ignore_errors=True)
+        self.database = os.path.join(self.var_dir, "parseq.sqlite3")
+        self.env = {
+            **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PARSEQ_BROKER_URL")},
+            "DEBUG": "true",
+            "PARSEQ_VAR_DIR": self.var_dir,
+            "DATABASE_URL": f"sqlite:///{self.database}",
+            "LOG_LEVEL": "INFO",
+        }
+        for command in (["migrate", "--noinput"], ["ensure_dev_admin"]):
+            self.manage(*command)
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = os.path.join(self.var_dir, "runparseq.log")
+        with open(self.log_path, "wb") as log:
+            server = subprocess.Popen(
+                [sys.executable, "manage.py", "runparseq", "--port", str(self.port)],
+                cwd=REPOSITORY,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.addCleanup(self.stop, server)
+        self.session = requests.Session()
+        wait_until(self.serving, timeout=30, interval=0.2, message="runparseq to serve")
+
+    def manage(self, *command):
+        subprocess.run(
+            [sys.executable, "manage.py", *command], cwd=REPOSITORY, env=self.env, check=True, capture_output=True
+        )
+
+    def stop(self, server):
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+    def serving(self):
+        try:
+            return requests.get(self.base + "/healthz", timeout=1).json()["scheduler"] == "active"
+        except (requests.ConnectionError, KeyError):
+            return False
+
+    def csrf(self, path):
+        page = self.session.get(self.base + path)
+        page.raise_for_status()
+        return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+
+    def log_in(self):
+        token = self.csrf("/admin/login/")
+        data = {"username": "admin", "password": "admin", "csrfmiddlewaretoken": token, "next": "/admin/"}
+        self.assertIn("Site administration", self.session.post(self.base + "/admin/login/", data=data).text)
+
+    def save_parser(self, path, *, first_run, enabled=True, upload=True):
+        data = {
+            "csrfmiddlewaretoken": self.csrf(path),
+            "name": "ticker",
+            "description": "",
+            "scheduled_time_0": first_run.strftime("%Y-%m-%d"),
+            "scheduled_time_1": first_run.strftime("%H:%M:%S"),
+            "repeat_after": "00:00:03",
+            "cron": "",
+            "cron_timezone": "",
+            "overlap": "skip",
+            "timeout": "300",
+            "restricted": "on",
+            "network": "internet",
+            "environment_text": "",
+            "_continue": "Save and continue editing",
+        }
+        if enabled:
+            data["enabled"] = "on"
+        files = {"script": ("ticker.py", SCRIPT, "text/x-python")} if upload else None
+        response = self.session.post(self.base + path, data=data, files=files, allow_redirects=False)
+        self.assertEqual(response.status_code, 302, response.text[-3000:])
+        return response.headers["Location"]
+
+    def runs(self):
+        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as db:
+            rows = db.execute("SELECT scheduled_for, created_time, status FROM core_run ORDER BY scheduled_for")
+            return [(_utc(due), _utc(created), status) for due, created, status in rows]
+
+    def test_a_parser_5_s_ahead_every_3_s_runs_on_time_moves_with_an_edit_and_stops_when_switched_off(self):
+        try:
+            self._scenario()
+        except Exception:
+            print(Path(self.log_path).read_text(errors="replace")[-5000:], file=sys.stderr)
+            raise
+
+    def _scenario(self):
+        self.log_in()
+
+        # When a parser is saved to run 5 s ahead, every 3 s
+        first = (datetime.now(UTC) + timedelta(seconds=5)).replace(microsecond=0)
+        page = self.save_parser("/admin/core/parser/add/", first_run=first)
+
+        # Then its page shows that time, and runs come then, within a second, and complete
+        self.assertIn(first.strftime("%Y-%m-%d %H:%M:%S UTC"), self.session.get(self.base + page).text)
+        wait_until(lambda: len(self.runs()) >= 2, timeout=15, interval=0.1, message="two runs")
+        for (due, created, _), expected in zip(self.runs()[:2], [first, first + timedelta(seconds=3)], strict=True):
+            self.assertEqual(due, expected)
+            self.assertLess((created - due).total_seconds(), 1.0)
+        wait_until(lambda: self.runs()[0][2] == "completed", timeout=10, message="the first run to complete")
+
+        # When the first run is moved 6 s ahead in the admin
+        moved = (datetime.now(UTC) + timedelta(seconds=6)).replace(microsecond=0)
+        self.save_parser(page, first_run=moved, upload=False)
+        edited = datetime.now(UTC)
+
+        # Then the next runs come at the new times, and none at the old ones
+        wait_until(lambda: any(due == moved for due, _, _ in self.runs()), timeout=10, message="the moved run")
+        after_edit = [due for due, created, _ in self.runs() if created > edited]
+        self.assertEqual(after_edit[0], moved)
+        self.assertTrue(all((due - moved).total_seconds() % 3 == 0 for due in after_edit), after_edit)
+
+        # When automatic runs are switched off, no more runs come
+        self.save_parser(page, first_run=moved, enabled=False, upload=False)
+        count = len(self.runs())
+        time.sleep(4)
+        self.assertEqual(len(self.runs()), count)
+
+
+def _utc(text):
+    return datetime.fromisoformat(text).replace(tzinfo=UTC) if text else None
