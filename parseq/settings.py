@@ -38,8 +38,14 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_dramatiq",
     "django_apscheduler",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "parseq.core",
     "parseq.scheduling",
+    "parseq.api",
 ]
 
 MIDDLEWARE = [
@@ -169,6 +175,41 @@ RESULT_FILES_LIMIT = env_int("PARSEQ_RESULT_FILES_LIMIT", 1000, minimum=1)
 RUN_GRACE = env_int("PARSEQ_RUN_GRACE", 60, minimum=5)
 REAPER_INTERVAL = env_int("PARSEQ_REAPER_INTERVAL", 30, minimum=1)
 INPROCESS_WORKER_THREADS = env_int("PARSEQ_WORKER_THREADS", 2, minimum=1)
+
+# The REST API (README: API).
+REST_FRAMEWORK = {
+    # Basic first: an anonymous request gets 401 with `WWW-Authenticate: Basic`, not a bare 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.BasicAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["parseq.api.permissions.ReadIfSignedInWriteIfStaff"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "parseq.api.pagination.Pages",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "parseq.api.exceptions.handle",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Parseq API",
+    "DESCRIPTION": "Parsers, runs, their files, and starting runs. Reading needs a signed-in user; "
+    "changing and starting need a staff user. Authenticate with HTTP Basic, a session, or "
+    "`Authorization: Token <key>` (tokens: the admin, or `manage.py drf_create_token <user>`).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "parseq.api.schema.add_error_responses",
+        "parseq.api.schema.add_links",
+    ],
+}
+# A result link /<run_id>/<filename> is an unguessable capability; false makes it need a signed-in user.
+PUBLIC_DOWNLOADS = env_bool("PARSEQ_PUBLIC_DOWNLOADS", True)
 
 # The scheduler (README: Scheduling).
 # Due times missed while no scheduler ran: within this many seconds they run once, older ones are skipped.

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 from parseq.core import views
@@ -7,6 +7,7 @@ from parseq.core import views
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
+    path("api/", include("parseq.api.urls")),
     path("healthz", views.healthz, name="healthz"),
-    path("<uuid:run_id>/<str:filename>", views.download, name="download"),
+    path("<uuid:run_id>/<str:filename>", views.RunFileDownload.as_view(), name="download"),
 ]

@@ -28,21 +28,7 @@ class ParserForm(forms.ModelForm):
 
     class Meta:
         model = Parser
-        fields = [
-            "name",
-            "description",
-            "script",
-            "enabled",
-            "scheduled_time",
-            "repeat_after",
-            "cron",
-            "cron_timezone",
-            "overlap",
-            "timeout",
-            "memory_limit_mb",
-            "restricted",
-            "network",
-        ]
+        fields = Parser.EDITABLE_FIELDS
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -79,23 +65,10 @@ class ParserAdmin(admin.ModelAdmin):
     change_list_template = "admin/core/parser/change_list.html"
     readonly_fields = ["next_run", "recent_runs"]
     fieldsets = [
-        (None, {"fields": ["name", "description", "script"]}),
-        (
-            "Automatic runs",
-            {
-                "fields": [
-                    "enabled",
-                    "scheduled_time",
-                    "repeat_after",
-                    "cron",
-                    "cron_timezone",
-                    "overlap",
-                    "next_run",
-                ]
-            },
-        ),
-        ("Sandbox", {"fields": ["timeout", "memory_limit_mb", "restricted", "network", "environment_text"]}),
-        ("History", {"fields": ["recent_runs"]}),
+        (None, {"fields": Parser.SCRIPT_FIELDS}),
+        ("Automatic runs", {"fields": (*Parser.SCHEDULE_FIELDS, "next_run")}),
+        ("Sandbox", {"fields": (*Parser.SANDBOX_FIELDS, "environment_text")}),
+        ("History", {"fields": ("recent_runs",)}),
     ]
 
     def get_queryset(self, request):

@@ -13,6 +13,33 @@ def masked_text(environment):
     return "\n".join(f"{name}={MASK}" for name in sorted(environment))
 
 
+def name_problem(name):
+    if not NAME.match(name):
+        return f"{name!r} is not a valid variable name"
+    if name in RESERVED or name.startswith(RESERVED_PREFIXES):
+        return f"{name} is set by the sandbox and cannot be changed"
+    return None
+
+
+def masked(environment):
+    return dict.fromkeys(sorted(environment), MASK)
+
+
+def merge_environment(variables, *, previous):
+    """Return ({name: value}, [problems]) for variables given as a mapping; a masked value keeps the previous."""
+    environment, problems = {}, []
+    for name, value in variables.items():
+        if problem := name_problem(name):
+            problems.append(problem)
+        elif not isinstance(value, str):
+            problems.append(f"{name}: the value must be a string")
+        elif value == MASK and name not in previous:
+            problems.append(f"{name} has no value yet: give it instead of the mask")
+        else:
+            environment[name] = previous[name] if value == MASK else value
+    return environment, problems
+
+
 def parse_environment_text(text, *, previous):
     """Return ({name: value}, [problems]); a value left as the mask keeps the previous one."""
     environment, problems = {}, []
@@ -24,10 +51,8 @@ def parse_environment_text(text, *, previous):
         name = name.strip()
         if not equals:
             problems.append(f"line {number}: expected NAME=value")
-        elif not NAME.match(name):
-            problems.append(f"line {number}: {name!r} is not a valid variable name")
-        elif name in RESERVED or name.startswith(RESERVED_PREFIXES):
-            problems.append(f"line {number}: {name} is set by the sandbox and cannot be changed")
+        elif problem := name_problem(name):
+            problems.append(f"line {number}: {problem}")
         elif name in environment:
             problems.append(f"line {number}: {name} is set twice")
         elif value == MASK:

@@ -29,6 +29,12 @@ def script_upload_path(parser, filename):
 class Parser(models.Model):
     """A user's parser script and when it runs on its own."""
 
+    # What a user edits, by group, in the order forms show it (the admin's form, the API's serializer).
+    SCRIPT_FIELDS = ("name", "description", "script")
+    SCHEDULE_FIELDS = ("enabled", "scheduled_time", "repeat_after", "cron", "cron_timezone", "overlap")
+    SANDBOX_FIELDS = ("timeout", "memory_limit_mb", "restricted", "network")
+    EDITABLE_FIELDS = SCRIPT_FIELDS + SCHEDULE_FIELDS + SANDBOX_FIELDS
+
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
     script = models.FileField(

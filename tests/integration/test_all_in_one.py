@@ -1,8 +1,8 @@
-"""`make run`'s process (`runparseq`) driven from outside, as a new user would: the admin over HTTP.
+"""`make run`'s process (`runparseq`) driven from outside, as a new user would, over HTTP.
 
-A parser saved to run 5 s ahead and every 3 s runs at those times, an edit moves it at once,
-and switching automatic runs off stops it. The runs are read from the SQLite file the
-process writes, since the REST API does not exist yet.
+Through the admin: a parser saved to run 5 s ahead and every 3 s runs at those times, an
+edit moves it at once, and switching automatic runs off stops it (the runs are read from
+the SQLite file the process writes). Through the API: upload, run, poll, download.
 """
 
 import os
@@ -32,7 +32,9 @@ def free_port():
         return probe.getsockname()[1]
 
 
-class AllInOneSchedulingTests(SimpleTestCase):
+class AllInOneTestCase(SimpleTestCase):
+    """A fresh var directory, migrated, with the dev admin, and `runparseq` serving it on a free port."""
+
     def setUp(self):
         self.var_dir = tempfile.mkdtemp(prefix="parseq-test-all-in-one-")
         self.addCleanup(shutil.rmtree, self.var_dir, ignore_errors=True)
@@ -81,6 +83,15 @@ class AllInOneSchedulingTests(SimpleTestCase):
         except (requests.ConnectionError, KeyError):
             return False
 
+    def print_log_on_failure(self, scenario):
+        try:
+            scenario()
+        except Exception:
+            print(Path(self.log_path).read_text(errors="replace")[-5000:], file=sys.stderr)
+            raise
+
+
+class AllInOneSchedulingTests(AllInOneTestCase):
     def csrf(self, path):
         page = self.session.get(self.base + path)
         page.raise_for_status()
@@ -121,13 +132,9 @@ class AllInOneSchedulingTests(SimpleTestCase):
             return [(_utc(due), _utc(created), status) for due, created, status in rows]
 
     def test_a_parser_5_s_ahead_every_3_s_runs_on_time_moves_with_an_edit_and_stops_when_switched_off(self):
-        try:
-            self._scenario()
-        except Exception:
-            print(Path(self.log_path).read_text(errors="replace")[-5000:], file=sys.stderr)
-            raise
+        self.print_log_on_failure(self.scheduling_scenario)
 
-    def _scenario(self):
+    def scheduling_scenario(self):
         self.log_in()
 
         # When a parser is saved to run 5 s ahead, every 3 s
@@ -158,6 +165,36 @@ class AllInOneSchedulingTests(SimpleTestCase):
         count = len(self.runs())
         time.sleep(4)
         self.assertEqual(len(self.runs()), count)
+
+
+class AllInOneApiTests(AllInOneTestCase):
+    """Upload with curl's form, run, poll, download: only what /api/docs/ describes."""
+
+    def test_a_parser_uploaded_through_the_api_runs_and_its_file_downloads(self):
+        self.print_log_on_failure(self.api_scenario)
+
+    def api_scenario(self):
+        auth = ("admin", "admin")
+        docs = requests.get(self.base + "/api/docs/", timeout=5)
+        self.assertEqual(docs.status_code, 200)
+        schema = requests.get(self.base + "/api/schema/", params={"format": "json"}, timeout=5).json()
+        self.assertIn("/api/parsers/{id}/run/", schema["paths"])
+
+        files = {"script": ("my.py", b"def parse():\n    return {'hello.txt': b'Hello!'}\n")}
+        created = requests.post(self.base + "/api/parsers/", data={"name": "x"}, files=files, auth=auth, timeout=10)
+        self.assertEqual(created.status_code, 201, created.text)
+        started = requests.post(f"{self.base}/api/parsers/{created.json()['id']}/run/", auth=auth, timeout=10)
+        self.assertEqual(started.status_code, 202, started.text)
+
+        def finished():
+            run = requests.get(started.headers["Location"], auth=auth, timeout=5).json()
+            return run if run["status"] in ("completed", "error") else None
+
+        run = wait_until(finished, timeout=30, interval=0.2, message="the run to finish")
+        self.assertEqual(run["status"], "completed", run["error"])
+        download = requests.get(run["files"][0]["url"], auth=auth, timeout=5)
+        self.assertEqual((download.status_code, download.content), (200, b"Hello!"))
+        self.assertEqual(requests.get(run["files"][0]["download_url"], timeout=5).content, b"Hello!")
 
 
 def _utc(text):

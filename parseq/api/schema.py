@@ -1,0 +1,82 @@
+"""The OpenAPI schema says what errors each operation can answer, in the one shape they all have."""
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+        "errors": {
+            "type": "object",
+            "description": "On 400: the problems of each field (or `non_field_errors`).",
+            "additionalProperties": {},
+        },
+    },
+    "required": ["detail", "code"],
+}
+ERROR_DESCRIPTIONS = {
+    "400": "Invalid input: `errors` names each field and what is wrong with it.",
+    "401": "Not signed in: use HTTP Basic, a session, or `Authorization: Token <key>`.",
+    "403": "Signed in, but this needs a staff user.",
+    "404": "No such object (or page).",
+    "415": "Unsupported content type: send JSON or multipart.",
+}
+
+
+# What a created object leads to: OpenAPI links, for readers of the docs and for the fuzzer's chains.
+LINKS = {
+    ("/api/parsers/", "post", "201"): {
+        "parameter": ("id", "$response.body#/id"),
+        "targets": [("/api/parsers/{id}/", m) for m in ("get", "patch", "delete")]
+        + [("/api/parsers/{id}/run/", "post"), ("/api/parsers/{id}/script/", "get")],
+    },
+    ("/api/parsers/{id}/run/", "post", "202"): {
+        "parameter": ("run_id", "$response.body#/run_id"),
+        "targets": [("/api/runs/{run_id}/", "get"), ("/api/runs/{run_id}/log", "get")],
+    },
+}
+
+
+def add_links(result, generator, request, public):
+    """drf-spectacular postprocessing hook: link each created object to what can be done with it next."""
+    paths = result.get("paths", {})
+    for (path, method, status), link in LINKS.items():
+        response = paths.get(path, {}).get(method, {}).get("responses", {}).get(status)
+        if response is None:
+            continue
+        name, expression = link["parameter"]
+        response["links"] = {
+            paths[target][verb]["operationId"]: {
+                "operationId": paths[target][verb]["operationId"],
+                "parameters": {name: expression},
+            }
+            for target, verb in link["targets"]
+            if verb in paths.get(target, {})
+        }
+    return result
+
+
+def add_error_responses(result, generator, request, public):
+    """drf-spectacular postprocessing hook: document 400/401/403/404/415 wherever they can happen."""
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    reference = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for path, operations in result.get("paths", {}).items():
+        for method, operation in operations.items():
+            codes = ["401", "403"]
+            if "{" in path or method == "get":
+                codes.append("404")
+            has_body = method in ("post", "put", "patch") and "requestBody" in operation
+            if has_body or any(parameter.get("in") == "query" for parameter in operation.get("parameters", [])):
+                codes.append("400")
+            if has_body:
+                codes.append("415")
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "path" and parameter["name"] == "id":
+                    # A parser's id: routed as 1 to 18 digits, and a number in every response.
+                    parameter["schema"] = {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}
+                if parameter.get("in") == "query":
+                    # As HTML forms send them, an empty filter means no filter.
+                    parameter["allowEmptyValue"] = True
+            responses = operation.setdefault("responses", {})
+            for code in codes:
+                responses.setdefault(code, {"description": ERROR_DESCRIPTIONS[code], "content": reference})
+    return result

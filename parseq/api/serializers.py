@@ -1,0 +1,205 @@
+"""What the API shows and accepts. Parsers get the admin's checks: the script's, the model's, the schedule's."""
+
+import copy
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.text import slugify
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from parseq.core import services
+from parseq.core.environment import MASK, masked, merge_environment
+from parseq.core.models import Parser, Run
+from parseq.scheduling.selectors import next_run_time
+
+SCRIPT_FIELDS = ("script", "script_text")
+
+
+class OptionalBooleanField(serializers.BooleanField):
+    """A boolean a multipart form may leave out (curl -F): left out means unchanged, not false."""
+
+    default_empty_html = serializers.empty
+
+
+class ParserSerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:parser-detail")
+    script = serializers.FileField(
+        write_only=True, required=False, help_text="The script, a .py file that defines parse() (multipart upload)."
+    )
+    script_text = serializers.CharField(
+        write_only=True,
+        required=False,
+        trim_whitespace=False,
+        help_text="The script's source as text, instead of uploading `script`.",
+    )
+    script_name = serializers.SerializerMethodField()
+    environment = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        required=False,
+        help_text=f"Variables for this parser's runs only. Values are shown as {MASK}; send {MASK} to keep a value.",
+    )
+    next_run_time = serializers.SerializerMethodField()
+    runs_url = serializers.SerializerMethodField()
+    enabled = OptionalBooleanField(required=False, help_text=Parser._meta.get_field("enabled").help_text)
+    restricted = OptionalBooleanField(required=False, help_text=Parser._meta.get_field("restricted").help_text)
+
+    class Meta:
+        model = Parser
+        fields = [
+            "id",
+            "url",
+            *Parser.EDITABLE_FIELDS,
+            "script_text",
+            "script_name",
+            "environment",
+            "next_run_time",
+            "created_time",
+            "updated_time",
+            "runs_url",
+        ]
+
+    def get_script_name(self, parser) -> str:
+        return parser.script.name.rsplit("/", 1)[-1] if parser.script else ""
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_next_run_time(self, parser):
+        return next_run_time(parser=parser, now=timezone.now())
+
+    def get_runs_url(self, parser) -> str:
+        return self._absolute(reverse("api:run-list") + f"?parser={parser.pk}")
+
+    def to_representation(self, parser):
+        data = super().to_representation(parser)
+        data["environment"] = masked(parser.environment or {})
+        return data
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        parser = self.instance
+        self._script_from_text(attrs)
+        if parser is None and "script" not in attrs:
+            raise serializers.ValidationError(
+                {"script": "A script is required: upload a .py file as `script`, or send its source as `script_text`."}
+            )
+        self._check_script(attrs)
+        if "environment" in attrs:
+            previous = parser.environment if parser else {}
+            attrs["environment"], problems = merge_environment(attrs["environment"], previous=previous)
+            if problems:
+                raise serializers.ValidationError({"environment": problems})
+        self._check_schedule(attrs)
+        return attrs
+
+    def _script_from_text(self, attrs):
+        text = attrs.pop("script_text", None)
+        if text is None:
+            return
+        if "script" in attrs:
+            raise serializers.ValidationError({"script_text": "Send the script as a file or as text, not both."})
+        name = attrs.get("name") or (self.instance.name if self.instance else "")
+        attrs["script"] = SimpleUploadedFile(f"{slugify(name).replace('-', '_') or 'parser'}.py", text.encode())
+
+    def _check_script(self, attrs):
+        """The admin's rule: check a new script, and the stored one when restricted mode is switched on."""
+        parser = self.instance
+        restricted = attrs.get("restricted", parser.restricted if parser else True)
+        script = attrs.get("script")
+        if script is None and parser is not None and restricted and not parser.restricted:
+            script = parser.script
+        if script is None:
+            return
+        try:
+            services.check_script(uploaded_file=script, restricted=restricted)
+        except DjangoValidationError as error:
+            raise serializers.ValidationError({"script": error.messages}) from None
+
+    def _check_schedule(self, attrs):
+        candidate = copy.copy(self.instance) if self.instance else Parser()
+        for name, value in attrs.items():
+            if name not in SCRIPT_FIELDS:
+                setattr(candidate, name, value)
+        try:
+            candidate.clean()
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(error.message_dict) from None
+
+    def _absolute(self, path):
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+
+class RunFileSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    size = serializers.IntegerField(help_text="Bytes.")
+    content_type = serializers.CharField()
+    url = serializers.URLField(help_text="The file through the API (needs authentication; Range, ETag).")
+    download_url = serializers.URLField(help_text="The public link /<run_id>/<filename>.")
+
+
+class RunSerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:run-detail", lookup_field="run_id")
+    parser_name = serializers.CharField(source="parser.name", read_only=True)
+    duration = serializers.SerializerMethodField(help_text="Seconds from start to finish.")
+    files = serializers.SerializerMethodField()
+    log_url = serializers.SerializerMethodField()
+    archive_url = serializers.SerializerMethodField()
+    error_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Run
+        fields = [
+            "run_id",
+            "url",
+            "parser",
+            "parser_name",
+            "status",
+            "trigger",
+            "scheduled_for",
+            "created_time",
+            "updated_time",
+            "started_time",
+            "finished_time",
+            "duration",
+            "error",
+            "error_url",
+            "log_url",
+            "files",
+            "archive_url",
+        ]
+        read_only_fields = fields
+
+    def get_duration(self, run) -> float | None:
+        return round(run.duration.total_seconds(), 3) if run.duration else None
+
+    @extend_schema_field(RunFileSerializer(many=True))
+    def get_files(self, run):
+        if run.status != Run.Status.COMPLETED:
+            return []
+        return [
+            {
+                **entry,
+                "url": self._absolute(reverse("api:run-file", args=[run.run_id, entry["name"]])),
+                "download_url": self._absolute(reverse("download", args=[run.run_id, entry["name"]])),
+            }
+            for entry in run.files
+        ]
+
+    def get_log_url(self, run) -> str:
+        return self._absolute(reverse("api:run-log", args=[run.run_id]))
+
+    def get_archive_url(self, run) -> str | None:
+        if run.status not in (Run.Status.COMPLETED, Run.Status.ERROR):
+            return None
+        return self._absolute(reverse("api:run-archive", args=[run.run_id]))
+
+    def get_error_url(self, run) -> str | None:
+        if run.status != Run.Status.ERROR:
+            return None
+        return self._absolute(reverse("download", args=[run.run_id, services.ERROR_FILENAME]))
+
+    def _absolute(self, path):
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path

@@ -1,0 +1,102 @@
+"""The REST API's views. They only call services and selectors."""
+
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+
+from parseq.api.filters import RunFilter
+from parseq.api.renderers import AnyContentRenderer
+from parseq.api.serializers import ParserSerializer, RunSerializer
+from parseq.core import downloads, services
+from parseq.core.models import Parser, Run
+from parseq.scheduling.selectors import with_last_due
+
+UUID_PATTERN = "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+FILE_RESPONSES = {
+    (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The file."),
+    (206, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The requested range."),
+    304: OpenApiResponse(description="Not modified (If-None-Match, If-Modified-Since)."),
+    404: OpenApiResponse(description="No such run or file."),
+    416: OpenApiResponse(description="The range lies outside the file."),
+}
+RANGE_HEADERS = [
+    OpenApiParameter("Range", OpenApiTypes.STR, OpenApiParameter.HEADER, description="One range: bytes=first-last"),
+    OpenApiParameter("If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER),
+]
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List parsers"),
+    create=extend_schema(
+        summary="Upload a parser", description="Multipart with a `script` file, or JSON with `script_text`."
+    ),
+    retrieve=extend_schema(summary="A parser"),
+    update=extend_schema(summary="Replace a parser"),
+    partial_update=extend_schema(summary="Change some fields of a parser"),
+    destroy=extend_schema(summary="Delete a parser, its runs and their files"),
+)
+class ParserViewSet(viewsets.ModelViewSet):
+    serializer_class = ParserSerializer
+    lookup_value_regex = "[0-9]{1,18}"  # ids the database can hold; anything else is a 404
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    def get_queryset(self):
+        return with_last_due(Parser.objects.order_by("name"))
+
+    @extend_schema(summary="Run a parser now", request=None, responses={202: RunSerializer})
+    @action(detail=True, methods=["post"])
+    def run(self, request, pk=None):
+        run = services.enqueue_run(parser=self.get_object(), trigger=Run.Trigger.API)
+        data = RunSerializer(run, context=self.get_serializer_context()).data
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": str(data["url"])})
+
+    @extend_schema(summary="A parser's script", responses={(200, "text/x-python"): OpenApiTypes.STR})
+    @action(detail=True, renderer_classes=[JSONRenderer, AnyContentRenderer])
+    def script(self, request, pk=None):
+        parser = self.get_object()
+        with parser.script.open("rb") as source:
+            response = HttpResponse(source.read(), content_type="text/x-python; charset=utf-8")
+        return downloads.as_download(response)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List runs, newest first"),
+    retrieve=extend_schema(summary="A run: status, times, error, files"),
+)
+class RunViewSet(viewsets.ReadOnlyModelViewSet):
+    """Runs; also a run's files, its zip and its log, routed by `file_view`."""
+
+    serializer_class = RunSerializer
+    lookup_field = "run_id"
+    lookup_value_regex = UUID_PATTERN
+    filterset_class = RunFilter
+    queryset = Run.objects.select_related("parser").order_by("-created_time")
+
+    # The three below are routed in urls.py, without the trailing slash of the rest: they name files.
+    @extend_schema(summary="A result file of a run", parameters=RANGE_HEADERS, responses=FILE_RESPONSES)
+    def file(self, request, run_id=None, filename=None):
+        return downloads.run_file_response(request, run=self.get_object(), filename=filename)
+
+    @extend_schema(
+        summary="All files of a run as a zip",
+        responses={(200, "application/zip"): OpenApiTypes.BINARY, 404: OpenApiResponse(description="No files.")},
+    )
+    def archive(self, request, run_id=None):
+        return downloads.archive_response(run=self.get_object())
+
+    @extend_schema(summary="The captured log of a run", responses={(200, "text/plain"): OpenApiTypes.STR})
+    def log(self, request, run_id=None):
+        response = HttpResponse(self.get_object().log, content_type="text/plain; charset=utf-8")
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+        return response
+
+    @classmethod
+    def file_view(cls, method):
+        """A view of one of the methods above, answering in any content type a client accepts."""
+        return cls.as_view({"get": method}, renderer_classes=[JSONRenderer, AnyContentRenderer])

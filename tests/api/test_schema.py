@@ -1,0 +1,91 @@
+"""The OpenAPI schema and its docs, and schemathesis fuzzing the live API from that schema."""
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from django.contrib.staticfiles.testing import StaticLiveServerTestCase
+from django.test import TestCase
+from drf_spectacular.validation import validate_schema
+from rest_framework.authtoken.models import Token
+
+from parseq.core.models import Run
+from tests.api.helpers import FAST_PASSWORDS, completed_run, make_users
+from tests.helpers import TemporaryMediaMixin, make_parser
+
+SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+# Each operation gets this many generated cases per phase; raise it locally for a deeper search.
+FUZZ_EXAMPLES = os.environ.get("PARSEQ_FUZZ_EXAMPLES", "12")
+
+
+class SchemaTests(TestCase):
+    def test_the_schema_is_valid_openapi_3_and_covers_every_endpoint(self):
+        response = self.client.get("/api/schema/", {"format": "json"})
+
+        self.assertEqual(response.status_code, 200)
+        schema = response.json()
+        validate_schema(schema)
+        self.assertTrue(schema["openapi"].startswith("3."))
+        self.assertEqual(
+            sorted(schema["paths"]),
+            [
+                "/api/parsers/",
+                "/api/parsers/{id}/",
+                "/api/parsers/{id}/run/",
+                "/api/parsers/{id}/script/",
+                "/api/runs/",
+                "/api/runs/{run_id}/",
+                "/api/runs/{run_id}/archive.zip",
+                "/api/runs/{run_id}/files/{filename}",
+                "/api/runs/{run_id}/log",
+            ],
+        )
+        run_now = schema["paths"]["/api/parsers/{id}/run/"]["post"]["responses"]
+        self.assertEqual(sorted(run_now), ["202", "401", "403", "404"])
+        self.assertEqual(set(schema["components"]["securitySchemes"]), {"basicAuth", "cookieAuth", "tokenAuth"})
+
+    def test_the_docs_page_loads_its_assets_from_parseq_never_a_cdn(self):
+        response = self.client.get("/api/docs/")
+
+        self.assertEqual(response.status_code, 200)
+        sources = re.findall(r'(?:src|href)="([^"]+)"', response.content.decode())
+        self.assertTrue(any("/static/drf_spectacular_sidecar/swagger-ui-dist/" in source for source in sources))
+        self.assertEqual([source for source in sources if "//" in source], [])
+
+
+@FAST_PASSWORDS
+class FuzzTests(TemporaryMediaMixin, StaticLiveServerTestCase):
+    """schemathesis generates requests from /api/schema/ against a live server, as a staff user."""
+
+    def test_no_request_gets_a_server_error_or_a_response_that_breaks_the_schema(self):
+        staff, _ = make_users()
+        parser = make_parser("def parse():\n    return {}\n", name="rates")
+        completed_run(parser, {"report.txt": b"hello"})
+        Run.objects.create(parser=parser, status="error", error="ValueError: boom")
+        token = Token.objects.create(user=staff).key
+        with tempfile.TemporaryDirectory() as scratch:
+            # `positive_data_acceptance` is left out: a schema cannot say which scripts are valid Python.
+            # The stateful phase follows the schema's links from created parsers and runs to the rest.
+            command = [
+                str(SCHEMATHESIS),
+                "run",
+                f"{self.live_server_url}/api/schema/",
+                "--header",
+                f"Authorization: Token {token}",
+                "--checks",
+                "all",
+                "--exclude-checks",
+                "positive_data_acceptance",
+                "--max-examples",
+                FUZZ_EXAMPLES,
+                "--workers",
+                "1",
+                "--no-color",
+            ]
+            result = subprocess.run(command, cwd=scratch, capture_output=True, text=True, timeout=600)
+
+        self.assertEqual(result.returncode, 0, result.stdout[-20000:] + result.stderr[-2000:])
+        self.assertIn("passed", result.stdout)
