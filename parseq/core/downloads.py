@@ -13,7 +13,8 @@ from parseq.core.models import Run
 from parseq.core.services import ERROR_FILENAME, result_path
 
 CHUNK_BYTES = 64 * 1024
-SINGLE_RANGE = re.compile(r"bytes=(\d*)-(\d*)\Z")
+# Up to 18 digits: larger offsets cannot exist, and a longer header is not a range we serve.
+SINGLE_RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})\Z")
 
 
 def run_file_response(request, *, run, filename):

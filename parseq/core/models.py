@@ -7,6 +7,8 @@ from django.db import models
 
 from parseq.scheduling.triggers import CRON_HELP, validate_cron, validate_timezone
 
+MAX_INTERVAL_DAYS = 3660
+
 
 def default_timeout():
     return settings.RUN_TIMEOUT
@@ -20,6 +22,14 @@ def validate_timeout(seconds):
 def validate_interval(interval):
     if interval.total_seconds() < 1:
         raise ValidationError("The interval must be at least one second.")
+    if interval.days > MAX_INTERVAL_DAYS:
+        raise ValidationError(f"The interval must be at most {MAX_INTERVAL_DAYS} days.")
+
+
+def validate_first_run(moment):
+    # Far enough for any schedule, near enough that its times stay within what dates can hold.
+    if moment.year >= 9000:
+        raise ValidationError("The first run must be before the year 9000.")
 
 
 def script_upload_path(parser, filename):
@@ -41,7 +51,9 @@ class Parser(models.Model):
         upload_to=script_upload_path, max_length=255, help_text="A .py file that defines parse()."
     )
     enabled = models.BooleanField(default=True, help_text="Automatic runs on or off; Run now works either way.")
-    scheduled_time = models.DateTimeField(null=True, blank=True, help_text="The first automatic run.")
+    scheduled_time = models.DateTimeField(
+        null=True, blank=True, validators=[validate_first_run], help_text="The first automatic run."
+    )
     repeat_after = models.DurationField(
         null=True,
         blank=True,

@@ -6,7 +6,7 @@ and a day-of-week restricted together mean either, and a wall-clock time that a 
 repeats is due once.
 """
 
-from datetime import UTC
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.combining import OrTrigger
@@ -119,17 +119,22 @@ def first_due(trigger, *, now, last_due=None):
     A one-off time that has passed stays due (it runs at once, or is recorded as missed) unless
     a run for it exists already: then it never fires again.
     """
-    due = trigger.get_next_fire_time(None, now)
-    while due is not None and last_due is not None and due <= last_due:
-        due = trigger.get_next_fire_time(due, due)
+    try:
+        due = trigger.get_next_fire_time(None, now)
+        while due is not None and last_due is not None and due <= last_due:
+            due = trigger.get_next_fire_time(due, due)
+    except (OverflowError, ValueError):  # the next time lies beyond the last date Python can hold
+        return None
     return due
 
 
 def validate_cron(expression):
     try:
-        cron_trigger(expression, timezone=UTC)
-    except ValueError as error:
+        trigger = cron_trigger(expression, timezone=UTC)
+    except (ValueError, TypeError) as error:
         raise ValidationError(f"Not a cron expression: {error}. Use {CRON_HELP}.") from None
+    if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
+        raise ValidationError(f"{expression!r} never comes due (is it a day that does not exist?).")
 
 
 def validate_timezone(name):

@@ -164,3 +164,19 @@ class ScheduleValidationTests(SimpleTestCase):
         for name in ["Mars/Olympus", "../etc/passwd", ""]:
             with self.subTest(name=name), self.assertRaises(ValidationError):
                 validate_timezone(name)
+
+
+class ScheduleLimitTests(SimpleTestCase):
+    def test_a_cron_expression_that_never_comes_due_is_refused(self):
+        with self.assertRaises(ValidationError) as refused:
+            validate_cron("0 0 31 2 *")
+
+        self.assertIn("never comes due", refused.exception.messages[0])
+
+    def test_a_schedule_beyond_the_last_date_has_no_next_run_instead_of_failing(self):
+        trigger = parser_trigger(
+            parser(scheduled_time=datetime(2000, 1, 1, tzinfo=UTC), repeat_after=timedelta(days=999_999_999)),
+            default_timezone="UTC",
+        )
+
+        self.assertIsNone(first_due(trigger, now=NOW))
