@@ -21,6 +21,10 @@ from RestrictedPython.transformer import IOPERATOR_TO_STR, copy_locations
 
 # Modules that only serve to get around the policy, even when the standard library is allowed.
 DENIED_MODULES = frozenset({"builtins", "code", "codeop", "ctypes", "gc", "importlib", "inspect", "marshal", "runpy"})
+# Private modules the standard library imports by itself when a script calls it
+# (datetime.strptime and time.strptime import _strptime on first use).
+STDLIB_LAZY_IMPORTS = frozenset({"_strptime"})
+# Real types, not RestrictedPython's `limited_list`/`limited_tuple` functions: isinstance() needs them.
 EXTRA_BUILTINS = [
     "all",
     "any",
@@ -34,6 +38,7 @@ EXTRA_BUILTINS = [
     "frozenset",
     "hasattr",
     "iter",
+    "list",
     "map",
     "max",
     "memoryview",
@@ -48,6 +53,7 @@ EXTRA_BUILTINS = [
     "staticmethod",
     "sum",
     "super",
+    "tuple",
     "type",
     "zip",
 ]
@@ -129,7 +135,8 @@ def namespace(allowed_modules, name):
 
     def guarded_import(module, globals=None, locals=None, fromlist=(), level=0):
         top = module.split(".")[0]
-        if level or top not in allowed or top.startswith("_"):
+        private = top.startswith("_") and top not in STDLIB_LAZY_IMPORTS
+        if level or top not in allowed or private:
             raise ImportError(f"module {module!r} is not allowed in restricted mode")
         return builtins.__import__(module, globals, locals, fromlist, level)
 

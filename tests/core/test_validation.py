@@ -86,7 +86,7 @@ class RefusalTests(SimpleTestCase):
 
         self.assertEqual(len(problems), 3)
         self.assertTrue(problems[0].startswith("line 2: module 'numpy' is not allowed"))
-        self.assertIn("use the standard library or bs4, lxml, requests", problems[0])
+        self.assertIn("use the standard library or PIL, bs4, lxml, requests", problems[0])
         self.assertTrue(problems[1].startswith("line 3: module 'django' is not allowed"))
         self.assertTrue(problems[2].startswith("line 6: module 'parseq' is not allowed"))
 

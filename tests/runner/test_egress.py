@@ -6,16 +6,14 @@ makes itself in a network namespace, behind a veth pair, and removes afterwards.
 """
 
 import os
-import random
 import shutil
-import subprocess
-import sys
 import tempfile
 import unittest
 
 import runner
 from runner.egress import blocked_reason
-from tests.helpers import port_open, require, wait_until
+from tests.helpers import require
+from tests.hosts import CAN_MAKE_HOSTS, TestHost
 from tests.runner.test_sandbox import ISOLATING_SUBPROCESS, SandboxTestCase
 
 JAIL = require(runner.bwrap_works(), "needs bubblewrap with user namespaces: apt-get install bubblewrap")
@@ -97,58 +95,6 @@ class RefusedDestinationTests(SandboxTestCase):
         with open(os.path.join(self.out_dir, "r.txt")) as file:
             self.assertEqual(file.read(), "ConnectionRefusedError")
         self.assertEqual(outcome.status, runner.COMPLETED)
-
-
-class TestHost:
-    """A host of the test's own: a network namespace behind a veth pair, serving a directory over HTTP."""
-
-    def __init__(self, directory):
-        self.directory = directory
-        self.name = f"pq{random.randrange(16**6):06x}"
-        block = random.randrange(1, 63) * 4  # a /30 of TEST-NET-2, so that parallel runs do not collide
-        self.host_side, self.address = f"198.51.100.{block + 1}", f"198.51.100.{block + 2}"
-
-    def __enter__(self):
-        ns, veth = self.name, f"v{self.name}"
-        for command in (
-            ["ip", "netns", "add", ns],
-            ["ip", "link", "add", veth, "type", "veth", "peer", "name", f"{veth}h"],
-            ["ip", "link", "set", f"{veth}h", "netns", ns],
-            ["ip", "addr", "add", f"{self.host_side}/30", "dev", veth],
-            ["ip", "link", "set", veth, "up"],
-            ["ip", "-n", ns, "addr", "add", f"{self.address}/30", "dev", f"{veth}h"],
-            ["ip", "-n", ns, "link", "set", f"{veth}h", "up"],
-        ):
-            subprocess.run(command, check=True, capture_output=True)
-        self.server = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                sys.executable,
-                "-m",
-                "http.server",
-                "8080",
-                "--bind",
-                self.address,
-                "--directory",
-                self.directory,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(lambda: port_open(self.address, 8080), timeout=10, message="the test host's server")
-        return self
-
-    def __exit__(self, *exc):
-        self.server.kill()
-        self.server.wait()
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
-        subprocess.run(["ip", "link", "del", f"v{self.name}"], capture_output=True)
-
-
-CAN_MAKE_HOSTS = os.geteuid() == 0 and shutil.which("ip") is not None
 
 
 @JAIL

@@ -83,7 +83,7 @@ class RestrictedUploadTests(SimpleTestCase):
         self.assertEqual(
             problems,
             [
-                "line 1: module 'importlib' is not allowed: use the standard library or bs4, lxml, requests",
+                "line 1: module 'importlib' is not allowed: use the standard library or PIL, bs4, lxml, requests",
                 'line 4: restricted mode: "__class__" is an invalid attribute name because it starts with "_".',
                 "line 5: restricted mode: Eval calls are not allowed.",
             ],
