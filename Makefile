@@ -13,6 +13,7 @@ PORT ?= 8000
 run: deps sandbox
 	DEBUG=$${DEBUG:-true} $(APP_PY) manage.py migrate --noinput
 	DEBUG=$${DEBUG:-true} $(APP_PY) manage.py ensure_dev_admin
+	DEBUG=$${DEBUG:-true} $(APP_PY) manage.py loaddemo
 	DEBUG=$${DEBUG:-true} $(APP_PY) manage.py runparseq --port $(PORT)
 
 test: deps sandbox lint

@@ -1,5 +1,6 @@
 """What Parseq does: every entry point (admin, API, scheduler, worker, CLI) calls these."""
 
+import ast
 import glob
 import logging
 import mimetypes
@@ -8,16 +9,18 @@ import shutil
 import tempfile
 import time
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection, transaction
 from django.utils import timezone
 
 import runner
-from parseq.core.models import Run
+from parseq.core.models import Parser, Run
 from parseq.core.validation import MAX_SCRIPT_BYTES, allowed_modules, validate_script
 
 logger = logging.getLogger(__name__)
@@ -35,6 +38,26 @@ def check_script(*, uploaded_file, restricted):
     problems = validate_script(filename=name, content=content, size=size, restricted=restricted)
     if problems:
         raise ValidationError([str(problem) for problem in problems])
+
+
+def load_demo_parsers(*, directory):
+    """Add each script in `directory` as a parser named after its file, automatic runs off.
+
+    Idempotent: a parser of that name is left as it is (its user may have changed it).
+    Returns (added names, names that were there already).
+    """
+    added, present = [], []
+    for path in sorted(Path(directory).glob("*.py")):
+        if Parser.objects.filter(name=path.stem).exists():
+            present.append(path.stem)
+            continue
+        content = path.read_bytes()
+        script = ContentFile(content, name=path.name)
+        check_script(uploaded_file=script, restricted=True)
+        description = ast.get_docstring(ast.parse(content)) or ""
+        Parser.objects.create(name=path.stem, description=description, script=script, enabled=False)
+        added.append(path.stem)
+    return added, present
 
 
 def enqueue_run(*, parser, trigger, scheduled_for=None):

@@ -172,3 +172,47 @@ class OpenMeteoTests(DemoParserTests, SimpleTestCase):
         outcome = self.run_parser(OPEN_METEO_BASE_URL=f"{self.host.url}/bad")
 
         self.assert_failed_saying(outcome, "daily.temperature_2m_min is missing or does not match the 7 dates")
+
+
+@TEST_HOSTS
+class EveWarsTests(DemoParserTests, SimpleTestCase):
+    script, service = "eve_wars.py", "esi"
+    NOW = "2026-11-28T12:00:00Z"  # the 24 hours before it: wars 760002 to 760006
+
+    def test_it_reports_the_wars_declared_in_the_last_24_hours_with_names(self):
+        outcome = self.run_parser(ESI_BASE_URL=f"{self.host.url}/latest", ESI_NOW=self.NOW, ESI_CONCURRENCY="4")
+
+        self.assert_completed(outcome, ["report.md", "wars.csv", "wars.json"])
+        rows = list(csv.DictReader(io.StringIO(self.output("wars.csv").decode())))
+        self.assertEqual([row["id"] for row in rows], ["760006", "760005", "760004", "760003", "760002"])
+        self.assertEqual(
+            {key: rows[1][key] for key in ("aggressor", "defender", "mutual", "allies", "declared")},
+            {
+                "aggressor": "Pandemic Horde",
+                "defender": "Republic Military School",
+                "mutual": "True",
+                "allies": "2",
+                "declared": "2026-11-28T02:40:00+00:00",
+            },
+        )
+        report = self.output("report.md").decode()
+        self.assertIn("From 2026-11-27 12:00 to 2026-11-28 12:00 UTC: **5 war(s)**, 1 of them mutual.", report)
+        self.assertIn(
+            "| 2026-11-28 09:15 | Pator Tech School | Goonswarm Federation | 2026-11-29 09:15 | no | 0 |", report
+        )
+        self.assertEqual(len(json.loads(self.output("wars.json"))["wars"]), 5)
+        asked = [(r["method"], r["path"], r["query"]) for r in self.requests_made()]
+        self.assertIn(("GET", "/latest/wars/", {"max_war_id": "760002"}), asked)
+        self.assertNotIn(("GET", "/latest/wars/759999/", {}), asked)
+        self.assertEqual(sorted(json.loads(r["body"]) for r in self.requests_made() if r["method"] == "POST"),
+                         [[98000001, 98000002, 98000003, 99000001, 99000002]])  # fmt: skip
+
+    def test_esi_being_down_ends_the_run_saying_which_request_failed(self):
+        outcome = self.run_parser(ESI_BASE_URL=f"{self.host.url}/down", ESI_NOW=self.NOW)
+
+        self.assert_failed_saying(outcome, f"GET {self.host.url}/down/wars/ answered 503 Service Unavailable")
+
+    def test_an_answer_that_is_not_a_list_of_wars_ends_the_run_in_error(self):
+        outcome = self.run_parser(ESI_BASE_URL=f"{self.host.url}/bad", ESI_NOW=self.NOW)
+
+        self.assert_failed_saying(outcome, f"GET {self.host.url}/bad/wars/ did not return a list of war ids")

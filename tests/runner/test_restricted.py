@@ -113,3 +113,28 @@ class RestrictedUploadTests(SimpleTestCase):
         content = script("def parse():\n    return {'a': ().__class__.__name__.encode()}\n")
 
         self.assertEqual(validate_script(filename="p.py", content=content, restricted=False), [])
+
+
+class EverydayStandardLibraryTests(SandboxTestCase):
+    def test_strptime_and_isinstance_of_lists_and_tuples_work_in_restricted_mode(self):
+        outcome = self.run_source(
+            """
+            import datetime
+
+            def parse():
+                day = datetime.datetime.strptime("28.11.2026", "%d.%m.%Y").date()
+                kinds = [isinstance([], list), isinstance((), tuple), isinstance(1.5, int | float)]
+                return {"out.txt": f"{day} {kinds}".encode()}
+            """,
+            restricted=True,
+        )
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+        with open(os.path.join(self.out_dir, "out.txt")) as file:
+            self.assertEqual(file.read(), "2026-11-28 [True, True, True]")
+
+    def test_other_private_modules_stay_refused(self):
+        outcome = self.run_source("import _posixsubprocess\n\ndef parse():\n    return {}\n", restricted=True)
+
+        self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+        self.assertIn('"_posixsubprocess" is an invalid variable name', outcome.error)
