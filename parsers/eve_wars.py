@@ -78,8 +78,11 @@ class Esi:
         found = {}
         ids = sorted(ids)
         for start in range(0, len(ids), 1000):
-            for entry in self.call("POST", "/universe/names/", json=ids[start : start + 1000]):
-                found[entry["id"]] = entry["name"]
+            answer = self.call("POST", "/universe/names/", json=ids[start : start + 1000])
+            try:
+                found.update({entry["id"]: entry["name"] for entry in answer})
+            except (KeyError, TypeError):
+                raise RuntimeError(f"POST {self.base_url}/universe/names/ did not return a list of names") from None
         return found
 
 

@@ -5,11 +5,12 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from parseq.api.filters import RunFilter
+from parseq.api.parsers import StrictMultiPartParser
 from parseq.api.renderers import AnyContentRenderer
 from parseq.api.serializers import ParserSerializer, RunSerializer
 from parseq.core import downloads, services
@@ -43,7 +44,7 @@ RANGE_HEADERS = [
 class ParserViewSet(viewsets.ModelViewSet):
     serializer_class = ParserSerializer
     lookup_value_regex = "[0-9]{1,18}"  # ids the database can hold; anything else is a 404
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = [StrictMultiPartParser, JSONParser]
 
     def get_queryset(self):
         return with_last_due(Parser.objects.order_by("name"))

@@ -255,3 +255,19 @@ class BrowsableApiTests(ParserApiTestCase):
 
         self.assertEqual(response.status_code, 200)
         self.assertContains(response, "Parser List")
+
+
+class MalformedBodyTests(ParserApiTestCase):
+    def test_a_multipart_body_without_fields_is_refused_and_json_that_is_not_an_object_too(self):
+        parser = make_parser("def parse():\n    return {}\n")
+        boundary = "0d37f771f3609e9b"
+        body = f"--{boundary}\r\nTrue--{boundary}--\r\n"
+
+        multipart = self.client.generic(
+            "PATCH", self.detail(parser), body, content_type=f"multipart/form-data; boundary={boundary}"
+        )
+        not_an_object = self.client.patch(self.detail(parser), "true", content_type="application/json")
+
+        self.assertEqual((multipart.status_code, multipart.json()["code"]), (400, "parse_error"))
+        self.assertEqual(not_an_object.status_code, 400)
+        self.assertEqual(self.client.patch(self.detail(parser), "a=1", content_type="text/plain").status_code, 415)
