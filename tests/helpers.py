@@ -1,8 +1,10 @@
 """Shared test fixtures: scripts on disk, temporary media, the in-process worker, real services."""
 
+import functools
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import textwrap
 import time
@@ -120,6 +122,24 @@ def in_process_worker(threads=2):
         worker.stop()
         # A stopped worker leaves its middleware on the broker; the next one would add a second.
         broker.middleware[:] = [m for m in broker.middleware if type(m).__name__ != "_WorkerMiddleware"]
+
+
+def shows_process_logs_on_failure(test_method):
+    """When the test fails, print the logs listed in `self.process_logs`: the processes it started hold the cause."""
+
+    @functools.wraps(test_method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return test_method(self, *args, **kwargs)
+        except unittest.SkipTest:
+            raise
+        except Exception:
+            for path in self.process_logs:
+                with open(path, encoding="utf-8", errors="replace") as log:
+                    print(f"\n===== {os.path.basename(path)} =====\n{log.read()}", file=sys.stderr)
+            raise
+
+    return wrapper
 
 
 def wait_until(predicate, timeout=30, interval=0.05, message="condition"):

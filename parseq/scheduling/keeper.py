@@ -103,14 +103,14 @@ def sync_parser_job(*, scheduler, parser, job, now):
 
 
 def sync_one(*, scheduler, parser_id, now):
-    parser = Parser.objects.filter(pk=parser_id).first()
+    parser = selectors.with_last_due(Parser.objects.filter(pk=parser_id)).first()
     sync_parser_job(scheduler=scheduler, parser=parser, job=scheduler.get_job(job_id(parser_id)), now=now)
 
 
 def sync_all(*, scheduler, now):
     """Make every job match its parser's schedule, and drop the jobs of deleted parsers."""
     jobs = {job.id: job for job in scheduler.get_jobs() if job.id.startswith(JOB_ID_PREFIX)}
-    for parser in Parser.objects.all():
+    for parser in selectors.with_last_due(Parser.objects.all()):
         sync_parser_job(scheduler=scheduler, parser=parser, job=jobs.pop(job_id(parser.pk), None), now=now)
     for orphan in jobs.values():
         with contextlib.suppress(JobLookupError):

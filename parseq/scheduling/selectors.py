@@ -1,7 +1,7 @@
 """Read-only questions about schedules."""
 
 from django.conf import settings
-from django.db.models import Max, OuterRef, Subquery
+from django.db.models import Count, Max, OuterRef, Subquery
 from django_apscheduler.models import DjangoJob
 
 from parseq.core.models import Parser, Run
@@ -31,8 +31,8 @@ def next_run_time(*, parser, now):
 
 def schedules_fingerprint():
     """Changes whenever a parser is added, deleted or saved, or a job is removed behind our back."""
-    parsers = Parser.objects.aggregate(count=Max("pk"), changed=Max("updated_time"))
-    return Parser.objects.count(), parsers["count"], parsers["changed"], DjangoJob.objects.count()
+    parsers = Parser.objects.aggregate(count=Count("pk"), newest=Max("pk"), changed=Max("updated_time"))
+    return parsers["count"], parsers["newest"], parsers["changed"], DjangoJob.objects.count()
 
 
 def scheduler_is_active():

@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 from django.test import SimpleTestCase
 
-from tests.helpers import wait_until
+from tests.helpers import shows_process_logs_on_failure, wait_until
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SCRIPT = b"def parse():\n    return {'tick.txt': b'tick'}\n"
@@ -51,6 +51,7 @@ class AllInOneTestCase(SimpleTestCase):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = os.path.join(self.var_dir, "runparseq.log")
+        self.process_logs = [self.log_path]
         with open(self.log_path, "wb") as log:
             server = subprocess.Popen(
                 [sys.executable, "manage.py", "runparseq", "--port", str(self.port)],
@@ -82,13 +83,6 @@ class AllInOneTestCase(SimpleTestCase):
             return requests.get(self.base + "/healthz", timeout=1).json()["scheduler"] == "active"
         except (requests.ConnectionError, KeyError):
             return False
-
-    def print_log_on_failure(self, scenario):
-        try:
-            scenario()
-        except Exception:
-            print(Path(self.log_path).read_text(errors="replace")[-5000:], file=sys.stderr)
-            raise
 
 
 class AllInOneSchedulingTests(AllInOneTestCase):
@@ -131,10 +125,8 @@ class AllInOneSchedulingTests(AllInOneTestCase):
             rows = db.execute("SELECT scheduled_for, created_time, status FROM core_run ORDER BY scheduled_for")
             return [(_utc(due), _utc(created), status) for due, created, status in rows]
 
+    @shows_process_logs_on_failure
     def test_a_parser_5_s_ahead_every_3_s_runs_on_time_moves_with_an_edit_and_stops_when_switched_off(self):
-        self.print_log_on_failure(self.scheduling_scenario)
-
-    def scheduling_scenario(self):
         self.log_in()
 
         # When a parser is saved to run 5 s ahead, every 3 s
@@ -170,10 +162,8 @@ class AllInOneSchedulingTests(AllInOneTestCase):
 class AllInOneApiTests(AllInOneTestCase):
     """Upload with curl's form, run, poll, download: only what /api/docs/ describes."""
 
+    @shows_process_logs_on_failure
     def test_a_parser_uploaded_through_the_api_runs_and_its_file_downloads(self):
-        self.print_log_on_failure(self.api_scenario)
-
-    def api_scenario(self):
         auth = ("admin", "admin")
         docs = requests.get(self.base + "/api/docs/", timeout=5)
         self.assertEqual(docs.status_code, 200)

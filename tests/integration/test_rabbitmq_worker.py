@@ -6,7 +6,6 @@ worker it starts.
 """
 
 import contextlib
-import functools
 import os
 import shutil
 import signal
@@ -14,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import unittest
 import uuid
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from tests.helpers import (
     make_parser,
     rabbitmq_url,
     requires_postgresql_and_rabbitmq,
+    shows_process_logs_on_failure,
     wait_until,
 )
 
@@ -63,22 +62,6 @@ def kill_sessions_of(marker):
             os.killpg(pid, signal.SIGKILL)
 
 
-def shows_worker_logs_on_failure(test_method):
-    """Print what the workers wrote when the test fails, since that is where the cause usually is."""
-
-    @functools.wraps(test_method)
-    def wrapper(self, *args, **kwargs):
-        try:
-            return test_method(self, *args, **kwargs)
-        except unittest.SkipTest:
-            raise
-        except Exception:
-            self.print_worker_logs()
-            raise
-
-    return wrapper
-
-
 class RealWorkerTestCase(TransactionTestCase):
     """Each test gets its own var directory (the worker's media), an empty `runs` queue and its workers."""
 
@@ -105,7 +88,7 @@ class RealWorkerTestCase(TransactionTestCase):
         self.broker.declare_queue(QUEUE, ensure=True)
         self.broker.flush(QUEUE)  # messages left by earlier test runs would run against this database
         self.workers = []
-        self.worker_logs = []
+        self.process_logs = []
 
     def start_worker(self):
         # A killed worker cannot remove its temporary directories: keep them where the cleanup removes them.
@@ -139,7 +122,7 @@ class RealWorkerTestCase(TransactionTestCase):
                 start_new_session=True,
             )
         self.workers.append(worker)
-        self.worker_logs.append(log_path)
+        self.process_logs.append(log_path)
         self.addCleanup(self.kill_worker, worker)
         return worker
 
@@ -152,11 +135,6 @@ class RealWorkerTestCase(TransactionTestCase):
         worker.wait(timeout=10)
         # The worker processes are not our children: wait until they are gone, database connections and all.
         wait_until(lambda: not live_processes_in_group(worker.pid), timeout=10, message="the worker's processes")
-
-    def print_worker_logs(self):
-        for path in self.worker_logs:
-            with open(path, encoding="utf-8", errors="replace") as log:
-                print(f"\n===== {os.path.basename(path)} =====\n{log.read()}", file=sys.stderr)
 
     def wait_for(self, predicate, *, timeout, message, worker=None):
         """wait_until, failing at once if `worker` has exited instead of waiting for a timeout."""
@@ -177,7 +155,7 @@ class RealWorkerTestCase(TransactionTestCase):
 
 @requires_postgresql_and_rabbitmq
 class ManyRunsTests(RealWorkerTestCase):
-    @shows_worker_logs_on_failure
+    @shows_process_logs_on_failure
     def test_twenty_runs_enqueued_at_once_all_complete_with_their_files_downloadable(self):
         # Given a worker and a parser returning a text file and a binary one
         worker = self.start_worker()
@@ -222,7 +200,7 @@ class ManyRunsTests(RealWorkerTestCase):
 
 @requires_postgresql_and_rabbitmq
 class LostWorkerTests(RealWorkerTestCase):
-    @shows_worker_logs_on_failure
+    @shows_process_logs_on_failure
     def test_a_run_killed_with_its_worker_ends_in_error_and_its_redelivery_does_not_run_it_again(self):
         # Given a worker running a script that would sleep far past its 5 s timeout
         first_worker = self.start_worker()

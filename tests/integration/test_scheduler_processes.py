@@ -6,7 +6,6 @@ stay `enqueued` and the parsers here allow overlapping runs unless a test says o
 """
 
 import contextlib
-import functools
 import glob
 import os
 import shutil
@@ -15,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import unittest
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from tests.helpers import (
     rabbitmq_url,
     require,
     requires_postgresql_and_rabbitmq,
+    shows_process_logs_on_failure,
     wait_until,
 )
 
@@ -47,21 +46,6 @@ def job_time(parser):
     return job.next_run_time if job else None
 
 
-def shows_scheduler_logs_on_failure(test_method):
-    @functools.wraps(test_method)
-    def wrapper(self, *args, **kwargs):
-        try:
-            return test_method(self, *args, **kwargs)
-        except unittest.SkipTest:
-            raise
-        except Exception:
-            for path in self.logs:
-                print(f"\n===== {path.name} =====\n{path.read_text(errors='replace')}", file=sys.stderr)
-            raise
-
-    return wrapper
-
-
 @requires_postgresql_and_rabbitmq
 class SchedulerProcessTestCase(TemporaryMediaMixin, TransactionTestCase):
     def setUp(self):
@@ -73,7 +57,7 @@ class SchedulerProcessTestCase(TemporaryMediaMixin, TransactionTestCase):
         self.broker.declare_queue("runs", ensure=True)
         self.broker.flush("runs")
         self.addCleanup(self.broker.flush, "runs")  # nothing a worker of a later test would pick up
-        self.logs = []
+        self.process_logs = []
 
     def start_scheduler(self, *, fake_start=None, **variables):
         """A `runscheduler` process; with `fake_start`, its clock starts at that UTC time (libfaketime)."""
@@ -93,7 +77,7 @@ class SchedulerProcessTestCase(TemporaryMediaMixin, TransactionTestCase):
                 FAKETIME_DONT_FAKE_MONOTONIC="1",
                 TZ="UTC",
             )
-        log_path = self.var_dir / f"scheduler-{len(self.logs) + 1}.log"
+        log_path = self.var_dir / f"scheduler-{len(self.process_logs) + 1}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "manage.py", "runscheduler"],
@@ -103,7 +87,7 @@ class SchedulerProcessTestCase(TemporaryMediaMixin, TransactionTestCase):
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        self.logs.append(log_path)
+        self.process_logs.append(log_path)
         self.addCleanup(self.kill, process)
         process.log_path = log_path
         return process
@@ -133,7 +117,7 @@ class SchedulerProcessTestCase(TemporaryMediaMixin, TransactionTestCase):
 
 
 class OnTimeTests(SchedulerProcessTestCase):
-    @shows_scheduler_logs_on_failure
+    @shows_process_logs_on_failure
     def test_a_parser_due_two_seconds_ahead_runs_once_within_a_second_of_its_time(self):
         # Given an active scheduler
         self.start_active_scheduler()
@@ -150,7 +134,7 @@ class OnTimeTests(SchedulerProcessTestCase):
         self.assertEqual(Run.objects.filter(parser=parser).count(), 1)
         self.assertIsNone(job_time(parser))
 
-    @shows_scheduler_logs_on_failure
+    @shows_process_logs_on_failure
     def test_an_interval_produces_one_run_per_due_time(self):
         self.start_active_scheduler()
         start = timezone.now() + timedelta(seconds=1)
@@ -165,7 +149,7 @@ class OnTimeTests(SchedulerProcessTestCase):
 
 
 class LiveEditTests(SchedulerProcessTestCase):
-    @shows_scheduler_logs_on_failure
+    @shows_process_logs_on_failure
     def test_an_edit_moves_the_next_run_at_once_and_disabling_or_deleting_stops_the_runs(self):
         self.start_active_scheduler()
         parser = make_parser(
@@ -204,7 +188,7 @@ class DaylightSavingTests(SchedulerProcessTestCase):
     """The scheduler's clock starts a few seconds before Europe/Berlin changes its clocks (libfaketime)."""
 
     @require(LIBFAKETIME, "needs libfaketime: apt-get install faketime")
-    @shows_scheduler_logs_on_failure
+    @shows_process_logs_on_failure
     def test_a_daily_cron_in_berlin_runs_at_local_time_across_both_changes_and_once_on_the_repeated_hour(self):
         # Spring: 03:00 CEST on 2026-03-29 is 01:00 UTC, the very moment summer time starts.
         spring = make_parser(SCRIPT, name="spring", cron="0 3 * * *", cron_timezone="Europe/Berlin")
@@ -226,7 +210,7 @@ class DaylightSavingTests(SchedulerProcessTestCase):
 
 
 class StandbyTests(SchedulerProcessTestCase):
-    @shows_scheduler_logs_on_failure
+    @shows_process_logs_on_failure
     def test_a_second_scheduler_stands_by_and_takes_over_when_the_first_is_killed_with_no_run_twice(self):
         # Given an active scheduler, a parser due every second, and a second scheduler
         first = self.start_active_scheduler()
@@ -261,7 +245,7 @@ class StandbyTests(SchedulerProcessTestCase):
 
 
 class MisfireTests(SchedulerProcessTestCase):
-    @shows_scheduler_logs_on_failure
+    @shows_process_logs_on_failure
     def test_runs_missed_while_down_are_coalesced_into_one_and_the_skip_recorded(self):
         scheduler = self.start_active_scheduler()
         parser = make_parser(
@@ -285,7 +269,7 @@ class MisfireTests(SchedulerProcessTestCase):
         self.assertGreater(coalesced.scheduled_for, skip.scheduled_for)
         self.assertLess(abs((coalesced.created_time - skip.created_time).total_seconds()), 0.5)
 
-    @shows_scheduler_logs_on_failure
+    @shows_process_logs_on_failure
     def test_a_one_off_missed_beyond_the_grace_period_is_skipped_and_never_fires_after_a_restart(self):
         due = timezone.now() + timedelta(seconds=1)
         parser = make_parser(SCRIPT, scheduled_time=due)
