@@ -13,6 +13,7 @@ from runner.bwrap_backend import BwrapBackend, bwrap_works
 from runner.docker_backend import DockerBackend
 from runner.names import filename_problem
 from runner.outcome import (
+    CANCELLED,
     COMPLETED,
     LIMIT_EXCEEDED,
     PROTOCOL_ERROR,
@@ -30,6 +31,7 @@ WORKDIR_PREFIX = "parseq-run-"
 
 __all__ = [
     "BACKENDS",
+    "CANCELLED",
     "COMPLETED",
     "LIMIT_EXCEEDED",
     "PROTOCOL_ERROR",
@@ -52,6 +54,10 @@ def best_backend():
     return "bwrap" if bwrap_works() else "subprocess"
 
 
+def _never():
+    return False
+
+
 def run_script(
     script_path,
     out_dir,
@@ -63,14 +69,17 @@ def run_script(
     variables=None,
     network="internet",
     restricted_modules=None,
+    cancelled=None,
 ):
     """Run the script at `script_path` in a sandbox; on success its files are in `out_dir`.
 
     The script gets a fresh working directory, which is also its HOME, and which
     is deleted when the run ends; `variables` are added to its environment, and
     `network` is "internet" or "none" (bwrap only). With `restricted_modules`,
-    the script runs under the RestrictedPython policy and may import only those. Never raises for anything the script
-    does: every failure is an Outcome with a status and an error for the user.
+    the script runs under the RestrictedPython policy and may import only those. `cancelled`, a callable,
+    is asked about twice a second whether to stop: once it answers true, the sandbox is killed and the
+    outcome is CANCELLED. Never raises for anything the script does: every failure is an Outcome with a
+    status and an error for the user.
     """
     limits = limits or Limits()
     started = time.monotonic()
@@ -88,6 +97,7 @@ def run_script(
             variables=variables or {},
             network=network,
             restricted_modules=restricted_modules,
+            cancelled=cancelled or _never,
         )
     outcome.duration = time.monotonic() - started
     return outcome

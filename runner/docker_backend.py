@@ -14,10 +14,17 @@ import contextlib
 import os
 import time
 
-from runner.outcome import COMPLETED, PROTOCOL_ERROR, SANDBOX_ERROR, SCRIPT_ERROR, TIMEOUT, Outcome
+from runner.outcome import CANCELLED, COMPLETED, PROTOCOL_ERROR, SANDBOX_ERROR, SCRIPT_ERROR, TIMEOUT, Outcome
 from runner.protocol import LimitExceeded, ProtocolViolation, ResultReader, ScriptReportedError
 from runner.sandbox_user import chown_tree
-from runner.subprocess_backend import BOOTSTRAP, RESTRICTED_POLICY, LogCollector, SandboxSetupError, child_limits
+from runner.subprocess_backend import (
+    BOOTSTRAP,
+    CANCEL_CHECK_SECONDS,
+    RESTRICTED_POLICY,
+    LogCollector,
+    SandboxSetupError,
+    child_limits,
+)
 
 JAIL_WORKDIR = "/sandbox/work"
 JAIL_BOOTSTRAP = "/sandbox/bootstrap.py"
@@ -25,6 +32,7 @@ RESULT_FILE = ".parseq-result"
 READ_SIZE = 1024 * 1024
 DEFAULT_IMAGE = "parseq-sandbox:latest"
 SANDBOX_USER = "65534:65534"
+EXITED = "exited"
 
 
 class DockerBackend:
@@ -88,7 +96,18 @@ class DockerBackend:
         }
 
     def run(
-        self, *, script_path, display_name, workdir, out_dir, limits, timezone, variables, network, restricted_modules
+        self,
+        *,
+        script_path,
+        display_name,
+        workdir,
+        out_dir,
+        limits,
+        timezone,
+        variables,
+        network,
+        restricted_modules,
+        cancelled=None,
     ):
         try:
             client = self.client or docker_client()
@@ -110,30 +129,32 @@ class DockerBackend:
         try:
             container = client.containers.create(**spec)
             container.start()
-            timed_out = not self.wait(container, deadline=time.monotonic() + limits.wall_time)
+            stopped = self.wait(container, deadline=time.monotonic() + limits.wall_time, cancelled=cancelled)
             log = LogCollector(limits.log_bytes)
             for chunk in container.logs(stdout=True, stderr=True, stream=True):
                 log.feed(chunk)
-            exit_code = None if timed_out else container.wait(timeout=10).get("StatusCode")
+            exit_code = container.wait(timeout=10).get("StatusCode") if stopped == EXITED else None
         except Exception as error:  # noqa: BLE001 - an engine failure fails this run only
             return Outcome(SANDBOX_ERROR, error=f"the Docker engine failed: {error}")
         finally:
             if container is not None:
                 remove_quietly(container)
-        if timed_out:
+        if stopped == CANCELLED:
+            return Outcome(CANCELLED, log=log.text(), error="cancelled")
+        if stopped == TIMEOUT:
             return Outcome(TIMEOUT, log=log.text(), error=f"timed out after {limits.wall_time:g} s")
         return read_result(os.path.join(workdir, RESULT_FILE), out_dir, limits, log.text(), exit_code)
 
-    def wait(self, container, *, deadline):
-        """True when the container stopped before the deadline; killed otherwise."""
+    def wait(self, container, *, deadline, cancelled=None):
+        """EXITED when the container stopped on its own; TIMEOUT or CANCELLED when it was killed."""
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or (cancelled and cancelled()):
                 container.kill()
-                return False
+                return TIMEOUT if remaining <= 0 else CANCELLED
             try:
-                container.wait(timeout=min(remaining, 5))
-                return True
+                container.wait(timeout=min(remaining, CANCEL_CHECK_SECONDS))
+                return EXITED
             except Exception:  # noqa: BLE001, S112 - the SDK's timeout surfaces as a requests error
                 continue
 

@@ -44,6 +44,7 @@ TIMEOUT = "timeout"
 LIMIT_EXCEEDED = "limit_exceeded"
 PROTOCOL_ERROR = "protocol_error"
 SANDBOX_ERROR = "sandbox_error"
+CANCELLED = "cancelled"
 
 
 @dataclass

@@ -16,6 +16,7 @@ import time
 
 from runner.egress import EgressProxy
 from runner.outcome import (
+    CANCELLED,
     COMPLETED,
     LIMIT_EXCEEDED,
     PROTOCOL_ERROR,
@@ -42,6 +43,7 @@ READ_SIZE = 64 * 1024
 DRAIN_SECONDS = 2.0
 # Where no filesystem holds the disk limit, how often the supervisor measures what a run wrote.
 DISK_CHECK_SECONDS = 0.5
+CANCEL_CHECK_SECONDS = 0.5
 EGRESS_SOCKET = ".parseq-egress.sock"
 
 
@@ -181,7 +183,7 @@ class SubprocessBackend:
         return outcome
 
     def run_sandbox(
-        self, *, script_path, display_name, workdir, out_dir, limits, timezone, variables, restricted_modules
+        self, *, script_path, display_name, workdir, out_dir, limits, timezone, variables, restricted_modules, cancelled
     ):
         if not os.access(self.python, os.X_OK):
             missing = f"the sandbox interpreter {self.python} does not exist; run `make sandbox`"
@@ -232,6 +234,7 @@ class SubprocessBackend:
                 uid=uid,
                 wrapper_reports_signals=self.wrapper_reports_signals,
                 disk_usage=self.disk_usage(workdir, uid),
+                cancelled=cancelled,
             )
             return supervisor.supervise()
         finally:
@@ -244,9 +247,21 @@ class Supervisor:
     """Follows one child until it exits or breaks a limit, then cleans up after it."""
 
     def __init__(
-        self, process, log_fd, result_fd, out_dir, limits, *, uid=None, wrapper_reports_signals=False, disk_usage=None
+        self,
+        process,
+        log_fd,
+        result_fd,
+        out_dir,
+        limits,
+        *,
+        uid=None,
+        wrapper_reports_signals=False,
+        disk_usage=None,
+        cancelled=None,
     ):
         self.process = process
+        self.cancelled = cancelled or (lambda: False)
+        self.next_cancel_check = 0.0
         self.disk_usage = disk_usage
         self.next_disk_check = 0.0
         self.uid = uid
@@ -286,6 +301,9 @@ class Supervisor:
                 if self.disk_full():
                     self.failure = (LIMIT_EXCEEDED, f"disk limit {format_size(self.limits.disk_bytes)} exceeded")
                     return
+                if self.cancel_requested():
+                    self.failure = (CANCELLED, "cancelled")
+                    return
         finally:
             if pidfd is not None:
                 self.selector.unregister(pidfd)
@@ -296,6 +314,12 @@ class Supervisor:
             return False
         self.next_disk_check = time.monotonic() + DISK_CHECK_SECONDS
         return self.disk_usage() > self.limits.disk_bytes
+
+    def cancel_requested(self):
+        if time.monotonic() < self.next_cancel_check:
+            return False
+        self.next_cancel_check = time.monotonic() + CANCEL_CHECK_SECONDS
+        return bool(self.cancelled())
 
     def watch_exit(self):
         """Wake the loop when the child exits, where the kernel offers pidfds."""

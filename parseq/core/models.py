@@ -43,7 +43,9 @@ class Parser(models.Model):
     SCRIPT_FIELDS = ("name", "description", "script")
     SCHEDULE_FIELDS = ("enabled", "scheduled_time", "repeat_after", "cron", "cron_timezone", "overlap")
     SANDBOX_FIELDS = ("timeout", "memory_limit_mb", "restricted", "network")
-    EDITABLE_FIELDS = SCRIPT_FIELDS + SCHEDULE_FIELDS + SANDBOX_FIELDS
+    ALERT_FIELDS = ("webhook_url", "webhook_on")
+    RETENTION_FIELDS = ("keep_last_runs", "keep_days")
+    EDITABLE_FIELDS = SCRIPT_FIELDS + SCHEDULE_FIELDS + SANDBOX_FIELDS + ALERT_FIELDS + RETENTION_FIELDS
 
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
@@ -110,6 +112,29 @@ class Parser(models.Model):
         blank=True,
         help_text="Variables for this parser's runs only (API keys, base URLs); values are shown masked.",
     )
+    webhook_url = models.URLField(
+        max_length=500,
+        blank=True,
+        help_text="Receives a JSON POST when a run ends (Slack-compatible: it has a `text`); empty sends nothing.",
+    )
+
+    class WebhookOn(models.TextChoices):
+        ERROR = "error", "runs that end in error"
+        FINISH = "finish", "every run that ends (completed, error or cancelled)"
+
+    webhook_on = models.CharField(max_length=16, choices=WebhookOn.choices, default=WebhookOn.ERROR)
+    keep_last_runs = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Delete older finished runs with their files beyond this many; empty uses PARSEQ_KEEP_RUNS.",
+    )
+    keep_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Delete finished runs older than this many days with their files; empty uses PARSEQ_KEEP_DAYS.",
+    )
     created_time = models.DateTimeField(auto_now_add=True)
     updated_time = models.DateTimeField(auto_now=True)
 
@@ -138,6 +163,10 @@ class Run(models.Model):
         ERROR = "error", "error"
         # A due automatic run that did not start (missed, or overlapping); `error` says why.
         SKIPPED = "skipped", "skipped"
+        # Stopped by a user (`cancelled_by`) while enqueued or running.
+        CANCELLED = "cancelled", "cancelled"
+
+    ACTIVE_STATUSES = (Status.ENQUEUED, Status.RUNNING)
 
     class Trigger(models.TextChoices):
         MANUAL = "manual", "manual"
@@ -160,6 +189,12 @@ class Run(models.Model):
     log = models.TextField(blank=True)
     # [{"name": ..., "size": ..., "content_type": ...}], in the order the script returned them.
     files = models.JSONField(default=list, blank=True)
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # What the run used, recorded when it starts: the script's SHA-256 and the parser's sandbox settings.
+    script_sha256 = models.CharField(max_length=64, blank=True)
+    parser_settings = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_time"]
@@ -183,7 +218,7 @@ class Run(models.Model):
 
     @property
     def is_finished(self):
-        return self.status in (self.Status.COMPLETED, self.Status.ERROR, self.Status.SKIPPED)
+        return self.status not in self.ACTIVE_STATUSES
 
     def file_entry(self, name):
         return next((entry for entry in self.files if entry["name"] == name), None)

@@ -2,6 +2,7 @@
 
 import ast
 import glob
+import hashlib
 import logging
 import mimetypes
 import os
@@ -20,6 +21,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 import runner
+from parseq.core.events import run_finished
 from parseq.core.models import Parser, Run
 from parseq.core.validation import MAX_SCRIPT_BYTES, allowed_modules, validate_script
 
@@ -94,26 +96,78 @@ def execute_run(*, run_id):
         return None
     with tempfile.TemporaryDirectory(prefix=WORKER_TEMP_PREFIX) as tempdir:
         try:
-            script_path = _copy_script(run.parser, tempdir)
+            script_path, script_sha256 = _copy_script(run.parser, tempdir)
         except OSError as error:
             return _fail_running(run_id=run_id, error=f"cannot read the script: {error}")
         out_dir = os.path.join(tempdir, "out")
         os.mkdir(out_dir)
         limits = run_limits(parser=run.parser)
+        backend = sandbox_backend()
+        Run.objects.filter(pk=run_id).update(
+            script_sha256=script_sha256, parser_settings=settings_used(parser=run.parser, backend=backend)
+        )
         if not connection.in_atomic_block:
             connection.close()
         outcome = runner.run_script(
             script_path,
             out_dir,
             python=settings.SANDBOX_PYTHON,
-            backend=sandbox_backend(),
+            backend=backend,
             limits=limits,
             timezone=settings.TIME_ZONE,
             variables=run.parser.environment,
             network=run.parser.network,
             restricted_modules=allowed_modules() if run.parser.restricted else None,
+            cancelled=lambda: is_cancelled(run_id=run_id),
         )
         return _record_outcome(run_id=run_id, outcome=outcome, out_dir=out_dir)
+
+
+def settings_used(*, parser, backend):
+    """The parser's settings a run goes by, as its page shows them; variable names only, never values."""
+    return {
+        "script": os.path.basename(parser.script.name),
+        "sandbox": backend,
+        "timeout": parser.timeout,
+        "memory_limit_mb": parser.memory_limit_mb or settings.MEMORY_LIMIT_MB,
+        "restricted": parser.restricted,
+        "network": parser.network,
+        "environment": sorted(parser.environment or {}),
+    }
+
+
+def is_cancelled(*, run_id):
+    """Asked by the sandbox twice a second; the connection is closed again, so none is held meanwhile."""
+    try:
+        return Run.objects.filter(pk=run_id, status=Run.Status.CANCELLED).exists()
+    except Exception:  # a database hiccup must not end the run: it is asked again in half a second
+        logger.warning("could not check whether run %s was cancelled", run_id, exc_info=True)
+        return False
+    finally:
+        if not connection.in_atomic_block:
+            connection.close()
+
+
+def cancel_run(*, run, user):
+    """Stop an enqueued or running run. Its sandbox, if it has one, is killed within a second.
+
+    Returns False when the run had already ended.
+    """
+    now = timezone.now()
+    who = user.get_username() if user else "unknown"
+    cancelled = Run.objects.filter(pk=run.pk, status__in=Run.ACTIVE_STATUSES).update(
+        status=Run.Status.CANCELLED,
+        cancelled_by=user,
+        error=f"cancelled by {who}",
+        finished_time=now,
+        updated_time=now,
+        deadline=None,
+    )
+    if cancelled:
+        logger.info("run %s cancelled by %s", run.pk, who)
+        run_finished.send(sender=Run, run_id=run.pk, status=Run.Status.CANCELLED)
+    run.refresh_from_db()
+    return bool(cancelled)
 
 
 def run_limits(*, parser):
@@ -153,13 +207,21 @@ def claim_run(*, run_id):
 
 
 def _copy_script(parser, tempdir):
+    """Copy the script next to the run; returns its path and its SHA-256."""
     path = os.path.join(tempdir, os.path.basename(parser.script.name) or "script.py")
+    digest = hashlib.sha256()
     with parser.script.storage.open(parser.script.name, "rb") as source, open(path, "wb") as target:
-        shutil.copyfileobj(source, target)
-    return path
+        while chunk := source.read(64 * 1024):
+            digest.update(chunk)
+            target.write(chunk)
+    return path, digest.hexdigest()
 
 
 def _record_outcome(*, run_id, outcome, out_dir):
+    if outcome.status == runner.CANCELLED:
+        # The run ended when it was cancelled; what the script printed until then is still worth keeping.
+        Run.objects.filter(pk=run_id, status=Run.Status.CANCELLED).update(log=outcome.log)
+        return False
     if not outcome.ok:
         return _fail_running(run_id=run_id, error=outcome.error, log=outcome.log)
     try:
@@ -197,6 +259,8 @@ def _finish(*, run_id, expected, status, error="", log="", files=()):
     )
     if not finished:
         logger.warning("run %s was no longer %s; its outcome (%s) was dropped", run_id, expected, status)
+    else:
+        run_finished.send(sender=Run, run_id=run_id, status=status)
     return bool(finished)
 
 
@@ -212,9 +276,10 @@ def delete_stored_files(*, names):
 def fail_lost_runs(*, now=None):
     """End in error every run still `running` past its deadline. Returns how many."""
     now = now or timezone.now()
-    return Run.objects.filter(status=Run.Status.RUNNING, deadline__lt=now).update(
-        status=Run.Status.ERROR, error=LOST_RUN_ERROR, finished_time=now, updated_time=now, deadline=None
-    )
+    ended = 0
+    for run_id in Run.objects.filter(status=Run.Status.RUNNING, deadline__lt=now).values_list("pk", flat=True):
+        ended += _finish(run_id=run_id, expected=Run.Status.RUNNING, status=Run.Status.ERROR, error=LOST_RUN_ERROR)
+    return ended
 
 
 def remove_stale_temporary_directories():

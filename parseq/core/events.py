@@ -1,0 +1,7 @@
+"""What other apps may follow in a run's life without the core knowing them."""
+
+from django.dispatch import Signal
+
+# Sent once a run has ended (completed, error or cancelled), with `run_id` and `status`,
+# after the change is saved; receivers that do work elsewhere defer it to the commit.
+run_finished = Signal()
