@@ -28,6 +28,11 @@ if SECRET_KEY is None:
     SECRET_KEY = "parseq-development-only-insecure-key"  # noqa: S105 - DEBUG only
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# Where users reach Parseq: links that leave it (alerts) start with this.
+PUBLIC_URL = env_str("PARSEQ_PUBLIC_URL", "http://127.0.0.1:8000")
+if not PUBLIC_URL.startswith(("http://", "https://")) or not PUBLIC_URL.split("://", 1)[1].strip("/"):
+    raise ConfigurationError(f"PARSEQ_PUBLIC_URL must start with http:// or https://, not {PUBLIC_URL!r}")
+PUBLIC_URL = PUBLIC_URL.rstrip("/")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -46,6 +51,7 @@ INSTALLED_APPS = [
     "parseq.core",
     "parseq.scheduling",
     "parseq.api",
+    "parseq.alerts",
 ]
 
 MIDDLEWARE = [
@@ -64,7 +70,8 @@ WSGI_APPLICATION = "parseq.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # Parseq's look of the whole admin (base_site.html, index.html) comes before the admin's own.
+        "DIRS": [BASE_DIR / "parseq" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -175,6 +182,15 @@ RESULT_FILES_LIMIT = env_int("PARSEQ_RESULT_FILES_LIMIT", 1000, minimum=1)
 RUN_GRACE = env_int("PARSEQ_RUN_GRACE", 60, minimum=5)
 REAPER_INTERVAL = env_int("PARSEQ_REAPER_INTERVAL", 30, minimum=1)
 INPROCESS_WORKER_THREADS = env_int("PARSEQ_WORKER_THREADS", 2, minimum=1)
+# Retention (README: Retention): finished runs and their files go; a parser's own limits win over these.
+# Keep each parser's newest N finished runs; unset keeps any number.
+KEEP_RUNS = env_int("PARSEQ_KEEP_RUNS", None, minimum=1)
+# Keep finished runs younger than D days; unset keeps any age.
+KEEP_DAYS = env_int("PARSEQ_KEEP_DAYS", None, minimum=1)
+# Runs in error are kept this many times longer (both limits), for looking into failures.
+FAILED_RUNS_KEEP_FACTOR = env_int("PARSEQ_FAILED_RUNS_KEEP_FACTOR", 3, minimum=1)
+# Seconds between two cleanups by the active scheduler.
+PRUNE_INTERVAL = env_int("PARSEQ_PRUNE_INTERVAL", 3600, minimum=1)
 
 # The REST API (README: API).
 REST_FRAMEWORK = {
@@ -218,6 +234,11 @@ MISFIRE_GRACE = env_int("PARSEQ_MISFIRE_GRACE", 3600, minimum=1)
 SCHEDULER_STANDBY_POLL = env_int("PARSEQ_SCHEDULER_STANDBY_POLL", 1, minimum=1)
 SCHEDULER_RECONCILE = env_int("PARSEQ_SCHEDULER_RECONCILE", 60, minimum=1)
 APSCHEDULER_DATETIME_FORMAT = "Y-m-d H:i:s"
+
+# Alerts (README: Alerts): a run's webhook is posted by the workers, retried with doubling delays.
+WEBHOOK_TIMEOUT = env_int("PARSEQ_WEBHOOK_TIMEOUT", 10, minimum=1)
+WEBHOOK_ATTEMPTS = env_int("PARSEQ_WEBHOOK_ATTEMPTS", 5, minimum=1)
+WEBHOOK_BACKOFF = env_int("PARSEQ_WEBHOOK_BACKOFF", 10, minimum=1)
 
 LOGGING = {
     "version": 1,

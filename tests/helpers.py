@@ -124,22 +124,33 @@ def in_process_worker(threads=2):
         broker.middleware[:] = [m for m in broker.middleware if type(m).__name__ != "_WorkerMiddleware"]
 
 
-def shows_process_logs_on_failure(test_method):
-    """When the test fails, print the logs listed in `self.process_logs`: the processes it started hold the cause."""
+def on_failure(report):
+    """A test decorator: when the test fails, call `report(test)` first, to show what explains the failure."""
 
-    @functools.wraps(test_method)
-    def wrapper(self, *args, **kwargs):
-        try:
-            return test_method(self, *args, **kwargs)
-        except unittest.SkipTest:
-            raise
-        except Exception:
-            for path in self.process_logs:
-                with open(path, encoding="utf-8", errors="replace") as log:
-                    print(f"\n===== {os.path.basename(path)} =====\n{log.read()}", file=sys.stderr)
-            raise
+    def decorator(test_method):
+        @functools.wraps(test_method)
+        def wrapper(self, *args, **kwargs):
+            try:
+                return test_method(self, *args, **kwargs)
+            except unittest.SkipTest:
+                raise
+            except Exception:
+                report(self)
+                raise
 
-    return wrapper
+        return wrapper
+
+    return decorator
+
+
+def _print_process_logs(test):
+    for path in test.process_logs:
+        with open(path, encoding="utf-8", errors="replace") as log:
+            print(f"\n===== {os.path.basename(path)} =====\n{log.read()}", file=sys.stderr)
+
+
+# The processes a test started hold the cause of its failure: print the logs listed in `self.process_logs`.
+shows_process_logs_on_failure = on_failure(_print_process_logs)
 
 
 def wait_until(predicate, timeout=30, interval=0.05, message="condition"):

@@ -18,6 +18,7 @@ ERROR_DESCRIPTIONS = {
     "401": "Not signed in: use HTTP Basic, a session, or `Authorization: Token <key>`.",
     "403": "Signed in, but this needs a staff user.",
     "404": "No such object (or page).",
+    "409": "The object is not in a state that allows this (a run that has already ended).",
     "415": "Unsupported content type: send JSON or multipart.",
 }
 
@@ -31,7 +32,11 @@ LINKS = {
     },
     ("/api/parsers/{id}/run/", "post", "202"): {
         "parameter": ("run_id", "$response.body#/run_id"),
-        "targets": [("/api/runs/{run_id}/", "get"), ("/api/runs/{run_id}/log", "get")],
+        "targets": [
+            ("/api/runs/{run_id}/", "get"),
+            ("/api/runs/{run_id}/log", "get"),
+            ("/api/runs/{run_id}/cancel/", "post"),
+        ],
     },
 }
 
@@ -56,7 +61,7 @@ def add_links(result, generator, request, public):
 
 
 def add_error_responses(result, generator, request, public):
-    """drf-spectacular postprocessing hook: document 400/401/403/404/415 wherever they can happen."""
+    """drf-spectacular postprocessing hook: document 400/401/403/404/415 wherever they can happen, all as Error."""
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
     reference = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     for path, operations in result.get("paths", {}).items():
@@ -79,4 +84,7 @@ def add_error_responses(result, generator, request, public):
             responses = operation.setdefault("responses", {})
             for code in codes:
                 responses.setdefault(code, {"description": ERROR_DESCRIPTIONS[code], "content": reference})
+            for code, response in responses.items():
+                if code in ERROR_DESCRIPTIONS:  # errors an operation declares itself have the one shape too
+                    response.setdefault("content", reference)
     return result

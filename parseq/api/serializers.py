@@ -3,10 +3,8 @@
 import copy
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.text import slugify
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -100,7 +98,7 @@ class ParserSerializer(serializers.ModelSerializer):
         if "script" in attrs:
             raise serializers.ValidationError({"script_text": "Send the script as a file or as text, not both."})
         name = attrs.get("name") or (self.instance.name if self.instance else "")
-        attrs["script"] = SimpleUploadedFile(f"{slugify(name).replace('-', '_') or 'parser'}.py", text.encode())
+        attrs["script"] = services.script_from_text(text=text, parser_name=name)
 
     def _check_script(self, attrs):
         """The admin's rule: check a new script, and the stored one when restricted mode is switched on."""
@@ -147,6 +145,16 @@ class RunSerializer(serializers.ModelSerializer):
     log_url = serializers.SerializerMethodField()
     archive_url = serializers.SerializerMethodField()
     error_url = serializers.SerializerMethodField()
+    cancelled_by = serializers.SlugRelatedField(
+        slug_field="username",
+        read_only=True,
+        allow_null=True,
+        help_text="Who cancelled the run (null unless cancelled).",
+    )
+    script_sha256 = serializers.CharField(read_only=True, help_text="SHA-256 of the script the run executed.")
+    parser_settings = serializers.JSONField(
+        read_only=True, help_text="The parser's sandbox settings the run went by (variable names, never values)."
+    )
 
     class Meta:
         model = Run
@@ -168,6 +176,9 @@ class RunSerializer(serializers.ModelSerializer):
             "log_url",
             "files",
             "archive_url",
+            "cancelled_by",
+            "script_sha256",
+            "parser_settings",
         ]
         read_only_fields = fields
 

@@ -3,7 +3,7 @@
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import status, viewsets
+from rest_framework import exceptions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
@@ -29,6 +29,11 @@ RANGE_HEADERS = [
     OpenApiParameter("Range", OpenApiTypes.STR, OpenApiParameter.HEADER, description="One range: bytes=first-last"),
     OpenApiParameter("If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER),
 ]
+
+
+class RunAlreadyEnded(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "run_ended"
 
 
 @extend_schema_view(
@@ -77,6 +82,20 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     lookup_value_regex = UUID_PATTERN
     filterset_class = RunFilter
     queryset = Run.objects.select_related("parser").order_by("-created_time")
+
+    @extend_schema(
+        summary="Cancel a run",
+        description="An enqueued or running run ends `cancelled`; a running one has its sandbox killed within "
+        "about a second. 409 when the run has already ended.",
+        request=None,
+        responses={200: RunSerializer, 409: OpenApiResponse(description="The run has already ended.")},
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, run_id=None):
+        run = self.get_object()
+        if not services.cancel_run(run=run, user=request.user):
+            raise RunAlreadyEnded(f"The run has already ended: it is {run.status}.")
+        return Response(self.get_serializer(run).data)
 
     # The three below are routed in urls.py, without the trailing slash of the rest: they name files.
     @extend_schema(summary="A result file of a run", parameters=RANGE_HEADERS, responses=FILE_RESPONSES)

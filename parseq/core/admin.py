@@ -1,13 +1,14 @@
 from django import forms
 from django.contrib import admin, messages
-from django.http import HttpResponseRedirect
+from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django_dramatiq.models import Task
 
-from parseq.core import selectors, services
+from parseq.alerts import selectors as alert_selectors
+from parseq.core import display, selectors, services
 from parseq.core.environment import MASK, masked_text, parse_environment_text
 from parseq.core.models import Parser, Run
 from parseq.scheduling import selectors as schedule_selectors
@@ -18,6 +19,13 @@ admin.site.unregister(Task)
 
 
 class ParserForm(forms.ModelForm):
+    script_text = forms.CharField(
+        label="Script as text",
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 20, "cols": 100, "spellcheck": "false", "class": "parseq-editor"}),
+        help_text="Edit the script here, or upload a file above: either is checked the same way before it is saved.",
+    )
     environment_text = forms.CharField(
         label="Environment",
         required=False,
@@ -33,6 +41,12 @@ class ParserForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["environment_text"].initial = masked_text(self.instance.environment or {})
+        self.fields["script"].required = False  # a script may come as text instead; clean() requires one
+        if self.instance.pk and self.instance.script:
+            try:
+                self.fields["script_text"].initial = services.script_source(parser=self.instance)
+            except OSError as error:
+                self.fields["script_text"].help_text = f"The stored script cannot be read: {error}"
 
     def clean_environment_text(self):
         text = self.cleaned_data["environment_text"]
@@ -44,14 +58,29 @@ class ParserForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
+        self._script_from_text(cleaned)
         script, restricted = cleaned.get("script"), cleaned.get("restricted", False)
         newly_restricted = "restricted" in self.changed_data and restricted
         if script and ("script" in self.changed_data or newly_restricted):
             try:
                 services.check_script(uploaded_file=script, restricted=restricted)
             except forms.ValidationError as error:
-                self.add_error("script", error)
+                self.add_error("script_text" if "script_text" in self.changed_data else "script", error)
         return cleaned
+
+    def _script_from_text(self, cleaned):
+        """An edited text becomes the new script file; an upload and an edit at once is ambiguous."""
+        text_changed = "script_text" in self.changed_data and cleaned.get("script_text", "").strip()
+        if "script" in self.changed_data and cleaned.get("script"):
+            if text_changed:
+                self.add_error("script_text", "Upload a file or edit the text, not both.")
+            return
+        if text_changed:
+            name = cleaned.get("name") or self.instance.name
+            cleaned["script"] = services.script_from_text(text=cleaned["script_text"], parser_name=name)
+            self.changed_data.append("script")
+        elif not self.instance.script:
+            self.add_error("script", "Upload a .py file that defines parse(), or write the script as text below.")
 
 
 @admin.register(Parser)
@@ -63,19 +92,27 @@ class ParserAdmin(admin.ModelAdmin):
     actions = ["run_now", "enable_automatic_runs", "disable_automatic_runs"]
     change_form_template = "admin/core/parser/change_form.html"
     change_list_template = "admin/core/parser/change_list.html"
-    readonly_fields = ["next_run", "recent_runs"]
+    readonly_fields = ["next_run", "recent_runs", "api_links", "webhook_deliveries"]
     fieldsets = [
-        (None, {"fields": Parser.SCRIPT_FIELDS}),
+        ("History", {"fields": ("recent_runs", "api_links")}),
+        (None, {"fields": (*Parser.SCRIPT_FIELDS, "script_text")}),
         ("Automatic runs", {"fields": (*Parser.SCHEDULE_FIELDS, "next_run")}),
         ("Sandbox", {"fields": (*Parser.SANDBOX_FIELDS, "environment_text")}),
-        ("History", {"fields": ("recent_runs",)}),
+        ("Failure alerts", {"fields": (*Parser.ALERT_FIELDS, "webhook_deliveries")}),
+        ("Retention", {"fields": Parser.RETENTION_FIELDS}),
     ]
 
     def get_queryset(self, request):
         return schedule_selectors.with_last_due(selectors.parsers_with_last_run())
 
     def get_fieldsets(self, request, obj=None):
-        return self.fieldsets if obj else self.fieldsets[:-1]
+        if obj:
+            return self.fieldsets
+        # A new parser has no history and no deliveries yet.
+        new = [(name, options) for name, options in self.fieldsets if name != "History"]
+        return [
+            (name, {"fields": [f for f in options["fields"] if f != "webhook_deliveries"]}) for name, options in new
+        ]
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         extra_context = {**(extra_context or {}), **_scheduler_context()}
@@ -85,7 +122,8 @@ class ParserAdmin(admin.ModelAdmin):
         return super().changeform_view(request, object_id, form_url, extra_context)
 
     def changelist_view(self, request, extra_context=None):
-        return super().changelist_view(request, {**(extra_context or {}), **_scheduler_context()})
+        live = {"live_fingerprint": selectors.live_fingerprint(scope="runs")}
+        return super().changelist_view(request, {**(extra_context or {}), **_scheduler_context(), **live})
 
     @admin.display(description="schedule")
     def schedule(self, parser):
@@ -101,16 +139,27 @@ class ParserAdmin(admin.ModelAdmin):
     @admin.display(description="recent runs")
     def recent_runs(self, parser):
         runs = parser.runs.all()[:RECENT_RUNS]
-        if not runs:
-            return "-"
+        succeeded, counted = selectors.success_rate(parser=parser, last=SUCCESS_RATE_RUNS)
+        rate = (
+            format_html(
+                '<p class="parseq-rate"><strong>{}%</strong> of the last {} finished runs succeeded ({} of {}).</p>',
+                round(100 * succeeded / counted),
+                counted,
+                succeeded,
+                counted,
+            )
+            if counted
+            else format_html("<p>No finished runs yet.</p>")
+        )
         rows = format_html_join(
             "",
-            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
             (
                 (
                     reverse("admin:core_run_change", args=[run.run_id]),
                     _moment(run.created_time),
-                    run.status,
+                    display.status_badge(run),
+                    display.duration(run),
                     run.trigger,
                     _moment(run.scheduled_for) if run.scheduled_for else "-",
                     run.error.splitlines()[-1][:200] if run.error else "",
@@ -118,17 +167,54 @@ class ParserAdmin(admin.ModelAdmin):
                 for run in runs
             ),
         )
+        table = (
+            format_html(
+                '<table class="parseq-runs"><thead><tr><th>created</th><th>status</th><th>duration</th>'
+                "<th>trigger</th><th>due</th><th>error or reason</th></tr></thead><tbody>{}</tbody></table>",
+                rows,
+            )
+            if runs
+            else ""
+        )
         all_runs = reverse("admin:core_run_changelist") + f"?parser__id__exact={parser.pk}"
+        return live_region(
+            f"parser:{parser.pk}",
+            format_html('{}{}<p><a href="{}">All runs of this parser</a></p>', rate, table, all_runs),
+        )
+
+    @admin.display(description="API")
+    def api_links(self, parser):
         return format_html(
-            "<table><thead><tr><th>created</th><th>status</th><th>trigger</th><th>due</th><th>error or reason</th>"
-            '</tr></thead><tbody>{}</tbody></table><p><a href="{}">All runs of this parser</a></p>',
+            '<a href="{}">{}</a> · <a href="{}">its runs</a> · <a href="{}">API docs</a>',
+            reverse("api:parser-detail", args=[parser.pk]),
+            reverse("api:parser-detail", args=[parser.pk]),
+            reverse("api:run-list") + f"?parser={parser.pk}",
+            reverse("api:docs"),
+        )
+
+    @admin.display(description="deliveries")
+    def webhook_deliveries(self, parser):
+        deliveries = alert_selectors.recent_deliveries(parser=parser, limit=5)
+        if not deliveries:
+            return "None yet."
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (_moment(d.created_time), d.event, d.status, d.attempts, d.last_error or d.last_status_code or "")
+                for d in deliveries
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>created</th><th>event</th><th>status</th><th>attempts</th><th>last answer</th>"
+            '</tr></thead><tbody>{}</tbody></table><p><a href="{}">All deliveries</a></p>',
             rows,
-            all_runs,
+            reverse("admin:alerts_webhookdelivery_changelist") + f"?parser__id__exact={parser.pk}",
         )
 
     @admin.display(description="last run", ordering="last_run_status")
     def last_run_status(self, parser):
-        return parser.last_run_status or "-"
+        return display.plain_status_badge(parser.last_run_status)
 
     @admin.display(description="last run time", ordering="last_run_time")
     def last_run_time(self, parser):
@@ -164,6 +250,18 @@ class ParserAdmin(admin.ModelAdmin):
 
 
 RECENT_RUNS = 10
+SUCCESS_RATE_RUNS = 20
+
+
+def live_region(scope, content):
+    """Content the live script redraws (without reloading the page) when the runs of `scope` change."""
+    return format_html(
+        '<div class="parseq-live" id="live-{}" data-live-scope="{}" data-live-fingerprint="{}">{}</div>',
+        scope.replace(":", "-"),
+        scope,
+        selectors.live_fingerprint(scope=scope),
+        content,
+    )
 
 
 def _moment(value):
@@ -181,35 +279,122 @@ def _run_link(run):
 
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
-    list_display = ["run_id", "parser", "status", "created_time", "duration_display", "trigger", "scheduled_for"]
+    list_display = ["run_id", "parser", "status_badge", "created_time", "duration", "trigger", "scheduled_for"]
     list_filter = ["status", "parser", "trigger"]
     list_select_related = ["parser"]
     date_hierarchy = "created_time"
-    fields = [
-        "run_id",
-        "parser",
-        "status",
-        "trigger",
-        "scheduled_for",
-        "created_time",
-        "started_time",
-        "finished_time",
-        "duration_display",
-        "result_files",
-        "error_display",
-        "log_display",
+    actions = ["cancel_runs"]
+    change_form_template = "admin/core/run/change_form.html"
+    change_list_template = "admin/core/run/change_list.html"
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "run_id",
+                    "parser_link",
+                    "status_badge",
+                    "trigger",
+                    "cancelled_by",
+                    "due",
+                    "created",
+                    "started",
+                    "finished",
+                    "duration",
+                ]
+            },
+        ),
+        ("Error", {"fields": ["error_display"]}),
+        ("Result files", {"fields": ["result_files"]}),
+        ("Log", {"fields": ["log_display"]}),
+        ("What it ran", {"fields": ["script_display", "settings_display"]}),
     ]
-    readonly_fields = fields
+    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
 
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
-        return False
+        return False  # a run is a record: it is only ever cancelled
+
+    def has_cancel_permission(self, request, obj=None):
+        return request.user.has_perm("core.change_run")
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is not None and not obj.error:
+            return [(name, options) for name, options in self.fieldsets if name != "Error"]
+        return self.fieldsets
+
+    def changelist_view(self, request, extra_context=None):
+        context = {"live_fingerprint": selectors.live_fingerprint(scope="runs"), **(extra_context or {})}
+        return super().changelist_view(request, context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        context = {
+            "live_fingerprint": selectors.live_fingerprint(scope=f"run:{object_id}") or "",
+            "can_cancel": self.has_cancel_permission(request),
+            **(extra_context or {}),
+        }
+        return super().change_view(request, object_id, form_url, context)
+
+    def get_urls(self):
+        cancel = path("<uuid:run_id>/cancel/", self.admin_site.admin_view(self.cancel_view), name="core_run_cancel")
+        live = path("live/", self.admin_site.admin_view(self.live_view), name="core_run_live")
+        return [cancel, live, *super().get_urls()]
+
+    @admin.action(description="Cancel selected runs", permissions=["cancel"])
+    def cancel_runs(self, request, queryset):
+        cancelled = sum(services.cancel_run(run=run, user=request.user) for run in queryset)
+        ended = len(queryset) - cancelled
+        message = f"Cancelled {cancelled} run(s)." + (f" {ended} had already ended." if ended else "")
+        self.message_user(request, message, messages.SUCCESS if cancelled else messages.WARNING)
+
+    def cancel_view(self, request, run_id):
+        page = HttpResponseRedirect(reverse("admin:core_run_change", args=[run_id]))
+        if request.method != "POST" or not self.has_cancel_permission(request):
+            return page
+        run = get_object_or_404(Run, pk=run_id)
+        if services.cancel_run(run=run, user=request.user):
+            self.message_user(request, "Run cancelled.", messages.SUCCESS)
+        else:
+            self.message_user(request, f"The run had already ended: it is {run.status}.", messages.WARNING)
+        return page
+
+    def live_view(self, request):
+        """The fingerprints of the scopes a page shows, for its live script (see display.py and live.js)."""
+        scopes = request.GET.getlist("scope")[:20]
+        fingerprints = {scope: selectors.live_fingerprint(scope=scope) for scope in scopes}
+        if not scopes or None in fingerprints.values():
+            return JsonResponse({"detail": "Give one or more scope=runs, parser:<id> or run:<uuid>."}, status=400)
+        return JsonResponse({"fingerprints": fingerprints}, headers={"Cache-Control": "no-store"})
+
+    @admin.display(description="due (schedule)")
+    def due(self, run):
+        return _moment(run.scheduled_for) if run.scheduled_for else "-"
+
+    @admin.display(description="created")
+    def created(self, run):
+        return _moment(run.created_time)
+
+    @admin.display(description="started")
+    def started(self, run):
+        return _moment(run.started_time) if run.started_time else "-"
+
+    @admin.display(description="finished")
+    def finished(self, run):
+        return _moment(run.finished_time) if run.finished_time else "-"
+
+    @admin.display(description="parser", ordering="parser__name")
+    def parser_link(self, run):
+        return format_html('<a href="{}">{}</a>', reverse("admin:core_parser_change", args=[run.parser_id]), run.parser)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, run):
+        return display.status_badge(run)
 
     @admin.display(description="duration")
-    def duration_display(self, run):
-        return f"{run.duration.total_seconds():.1f} s" if run.duration else "-"
+    def duration(self, run):
+        return display.duration(run)
 
     @admin.display(description="files")
     def result_files(self, run):
@@ -217,22 +402,72 @@ class RunAdmin(admin.ModelAdmin):
             return format_html('<a href="{}">error.txt</a>', reverse("download", args=[run.run_id, "error.txt"]))
         if not run.files:
             return "-"
+        rows = format_html_join("", "{}", ((self._file_row(run, entry),) for entry in run.files))
         return format_html(
-            "<ul>{}</ul>",
-            format_html_join(
-                "",
-                '<li><a href="{}">{}</a> ({} bytes, {})</li>',
-                (
-                    (reverse("download", args=[run.run_id, f["name"]]), f["name"], f["size"], f["content_type"])
-                    for f in run.files
-                ),
-            ),
+            '<table class="parseq-files"><thead><tr><th></th><th>file</th><th>size</th><th>type</th></tr></thead>'
+            '<tbody>{}</tbody></table><p><a href="{}">All files as a zip</a></p>',
+            rows,
+            reverse("api:run-archive", args=[run.run_id]),
+        )
+
+    @staticmethod
+    def _file_row(run, entry):
+        url = reverse("download", args=[run.run_id, entry["name"]])
+        preview = (
+            format_html('<img class="parseq-thumbnail" src="{}" alt="{}" loading="lazy">', url, entry["name"])
+            if display.is_previewable(entry)
+            else ""
+        )
+        return format_html(
+            '<tr><td>{}</td><td><a href="{}">{}</a></td><td title="{} bytes">{}</td><td>{}</td></tr>',
+            preview,
+            url,
+            entry["name"],
+            entry["size"],
+            display.human_size(entry["size"]),
+            entry["content_type"],
         )
 
     @admin.display(description="error or reason")
     def error_display(self, run):
-        return format_html("<pre>{}</pre>", run.error) if run.error else "-"
+        return format_html('<pre class="parseq-pre parseq-error">{}</pre>', run.error)
 
     @admin.display(description="log")
     def log_display(self, run):
-        return format_html('<pre style="max-height: 40em; overflow: auto">{}</pre>', run.log) if run.log else "-"
+        if not run.log:
+            return "Nothing was printed." if run.is_finished else "The log arrives when the run ends."
+        return display.log_tail(run.log, full_url=reverse("api:run-log", args=[run.run_id]))
+
+    @admin.display(description="script")
+    def script_display(self, run):
+        if not run.script_sha256:
+            return "-"
+        current = _current_script_hash(run.parser)
+        same = (
+            "the parser's current script" if current == run.script_sha256 else "the script has changed since this run"
+        )
+        return format_html('SHA-256 <code class="parseq-hash">{}</code> ({})', run.script_sha256, same)
+
+    @admin.display(description="settings")
+    def settings_display(self, run):
+        if not run.parser_settings:
+            return "-"
+        rows = format_html_join(
+            "",
+            "<tr><th>{}</th><td>{}</td></tr>",
+            ((name.replace("_", " "), _setting_text(value)) for name, value in run.parser_settings.items()),
+        )
+        return format_html('<table class="parseq-settings"><tbody>{}</tbody></table>', rows)
+
+
+def _setting_text(value):
+    if isinstance(value, list):
+        return ", ".join(value) or "none"
+    return value
+
+
+def _current_script_hash(parser):
+    try:
+        return services.script_sha256(parser=parser)
+    except OSError:
+        return None

@@ -1,9 +1,12 @@
 """Read-only questions about Parseq's state."""
 
+import uuid
+from datetime import timedelta
+
 import pika
 from django.conf import settings
 from django.db import connection
-from django.db.models import OuterRef, Subquery
+from django.db.models import Count, Max, OuterRef, Subquery
 
 from parseq.core import services
 from parseq.core.models import Parser, Run
@@ -17,6 +20,50 @@ def parsers_with_last_run():
         last_run_status=Subquery(newest.values("status")[:1]),
         last_run_time=Subquery(newest.values("created_time")[:1]),
     )
+
+
+def success_rate(*, parser, last=20):
+    """(succeeded, counted) over the parser's last `last` runs that completed or failed."""
+    statuses = list(
+        parser.runs.filter(status__in=[Run.Status.COMPLETED, Run.Status.ERROR]).values_list("status", flat=True)[:last]
+    )
+    return statuses.count(Run.Status.COMPLETED), len(statuses)
+
+
+def live_fingerprint(*, scope):
+    """What changes whenever a run in `scope` ("runs", "parser:<id>", "run:<uuid>") is added, changes or goes.
+
+    Pages compare it to the one they were drawn with, to know when to redraw. None for a malformed scope.
+    """
+    runs = Run.objects.all()
+    kind, _, key = scope.partition(":")
+    try:
+        if kind == "parser":
+            runs = runs.filter(parser_id=int(key))
+        elif kind == "run":
+            runs = runs.filter(pk=uuid.UUID(key))
+        elif scope != "runs":
+            return None
+    except ValueError:
+        return None
+    latest = runs.aggregate(count=Count("pk"), changed=Max("updated_time"))
+    changed = latest["changed"].isoformat() if latest["changed"] else ""
+    return f"{latest['count']}/{changed}"
+
+
+def dashboard(*, now):
+    """The admin index: runs of the last 24 h by status, the runs in progress, and parsers whose last run failed."""
+    counts = dict(
+        Run.objects.filter(created_time__gte=now - timedelta(hours=24))
+        .values_list("status")
+        .annotate(count=Count("pk"))
+        .values_list("status", "count")
+    )
+    return {
+        "last_day": [(status, counts.get(status, 0)) for status in Run.Status.values],
+        "in_progress": Run.objects.filter(status__in=Run.ACTIVE_STATUSES).select_related("parser")[:50],
+        "failing": parsers_with_last_run().filter(last_run_status=Run.Status.ERROR).order_by("name"),
+    }
 
 
 SANDBOX_DESCRIPTIONS = {

@@ -17,8 +17,10 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.text import slugify
 
 import runner
 from parseq.core.events import run_finished
@@ -40,6 +42,28 @@ def check_script(*, uploaded_file, restricted):
     problems = validate_script(filename=name, content=content, size=size, restricted=restricted)
     if problems:
         raise ValidationError([str(problem) for problem in problems])
+
+
+def script_from_text(*, text, parser_name):
+    """A script written as text (the admin's editor, the API's `script_text`), as an upload named after its parser."""
+    filename = f"{slugify(parser_name).replace('-', '_') or 'parser'}.py"
+    return SimpleUploadedFile(filename, text.encode("utf-8"), content_type="text/x-python")
+
+
+def script_source(*, parser):
+    """The parser's script as text, for showing and editing; undecodable bytes are shown replaced."""
+    # Through the storage, not the field: closing the field's file would break a form that checks it next.
+    with parser.script.storage.open(parser.script.name, "rb") as source:
+        return source.read(MAX_SCRIPT_BYTES + 1).decode("utf-8", errors="replace")
+
+
+def script_sha256(*, parser):
+    """The SHA-256 of the parser's stored script, as runs record it."""
+    digest = hashlib.sha256()
+    with parser.script.storage.open(parser.script.name, "rb") as source:
+        while chunk := source.read(64 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def load_demo_parsers(*, directory):
@@ -220,7 +244,7 @@ def _copy_script(parser, tempdir):
 def _record_outcome(*, run_id, outcome, out_dir):
     if outcome.status == runner.CANCELLED:
         # The run ended when it was cancelled; what the script printed until then is still worth keeping.
-        Run.objects.filter(pk=run_id, status=Run.Status.CANCELLED).update(log=outcome.log)
+        Run.objects.filter(pk=run_id, status=Run.Status.CANCELLED).update(log=outcome.log, updated_time=timezone.now())
         return False
     if not outcome.ok:
         return _fail_running(run_id=run_id, error=outcome.error, log=outcome.log)

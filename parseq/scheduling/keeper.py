@@ -12,11 +12,12 @@ import logging
 import sys
 import threading
 import time
-from datetime import UTC
+from datetime import UTC, timedelta
 
 from apscheduler.executors.base import BaseExecutor, run_job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 from django import db
 from django.conf import settings
 from django.utils import timezone
@@ -25,10 +26,14 @@ from django_apscheduler.jobstores import DjangoJobStore
 from parseq.core.models import Parser
 from parseq.scheduling import selectors, services
 from parseq.scheduling.coordination import LeadershipLost, coordinator_for_database
-from parseq.scheduling.jobs import FIRE, JOB_ID_PREFIX, job_id
+from parseq.scheduling.jobs import FIRE, JOB_ID_PREFIX, PRUNE, PRUNE_JOB_ID, job_id
 from parseq.scheduling.triggers import parser_trigger
 
 logger = logging.getLogger(__name__)
+HOUSEKEEPING_EXECUTOR = "housekeeping"
+# The first cleanup after taking over: soon, rather than an interval later (the active scheduler
+# changes on every restart), yet after the due times missed meanwhile have been fired.
+PRUNE_FIRST_DELAY = timedelta(seconds=10)
 
 
 class DueTimesExecutor(BaseExecutor):
@@ -60,6 +65,29 @@ class _WithDueTimes:
 
     def __str__(self):
         return self.id
+
+
+class HousekeepingExecutor(BaseExecutor):
+    """Runs each job in a new thread, whose database connections are closed when the job is done.
+
+    For the cleanup of old runs: deleting many files (one request each on S3) may take minutes,
+    and the default executor fires the parsers' due runs in the scheduler's own thread. Jobs run
+    at most one at a time (`max_instances`), an hour or so apart: a connection is not worth keeping.
+    """
+
+    def _do_submit_job(self, job, run_times):
+        thread = threading.Thread(target=self._run, args=(job, run_times), name=f"parseq-{job.id}", daemon=True)
+        thread.start()
+
+    def _run(self, job, run_times):
+        try:
+            events = run_job(job, job._jobstore_alias, run_times, self._logger.name)
+        except BaseException:  # noqa: BLE001 - as APScheduler's own executors: report, never kill the scheduler
+            self._run_job_error(job.id, *sys.exc_info()[1:])
+        else:
+            self._run_job_success(job.id, events)  # its listeners record the execution in the database
+        finally:
+            db.connections.close_all()
 
 
 class _Scheduler(BackgroundScheduler):
@@ -117,6 +145,23 @@ def sync_all(*, scheduler, now):
             scheduler.remove_job(orphan.id)
 
 
+def add_prune_job(*, scheduler, now):
+    """Delete old runs every PARSEQ_PRUNE_INTERVAL seconds, the first time shortly after `now`.
+
+    Its id does not start with the parsers' prefix, so `sync_all` leaves it alone.
+    """
+    scheduler.add_executor(HousekeepingExecutor(), alias=HOUSEKEEPING_EXECUTOR)
+    scheduler.add_job(
+        PRUNE,
+        trigger=IntervalTrigger(seconds=settings.PRUNE_INTERVAL, timezone=UTC),
+        id=PRUNE_JOB_ID,
+        executor=HOUSEKEEPING_EXECUTOR,
+        next_run_time=now + PRUNE_FIRST_DELAY,
+        coalesce=True,  # one cleanup makes up for any number of missed ones
+        replace_existing=True,
+    )
+
+
 class ScheduleKeeper:
     """One scheduler: a standby until it takes the leadership, then the active one until it stops or loses it."""
 
@@ -150,6 +195,7 @@ class ScheduleKeeper:
         scheduler = new_scheduler()
         scheduler.start(paused=True)
         try:
+            add_prune_job(scheduler=scheduler, now=timezone.now())
             sync_all(scheduler=scheduler, now=timezone.now())
             scheduler.resume()
             self.active.set()

@@ -28,6 +28,43 @@ class RunApiTestCase(TemporaryMediaMixin, APITestCase):
         self.other = make_parser("def parse():\n    return {}\n", name="weather", filename="weather.py")
 
 
+class CancelTests(RunApiTestCase):
+    def test_staff_cancel_a_queued_run_and_it_says_who_did(self):
+        run = Run.objects.create(parser=self.parser)
+        self.client.force_authenticate(self.staff)
+
+        response = self.client.post(f"{LIST}{run.run_id}/cancel/")
+
+        self.assertEqual(response.status_code, 200, response.content)
+        body = response.json()
+        self.assertEqual(
+            (body["status"], body["cancelled_by"], body["error"]), ("cancelled", "staff", "cancelled by staff")
+        )
+        self.assertIsNotNone(body["finished_time"])
+
+    def test_a_run_that_has_ended_is_409_and_stays_as_it_was(self):
+        run = Run.objects.create(parser=self.parser, status="completed")
+        self.client.force_authenticate(self.staff)
+
+        response = self.client.post(f"{LIST}{run.run_id}/cancel/")
+
+        self.assertEqual(response.status_code, 409)
+        self.assertEqual(
+            response.json(), {"detail": "The run has already ended: it is completed.", "code": "run_ended"}
+        )
+        run.refresh_from_db()
+        self.assertEqual(run.status, "completed")
+
+    def test_readers_cannot_cancel_and_anonymous_users_must_sign_in(self):
+        run = Run.objects.create(parser=self.parser)
+
+        self.assertEqual(self.client.post(f"{LIST}{run.run_id}/cancel/").status_code, 403)
+        self.client.force_authenticate(None)
+        self.assertEqual(self.client.post(f"{LIST}{run.run_id}/cancel/").status_code, 401)
+        run.refresh_from_db()
+        self.assertEqual(run.status, "enqueued")
+
+
 class ListTests(RunApiTestCase):
     def test_runs_come_newest_first_in_pages(self):
         runs = [Run.objects.create(parser=self.parser) for _ in range(3)]
@@ -118,6 +155,16 @@ class DetailTests(RunApiTestCase):
         self.assertEqual(response["Content-Type"], "text/plain; charset=utf-8")
         self.assertEqual(response["X-Content-Type-Options"], "nosniff")
         self.assertEqual(response.content, b"<script>alert(1)</script>\n")
+
+    def test_a_run_shows_the_script_hash_and_settings_it_went_by(self):
+        run = Run.objects.create(
+            parser=self.parser, status="completed", script_sha256="ab" * 32, parser_settings={"timeout": 5}
+        )
+
+        body = self.client.get(f"{LIST}{run.run_id}/").json()
+
+        self.assertEqual((body["script_sha256"], body["parser_settings"]), ("ab" * 32, {"timeout": 5}))
+        self.assertIsNone(body["cancelled_by"])
 
     def test_unknown_runs_are_404(self):
         for path in (f"{LIST}00000000-0000-0000-0000-000000000000/", f"{LIST}not-a-uuid/", f"{LIST}x/log"):

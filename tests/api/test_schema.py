@@ -41,12 +41,16 @@ class SchemaTests(TestCase):
                 "/api/runs/",
                 "/api/runs/{run_id}/",
                 "/api/runs/{run_id}/archive.zip",
+                "/api/runs/{run_id}/cancel/",
                 "/api/runs/{run_id}/files/{filename}",
                 "/api/runs/{run_id}/log",
             ],
         )
         run_now = schema["paths"]["/api/parsers/{id}/run/"]["post"]["responses"]
         self.assertEqual(sorted(run_now), ["202", "401", "403", "404"])
+        cancel = schema["paths"]["/api/runs/{run_id}/cancel/"]["post"]["responses"]
+        self.assertEqual(sorted(cancel), ["200", "401", "403", "404", "409"])
+        self.assertEqual(cancel["409"]["content"]["application/json"]["schema"], {"$ref": "#/components/schemas/Error"})
         self.assertEqual(set(schema["components"]["securitySchemes"]), {"basicAuth", "cookieAuth", "tokenAuth"})
 
     def test_the_docs_page_loads_its_assets_from_parseq_never_a_cdn(self):

@@ -25,6 +25,7 @@ class AdminTestCase(TemporaryMediaMixin, TestCase):
             "timeout": "300",
             "network": "internet",
             "overlap": "skip",
+            "webhook_on": "error",
             **fields,
         }
         return self.client.post(reverse("admin:core_parser_add"), data)
@@ -59,7 +60,14 @@ class ParserUploadTests(AdminTestCase):
 
         response = self.client.post(
             reverse("admin:core_parser_change", args=[parser.pk]),
-            {"name": "weather", "timeout": "60", "network": "internet", "overlap": "skip", "restricted": "on"},
+            {
+                "name": "weather",
+                "timeout": "60",
+                "network": "internet",
+                "overlap": "skip",
+                "webhook_on": "error",
+                "restricted": "on",
+            },
         )
 
         self.assertContains(response, "restricted mode: &quot;__class__&quot; is an invalid attribute name")
@@ -108,6 +116,7 @@ class ParserUploadTests(AdminTestCase):
                 "repeat_after": "01:00:00",
                 "network": "internet",
                 "overlap": "skip",
+                "webhook_on": "error",
             },
         )
 
@@ -140,6 +149,7 @@ class EnvironmentTests(AdminTestCase):
                 "timeout": "60",
                 "network": "internet",
                 "overlap": "skip",
+                "webhook_on": "error",
                 "environment_text": "API_KEY=********\nTOKEN=new",
             },
         )
@@ -204,7 +214,12 @@ class RunNowTests(AdminTestCase):
 
         response = self.client.get(reverse("admin:core_parser_changelist"))
 
-        self.assertContains(response, '<td class="field-last_run_status">completed</td>', html=True)
+        self.assertContains(
+            response,
+            '<td class="field-last_run_status">'
+            '<span class="parseq-status parseq-status-completed">completed</span></td>',
+            html=True,
+        )
 
 
 class RunPagesTests(AdminTestCase):
@@ -227,18 +242,6 @@ class RunPagesTests(AdminTestCase):
         response = self.client.get(reverse("admin:core_run_change", args=[run.run_id]))
 
         self.assertContains(response, f'href="/{run.run_id}/a%20b.csv"')
-
-    def test_an_unfinished_run_page_reloads_itself_and_a_finished_one_does_not(self):
-        parser = make_parser("def parse():\n    return {}\n")
-        running = Run.objects.create(parser=parser, status=Run.Status.RUNNING)
-        done = Run.objects.create(parser=parser, status=Run.Status.COMPLETED)
-
-        self.assertContains(
-            self.client.get(reverse("admin:core_run_change", args=[running.run_id])), 'http-equiv="refresh"'
-        )
-        self.assertNotContains(
-            self.client.get(reverse("admin:core_run_change", args=[done.run_id])), 'http-equiv="refresh"'
-        )
 
     def test_the_run_list_filters_by_status(self):
         parser = make_parser("def parse():\n    return {}\n")

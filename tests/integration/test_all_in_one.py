@@ -107,6 +107,7 @@ class AllInOneSchedulingTests(AllInOneTestCase):
             "cron": "",
             "cron_timezone": "",
             "overlap": "skip",
+            "webhook_on": "error",
             "timeout": "300",
             "restricted": "on",
             "network": "internet",

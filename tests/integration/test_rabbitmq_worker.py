@@ -17,8 +17,10 @@ import uuid
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.test import Client, TransactionTestCase, override_settings
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from rest_framework.test import APIClient
 
 from parseq.core.models import Run
 from parseq.core.services import LOST_RUN_ERROR
@@ -268,3 +270,55 @@ class LostWorkerTests(RealWorkerTestCase):
         self.assertEqual(final.error, LOST_RUN_ERROR)
         self.assertEqual(final.started_time, started_time)
         self.assertEqual(final.finished_time, run.finished_time)
+
+
+@requires_postgresql_and_rabbitmq
+class CancelTests(RealWorkerTestCase):
+    @shows_process_logs_on_failure
+    def test_a_run_cancelled_through_the_api_has_its_sandbox_in_the_worker_killed_within_two_seconds(self):
+        # Given a real worker running a script that hangs
+        worker = self.start_worker()
+        marker = f"hangs_{uuid.uuid4().hex}.py"
+        self.addCleanup(kill_sessions_of, marker)
+        parser = make_parser(
+            "import time\n\ndef parse():\n    print('started', flush=True)\n    time.sleep(120)\n",
+            name="hangs",
+            filename=marker,
+        )
+        run = Run.objects.create(parser=parser, trigger=Run.Trigger.API)
+        self.enqueue(run)
+        self.wait_for(
+            lambda: Run.objects.get(pk=run.pk).status == Run.Status.RUNNING and live_processes_with(marker),
+            timeout=30,
+            message="the run to be running in a sandbox",
+            worker=worker,
+        )
+
+        # When a staff user cancels it through the API
+        staff = get_user_model().objects.create_user("ops", is_staff=True)
+        client = APIClient()
+        client.force_authenticate(staff)
+        response = client.post(f"/api/runs/{run.run_id}/cancel/")
+        cancelled_at = time.monotonic()
+
+        # Then the answer says so, the worker kills the sandbox within 2 s and keeps what it printed
+        self.assertEqual((response.status_code, response.json()["status"]), (200, "cancelled"))
+        wait_until(lambda: not live_processes_with(marker), timeout=2, message="the sandbox to be killed")
+        self.assertLess(time.monotonic() - cancelled_at, 2)
+        run = self.wait_for(
+            lambda: Run.objects.filter(pk=run.pk, log__contains="started").first(),
+            timeout=5,
+            message="the log of the cancelled run",
+            worker=worker,
+        )
+        self.assertEqual((run.status, run.cancelled_by, run.error), (Run.Status.CANCELLED, staff, "cancelled by ops"))
+        # And the worker is free for the next run
+        quick = make_parser("def parse():\n    return {}\n", name="quick", filename="quick.py")
+        later = Run.objects.create(parser=quick, trigger=Run.Trigger.API)
+        self.enqueue(later)
+        self.wait_for(
+            lambda: Run.objects.filter(pk=later.pk, status=Run.Status.COMPLETED).exists(),
+            timeout=30,
+            message="the next run to complete",
+            worker=worker,
+        )

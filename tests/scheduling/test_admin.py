@@ -28,6 +28,7 @@ class ScheduleAdminTestCase(TemporaryMediaMixin, TestCase):
             "timeout": "300",
             "network": "internet",
             "overlap": "skip",
+            "webhook_on": "error",
             **fields,
         }
         return self.client.post(reverse("admin:core_parser_add"), data)
@@ -97,7 +98,8 @@ class NextRunAndHistoryTests(ScheduleAdminTestCase):
         response = self.client.get(reverse("admin:core_parser_change", args=[parser.pk]))
 
         self.assertContains(response, "2030-01-02 03:04:05 UTC")
-        self.assertContains(response, "<td>skipped</td><td>schedule</td><td>2030-01-02 02:54:05 UTC</td>", html=False)
+        self.assertContains(response, 'data-status="skipped">skipped</span></td><td>-</td><td>schedule</td>')
+        self.assertContains(response, "<td>2030-01-02 02:54:05 UTC</td>")
         self.assertContains(response, "while run 1234 was still running.")
         self.assertContains(response, f"?parser__id__exact={parser.pk}")
 

@@ -8,15 +8,19 @@ import tempfile
 import threading
 from datetime import timedelta
 from pathlib import Path
+from unittest import mock
 
 import dramatiq
-from django.test import TransactionTestCase
+from django.conf import settings
+from django.test import TransactionTestCase, override_settings
 from django.utils import timezone
-from django_apscheduler.models import DjangoJob
+from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
+from parseq.core import retention
 from parseq.core.models import Parser, Run
-from parseq.scheduling import selectors
+from parseq.scheduling import jobs, keeper, selectors
 from parseq.scheduling.coordination import FileCoordinator
+from parseq.scheduling.jobs import PRUNE_JOB_ID
 from parseq.scheduling.keeper import ScheduleKeeper, new_scheduler, stop_scheduler, sync_all
 from tests.helpers import TemporaryMediaMixin, make_parser, wait_until
 
@@ -174,3 +178,86 @@ class InProcessSchedulerTests(InProcessSchedulerTestCase):
 
         wait_until(second.active.is_set, timeout=5, message="the second scheduler to take over")
         self.assertFalse(first.active.is_set())
+
+
+@override_settings(KEEP_RUNS=None, KEEP_DAYS=None)
+class PruneJobTests(InProcessSchedulerTestCase):
+    """The active scheduler deletes old runs by the retention rules (tests/core/test_retention.py has the rules)."""
+
+    def old_runs(self, parser, count):
+        for age in range(count):
+            run = Run.objects.create(parser=parser, status=Run.Status.COMPLETED)
+            Run.objects.filter(pk=run.pk).update(created_time=timezone.now() - timedelta(hours=age + 1))
+
+    def prune_job_succeeded(self):
+        return DjangoJobExecution.objects.filter(job_id=PRUNE_JOB_ID, status=DjangoJobExecution.SUCCESS).exists()
+
+    @override_settings(PRUNE_INTERVAL=1)
+    def test_the_active_scheduler_deletes_old_runs_soon_after_it_starts_and_every_interval(self):
+        # Given a parser that keeps one run, with three
+        parser = make_parser(SCRIPT, keep_last_runs=1)
+        self.old_runs(parser, 3)
+
+        # When a scheduler becomes active
+        with mock.patch.object(keeper, "PRUNE_FIRST_DELAY", timedelta(0)):
+            schedule_keeper, _ = self.start_keeper()
+            wait_until(schedule_keeper.active.is_set, timeout=10, message="the scheduler to become active")
+
+        # Then its cleanup job deletes the two older ones
+        self.assertTrue(DjangoJob.objects.filter(id=PRUNE_JOB_ID).exists())
+        wait_until(lambda: parser.runs.count() == 1, timeout=5, message="the first cleanup")
+
+        # And, an interval later, the runs that came meanwhile
+        self.old_runs(parser, 2)
+        wait_until(lambda: parser.runs.count() == 1, timeout=5, message="the next cleanup")
+        # And APScheduler records the job as a success
+        wait_until(self.prune_job_succeeded, timeout=5, message="the cleanup job to finish")
+
+    def test_the_schedule_sync_leaves_the_cleanup_job_alone(self):
+        scheduler = new_scheduler()
+        scheduler.start(paused=True)
+        self.addCleanup(stop_scheduler, scheduler)
+        now = timezone.now()
+        keeper.add_prune_job(scheduler=scheduler, now=now)
+        make_parser(SCRIPT, scheduled_time=now + timedelta(hours=1))
+
+        sync_all(scheduler=scheduler, now=now)
+
+        job = scheduler.get_job(PRUNE_JOB_ID)
+        self.assertEqual((job.func_ref, job.next_run_time), (jobs.PRUNE, now + keeper.PRUNE_FIRST_DELAY))
+        self.assertEqual(job.trigger.interval, timedelta(seconds=settings.PRUNE_INTERVAL))
+
+    def test_a_slow_cleanup_does_not_delay_a_parsers_due_run(self):
+        # Given a cleanup that takes until the end of the test
+        cleanup_started, test_ended = threading.Event(), threading.Event()
+        self.addCleanup(test_ended.set)
+
+        def slow_prune_runs(**options):
+            cleanup_started.set()
+            test_ended.wait(30)
+            return retention.PruneReport(dry_run=False)
+
+        with mock.patch.object(retention, "prune_runs", slow_prune_runs):
+            with mock.patch.object(keeper, "PRUNE_FIRST_DELAY", timedelta(0)):
+                self.start_keeper()
+                wait_until(cleanup_started.is_set, timeout=10, message="the cleanup to start")
+
+            # When a parser comes due meanwhile
+            due = timezone.now() + timedelta(seconds=1)
+            parser = make_parser(SCRIPT, scheduled_time=due)
+
+            # Then it runs on time
+            run = wait_until(lambda: parser.runs.first(), timeout=5, message="the parser's run")
+            self.assertLess(abs((run.created_time - due).total_seconds()), 1.0)
+            test_ended.set()
+
+    def test_the_cleanup_job_logs_what_it_deleted(self):
+        parser = make_parser(SCRIPT, name="http_cat", keep_last_runs=1)
+        self.old_runs(parser, 3)
+
+        with self.assertLogs("parseq.scheduling.jobs", "INFO") as logs:
+            jobs.prune_runs(due_times=[timezone.now()])
+
+        self.assertEqual(
+            logs.output, ["INFO:parseq.scheduling.jobs:retention: Deleted 2 runs (and their files): http_cat 2"]
+        )

@@ -1,0 +1,317 @@
+"""Alerts about runs that ended: recorded with the run's end, POSTed by the workers, retried, never in a run's way."""
+
+import functools
+import http.client
+import json
+import logging
+import socket
+import ssl
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from parseq.alerts.models import WebhookDelivery
+from parseq.core.environment import MASK
+from parseq.core.models import Parser, Run
+from parseq.core.services import ERROR_FILENAME
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = "Parseq-webhook/1"
+EVENTS = {
+    Run.Status.COMPLETED.value: "run.completed",
+    Run.Status.ERROR.value: "run.error",
+    Run.Status.CANCELLED.value: "run.cancelled",
+}
+ERROR_CHARS = 2000
+SUMMARY_CHARS = 200
+MAX_BACKOFF_SECONDS = 3600
+# Shorter values are words like "true" or "ru", not secrets: masking them would garble the error instead.
+MASKED_VALUE_MIN_CHARS = 6
+# Enough of an endpoint's refusal to say why (Slack answers `invalid_payload`), not a page of HTML.
+ANSWER_EXCERPT_BYTES = 300
+
+
+def record_run_alert(*, run_id, status):
+    """Record the alert about a run that just ended, if its parser wants one; it is sent when the change commits.
+
+    Returns the delivery, or None when the parser wants no alert for this run. The work happens in
+    a savepoint: should it fail, only the alert is rolled back, never the change that ended the run.
+    """
+    event = EVENTS.get(str(status))
+    if event is None:
+        return None
+    with transaction.atomic():
+        run = Run.objects.select_related("parser", "cancelled_by").get(pk=run_id)
+        parser = run.parser
+        if not parser.webhook_url:
+            return None
+        if status != Run.Status.ERROR and parser.webhook_on != Parser.WebhookOn.FINISH:
+            return None
+        delivery, created = WebhookDelivery.objects.get_or_create(
+            run=run,
+            event=event,
+            defaults={"parser": parser, "url": parser.webhook_url, "payload": run_alert_payload(run=run, event=event)},
+        )
+        if created:
+            # Robust: a broker failure here is the alert's problem, not that of whoever ended the run.
+            transaction.on_commit(functools.partial(send_delivery, delivery_id=delivery.pk, attempt=1), robust=True)
+    return delivery
+
+
+def run_alert_payload(*, run, event):
+    """The JSON a webhook receives about `run`; never the parser's environment values, never the run's log."""
+    secrets = sorted(
+        (value for value in (run.parser.environment or {}).values() if len(str(value)) >= MASKED_VALUE_MIN_CHARS),
+        key=len,
+        reverse=True,
+    )
+    admin_url = absolute_url(reverse("admin:core_run_change", args=[run.run_id]))
+    error_url = None
+    if run.status == Run.Status.ERROR:
+        error_url = absolute_url(reverse("download", args=[run.run_id, ERROR_FILENAME]))
+    files = []
+    if run.status == Run.Status.COMPLETED:
+        files = [
+            {
+                "name": entry["name"],
+                "size": entry["size"],
+                "url": absolute_url(reverse("download", args=[run.run_id, entry["name"]])),
+            }
+            for entry in run.files
+        ]
+    duration = run.duration
+    return {
+        "event": event,
+        "text": _mask(f"{_summary(run)} — {admin_url}", secrets),
+        "run": {
+            "run_id": str(run.run_id),
+            "status": run.status,
+            "trigger": run.trigger,
+            "created_time": _iso(run.created_time),
+            "started_time": _iso(run.started_time),
+            "finished_time": _iso(run.finished_time),
+            "duration_seconds": round(duration.total_seconds(), 3) if duration is not None else None,
+            # The end of a traceback says what went wrong; masked first, so that no cut leaves half a secret.
+            "error": _mask(run.error, secrets)[-ERROR_CHARS:],
+            "cancelled_by": run.cancelled_by.get_username() if run.cancelled_by else None,
+            "links": {
+                "admin": admin_url,
+                "api": absolute_url(reverse("api:run-detail", kwargs={"run_id": run.run_id})),
+                "error": error_url,
+            },
+            "files": files,
+        },
+        "parser": {"id": run.parser.pk, "name": run.parser.name},
+    }
+
+
+def absolute_url(path):
+    """`path` of Parseq as users reach it from outside (PARSEQ_PUBLIC_URL)."""
+    return settings.PUBLIC_URL + path
+
+
+def send_delivery(*, delivery_id, attempt, delay=None):
+    """Hand attempt number `attempt` to the workers, after `delay` seconds; never raises.
+
+    A delivery the broker does not accept ends `failed` (the admin's Retry delivery sends it again)
+    rather than staying pending with nothing to move it.
+    """
+    from parseq.alerts.tasks import deliver_webhook
+
+    try:
+        deliver_webhook.send_with_options(args=(delivery_id, attempt), delay=round(delay * 1000) if delay else None)
+    except Exception as error:  # any broker failure must reach the delivery, not the caller
+        logger.exception("could not enqueue attempt %d of webhook delivery %s", attempt, delivery_id)
+        WebhookDelivery.objects.filter(pk=delivery_id, status=WebhookDelivery.Status.PENDING).update(
+            status=WebhookDelivery.Status.FAILED,
+            next_attempt_time=None,
+            last_error=f"could not enqueue attempt {attempt}: the broker did not accept it ({error})",
+        )
+
+
+def attempt_delivery(*, delivery_id, attempt):
+    """The worker's job: POST a delivery's payload, record how it went, and schedule the next attempt if one is due.
+
+    Only the attempt that comes next is made: a delivery that is no longer pending, or whose
+    attempt `attempt` was recorded already (a message delivered twice), is left alone. No database
+    connection is held while the endpoint answers. Returns the delivery, or None if it was deleted.
+    """
+    delivery = WebhookDelivery.objects.filter(pk=delivery_id).first()
+    if delivery is None:
+        logger.info("webhook delivery %s no longer exists (its run was deleted); message dropped", delivery_id)
+        return None
+    if delivery.status != WebhookDelivery.Status.PENDING or delivery.attempts != attempt - 1:
+        logger.info(
+            "webhook delivery %s is %s after %d attempt(s); attempt %d dropped",
+            delivery_id,
+            delivery.status,
+            delivery.attempts,
+            attempt,
+        )
+        return delivery
+    if not connection.in_atomic_block:
+        connection.close()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "X-Parseq-Event": delivery.event,
+        # Deliveries are at least once: a receiver may drop one whose id it has seen.
+        "X-Parseq-Delivery": str(delivery.pk),
+    }
+    body = json.dumps(delivery.payload).encode("utf-8")
+    outcome = _post(url=delivery.url, body=body, headers=headers, timeout=settings.WEBHOOK_TIMEOUT)
+    return _record_attempt(delivery=delivery, attempt=attempt, outcome=outcome)
+
+
+def retry_delay(*, attempt):
+    """Seconds to wait after failed attempt number `attempt`: the backoff, doubling, at most an hour."""
+    return min(settings.WEBHOOK_BACKOFF * 2 ** min(attempt - 1, 32), MAX_BACKOFF_SECONDS)
+
+
+def retry_delivery(*, delivery):
+    """Start a new round of attempts for a failed delivery, sent once the change commits.
+
+    Returns False, changing nothing, for a delivery that is pending or delivered.
+    """
+    restarted = WebhookDelivery.objects.filter(pk=delivery.pk, status=WebhookDelivery.Status.FAILED).update(
+        status=WebhookDelivery.Status.PENDING, attempts=0, next_attempt_time=None
+    )
+    if restarted:
+        transaction.on_commit(functools.partial(send_delivery, delivery_id=delivery.pk, attempt=1), robust=True)
+    delivery.refresh_from_db()
+    return bool(restarted)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one POST went: the answer's status code if there was an answer, and the error if it failed."""
+
+    status_code: int | None
+    error: str = ""
+
+    @property
+    def delivered(self):
+        return not self.error
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Leave a 3xx as the failure it is: a webhook that moved is edited on the parser, not chased."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_opener = urllib.request.build_opener(_RefuseRedirects)
+
+
+def _post(*, url, body, headers, timeout):
+    """POST `body` to `url`, following no redirect; a 2xx answer is delivered, anything else an error."""
+    if urlsplit(url).scheme not in ("http", "https"):
+        return Outcome(None, "only http:// and https:// webhook URLs can be posted to")
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - scheme checked
+    try:
+        with _opener.open(request, timeout=timeout) as response:
+            response.read(ANSWER_EXCERPT_BYTES)
+            return Outcome(response.status)
+    except urllib.error.HTTPError as answer:
+        with answer:
+            excerpt = _excerpt(answer)
+        if 300 <= answer.code < 400:
+            where = answer.headers.get("Location", "nowhere")
+            return Outcome(answer.code, f"HTTP {answer.code}: redirected to {where}; redirects are not followed")
+        return Outcome(answer.code, f"HTTP {answer.code} {answer.reason}" + (f": {excerpt}" if excerpt else ""))
+    except urllib.error.URLError as error:
+        return Outcome(None, _describe(error.reason, timeout=timeout))
+    except (OSError, http.client.HTTPException) as error:  # a timeout or a reset while reading the answer
+        return Outcome(None, _describe(error, timeout=timeout))
+
+
+def _record_attempt(*, delivery, attempt, outcome):
+    now = timezone.now()
+    changes = {
+        "attempts": attempt,
+        "last_status_code": outcome.status_code,
+        "last_error": outcome.error,
+        "last_attempt_time": now,
+        "next_attempt_time": None,
+    }
+    delay = None
+    if outcome.delivered:
+        changes.update(status=WebhookDelivery.Status.DELIVERED, delivered_time=now)
+    elif attempt >= settings.WEBHOOK_ATTEMPTS:
+        changes.update(status=WebhookDelivery.Status.FAILED)
+    else:
+        delay = retry_delay(attempt=attempt)
+        changes.update(next_attempt_time=now + timedelta(seconds=delay))
+    # Conditional: a duplicate message that raced this one may have recorded attempt `attempt` already.
+    recorded = WebhookDelivery.objects.filter(
+        pk=delivery.pk, status=WebhookDelivery.Status.PENDING, attempts=attempt - 1
+    ).update(**changes)
+    if not recorded:
+        logger.warning("webhook delivery %s: attempt %d was recorded elsewhere first", delivery.pk, attempt)
+        return delivery
+    for name, value in changes.items():
+        setattr(delivery, name, value)
+    if outcome.delivered:
+        logger.info("webhook delivery %s delivered at attempt %d", delivery.pk, attempt)
+    else:
+        logger.warning("webhook delivery %s: attempt %d failed: %s", delivery.pk, attempt, outcome.error)
+    if delay is not None:
+        send_delivery(delivery_id=delivery.pk, attempt=attempt + 1, delay=delay)
+    return delivery
+
+
+def _describe(reason, *, timeout):
+    if isinstance(reason, TimeoutError):
+        return f"timed out after {timeout:g} s"
+    if isinstance(reason, socket.gaierror):
+        return f"cannot resolve the host: {reason.strerror}"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, ssl.SSLError):
+        return f"TLS error: {reason}"
+    if isinstance(reason, OSError) and reason.strerror:
+        return f"connection failed: {reason.strerror}"
+    return f"connection failed: {reason or type(reason).__name__}"
+
+
+def _excerpt(answer):
+    try:
+        raw = answer.read(ANSWER_EXCERPT_BYTES)
+    except (OSError, http.client.HTTPException):
+        return ""
+    return " ".join(raw.decode("utf-8", errors="replace").split())
+
+
+def _summary(run):
+    name = " ".join(run.parser.name.split())
+    subject = f"Parseq: parser {name} run {str(run.run_id)[:8]}"
+    if run.status == Run.Status.ERROR:
+        lines = [line.strip() for line in run.error.splitlines() if line.strip()]
+        reason = lines[-1] if lines else "no error text"
+        if len(reason) > SUMMARY_CHARS:
+            reason = reason[: SUMMARY_CHARS - 1] + "…"
+        return f"{subject} ended in error: {reason}"
+    if run.status == Run.Status.CANCELLED:
+        who = run.cancelled_by.get_username() if run.cancelled_by else "a user"
+        return f"{subject} was cancelled by {who}"
+    count = len(run.files)
+    return f"{subject} completed with {count} file{'' if count == 1 else 's'}"
+
+
+def _mask(text, secrets):
+    for secret in secrets:
+        text = text.replace(str(secret), MASK)
+    return text
+
+
+def _iso(moment):
+    return moment.isoformat() if moment else None

@@ -1,0 +1,78 @@
+"""How runs look in the admin: status badges, live durations, sizes, logs and code listings, as safe HTML."""
+
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+LOG_TAIL_LINES = 200
+PREVIEWABLE_IMAGES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+MAX_PREVIEW_BYTES = 5 * 1024 * 1024
+
+
+def status_badge(run):
+    """A coloured badge; the live script finds runs by `data-run-id` and knows active ones by `data-status`."""
+    return format_html(
+        '<span class="parseq-status parseq-status-{}" data-run-id="{}" data-status="{}">{}</span>',
+        run.status,
+        run.run_id,
+        run.status,
+        run.get_status_display(),
+    )
+
+
+def plain_status_badge(status):
+    return format_html('<span class="parseq-status parseq-status-{}">{}</span>', status, status) if status else "-"
+
+
+def duration(run):
+    """ "12.3 s" for a finished run; "running for 12 s" for a running one, which the live script keeps counting."""
+    if run.started_time is None:
+        return "-"
+    if run.finished_time is None:
+        seconds = max(0, int((timezone.now() - run.started_time).total_seconds()))
+        return format_html(
+            '<span class="parseq-running-for" data-elapsed="{}">running for {}</span>', seconds, human_seconds(seconds)
+        )
+    return human_seconds((run.finished_time - run.started_time).total_seconds())
+
+
+def human_seconds(seconds):
+    if seconds < 60:
+        return f"{seconds:.1f} s" if isinstance(seconds, float) else f"{seconds} s"
+    minutes, seconds = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def human_size(size):
+    for unit in ("bytes", "KiB", "MiB"):
+        if size < 1024 or unit == "MiB":
+            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return None  # unreachable: MiB is the last unit
+
+
+def is_previewable(entry):
+    return entry["content_type"] in PREVIEWABLE_IMAGES and entry["size"] <= MAX_PREVIEW_BYTES
+
+
+def log_tail(text, *, full_url):
+    """The end of a log, where the cause usually is; a long log says what it leaves out and links the whole."""
+    lines = text.splitlines()
+    shown = lines[-LOG_TAIL_LINES:]
+    note = ""
+    if len(lines) > len(shown):
+        note = format_html(
+            '<p class="parseq-note">The last {} of {} lines. <a href="{}">The whole log</a></p>',
+            len(shown),
+            len(lines),
+            full_url,
+        )
+    return format_html('{}<pre class="parseq-pre parseq-log">{}</pre>', note, "\n".join(shown))
+
+
+def code_listing(source):
+    """Source with line numbers (drawn by CSS, so copying the code copies no numbers)."""
+    lines = format_html_join("", '<span class="parseq-line">{}\n</span>', ((line,) for line in source.splitlines()))
+    return format_html('<pre class="parseq-pre parseq-code">{}</pre>', lines)

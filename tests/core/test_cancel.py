@@ -1,0 +1,115 @@
+"""Cancelling: a queued run never starts, a running one has its sandbox killed, and both say who stopped them."""
+
+import hashlib
+import os
+import threading
+import time
+
+from django.contrib.auth import get_user_model
+from django.test import TransactionTestCase
+
+from parseq.core import services
+from parseq.core.events import run_finished
+from parseq.core.models import Run
+from tests.helpers import TemporaryMediaMixin, live_processes_with, make_parser, wait_until
+
+HANGING_SCRIPT = """
+    import time
+
+    def parse():
+        print("started", flush=True)
+        time.sleep(120)
+        return {"never.txt": b"never"}
+"""
+
+
+class CancelTests(TemporaryMediaMixin, TransactionTestCase):
+    def setUp(self):
+        self.user = get_user_model().objects.create_user("alice", is_staff=True)
+        self.finished = []
+        run_finished.connect(self.record_finished)
+        self.addCleanup(run_finished.disconnect, self.record_finished)
+
+    def record_finished(self, sender, run_id, status, **kwargs):
+        self.finished.append((run_id, status))
+
+    def test_a_running_run_has_its_sandbox_killed_within_two_seconds_and_ends_cancelled(self):
+        # Given a script that hangs, running in a real sandbox in a worker thread
+        marker = f"parseq-cancel-{os.getpid()}-{time.monotonic_ns()}"
+        # (the script's name is on the sandbox's command line: it tells its processes apart)
+        parser = make_parser(HANGING_SCRIPT, filename=f"{marker}.py", timeout=300)
+        run = Run.objects.create(parser=parser)
+        worker = threading.Thread(target=services.execute_run, kwargs={"run_id": run.run_id})
+        worker.start()
+        self.addCleanup(worker.join, 10)
+        wait_until(lambda: Run.objects.get(pk=run.pk).status == Run.Status.RUNNING, message="the run to start")
+        wait_until(lambda: live_processes_with(marker), message="the sandbox to start")
+
+        # When a user cancels it
+        cancelled_at = time.monotonic()
+        self.assertTrue(services.cancel_run(run=run, user=self.user))
+        worker.join(timeout=5)
+
+        # Then the worker is done with it and its sandbox is gone within 2 s
+        self.assertFalse(worker.is_alive())
+        wait_until(lambda: not live_processes_with(marker), timeout=2, message="the sandbox to be killed")
+        self.assertLess(time.monotonic() - cancelled_at, 2.0)
+        # And the run says who cancelled it, keeps what it printed, and has no files
+        run.refresh_from_db()
+        self.assertEqual(run.status, Run.Status.CANCELLED)
+        self.assertEqual(run.cancelled_by, self.user)
+        self.assertEqual(run.error, "cancelled by alice")
+        self.assertIn("started", run.log)
+        self.assertEqual(run.files, [])
+        self.assertIsNotNone(run.finished_time)
+        self.assertEqual(self.finished, [(run.run_id, Run.Status.CANCELLED)])
+
+    def test_a_queued_run_that_is_cancelled_never_starts(self):
+        parser = make_parser("def parse():\n    return {'a.txt': b'a'}\n")
+        run = Run.objects.create(parser=parser)
+
+        self.assertTrue(services.cancel_run(run=run, user=self.user))
+        services.execute_run(run_id=run.run_id)  # the message arrives afterwards
+
+        run.refresh_from_db()
+        self.assertEqual(run.status, Run.Status.CANCELLED)
+        self.assertIsNone(run.started_time)
+
+    def test_a_run_that_has_ended_cannot_be_cancelled(self):
+        parser = make_parser("def parse():\n    return {'a.txt': b'a'}\n")
+        run = Run.objects.create(parser=parser, status=Run.Status.COMPLETED)
+
+        self.assertFalse(services.cancel_run(run=run, user=self.user))
+
+        run.refresh_from_db()
+        self.assertEqual(run.status, Run.Status.COMPLETED)
+        self.assertIsNone(run.cancelled_by)
+        self.assertEqual(self.finished, [])
+
+    def test_a_run_records_the_hash_of_the_script_it_ran_and_the_settings_it_went_by(self):
+        source = "def parse():\n    return {'a.txt': b'a'}\n"
+        parser = make_parser(source, timeout=42, environment={"API_KEY": "secret-value"})
+        run = Run.objects.create(parser=parser)
+
+        services.execute_run(run_id=run.run_id)
+
+        run.refresh_from_db()
+        self.assertEqual(run.script_sha256, hashlib.sha256(source.encode()).hexdigest())
+        self.assertEqual(run.parser_settings["timeout"], 42)
+        self.assertEqual(run.parser_settings["environment"], ["API_KEY"])
+        self.assertNotIn("secret-value", str(run.parser_settings))
+        self.assertEqual(run.parser_settings["script"], "demo.py")
+        self.assertIn(run.parser_settings["sandbox"], ("bwrap", "subprocess"))
+
+
+class CancelCheckTests(TemporaryMediaMixin, TransactionTestCase):
+    def test_the_sandbox_asks_without_keeping_a_database_connection_open(self):
+        from django.db import connection
+
+        parser = make_parser("def parse():\n    return {'a.txt': b'a'}\n")
+        run = Run.objects.create(parser=parser, status=Run.Status.RUNNING)
+
+        self.assertFalse(services.is_cancelled(run_id=run.run_id))
+        self.assertIsNone(connection.connection)
+        Run.objects.filter(pk=run.pk).update(status=Run.Status.CANCELLED)
+        self.assertTrue(services.is_cancelled(run_id=run.run_id))
