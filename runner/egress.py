@@ -104,6 +104,8 @@ class EgressProxy:
     def serve(self, client):
         try:
             self.serve_connection(client)
+        except OSError:
+            pass  # the script or the site hung up mid-way: that connection is over, and no one else's
         finally:
             self.slots.release()
 
