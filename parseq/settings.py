@@ -28,6 +28,19 @@ if SECRET_KEY is None:
     SECRET_KEY = "parseq-development-only-insecure-key"  # noqa: S105 - DEBUG only
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# Behind HTTPS (README: Deploying): secure cookies, a redirect from plain HTTP (except /healthz,
+# which container health checks ask over plain HTTP), and HSTS once you are sure of it.
+HTTPS = env_bool("PARSEQ_HTTPS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = HTTPS
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env_int("PARSEQ_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("PARSEQ_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("PARSEQ_HSTS_PRELOAD", False)
+# Only behind a proxy that sets X-Forwarded-Proto itself (and drops the client's): else anyone could claim HTTPS.
+if env_bool("PARSEQ_TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+X_FRAME_OPTIONS = "DENY"
 # Where users reach Parseq: links that leave it (alerts) start with this.
 PUBLIC_URL = env_str("PARSEQ_PUBLIC_URL", "http://127.0.0.1:8000")
 if not PUBLIC_URL.startswith(("http://", "https://")) or not PUBLIC_URL.split("://", 1)[1].strip("/"):
@@ -56,6 +69,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files from the web process itself (after `collectstatic`): no separate server to run.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -105,23 +120,37 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = Path(env_str("PARSEQ_STATIC_ROOT", str(VAR_DIR / "static")))
 MEDIA_ROOT = VAR_DIR / "media"
 # Media is never served as is: results go through the download view with its headers. An empty
 # MEDIA_URL would let a media-serving handler (as in Django's live test server) claim every path.
 MEDIA_URL = "/media-is-not-served/"
 
-# Scripts and result files: local files by default, S3 when a bucket is named.
+# Scripts and result files: local files by default, S3 when a bucket is named (README: S3).
+# Credentials are boto3's own: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an instance role; never copied here.
 S3_BUCKET = env_str("PARSEQ_S3_BUCKET")
 if S3_BUCKET:
+    _endpoint_url = env_str("PARSEQ_S3_ENDPOINT_URL")
+    if _endpoint_url and not _endpoint_url.startswith(("http://", "https://")):
+        raise ConfigurationError(f"PARSEQ_S3_ENDPOINT_URL must start with http:// or https://, not {_endpoint_url!r}")
     _default_storage = {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
             "bucket_name": S3_BUCKET,
-            "endpoint_url": env_str("PARSEQ_S3_ENDPOINT_URL"),
+            "endpoint_url": _endpoint_url,
+            # Signatures name the region: Yandex Object Storage wants ru-central1. Unset: boto3's (AWS_DEFAULT_REGION).
+            "region_name": env_str("PARSEQ_S3_REGION"),
+            "addressing_style": env_choice("PARSEQ_S3_ADDRESSING_STYLE", "auto", ["auto", "path", "virtual"]),
+            # SigV4 everywhere, presigned URLs included (boto3 would presign some with the retired SigV2).
+            "signature_version": "s3v4",
+            # Keys start with this prefix (a "folder"), so that Parseq can share a bucket.
+            "location": env_str("PARSEQ_S3_PREFIX", "").strip("/"),
             "default_acl": None,
+            # The storage's own URLs stay unsigned: a download redirect signs its URL itself (PARSEQ_DOWNLOADS).
             "querystring_auth": False,
             "file_overwrite": True,
+            # A file read through the storage is fetched whole first: past 1 MiB it waits on disk, not in memory.
+            "max_memory_size": 1024 * 1024,
         },
     }
 else:
@@ -129,6 +158,13 @@ else:
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": str(MEDIA_ROOT)},
     }
+# How result files leave: `stream` through Parseq, or `redirect` to a short-lived presigned URL of the bucket.
+DOWNLOADS = env_choice("PARSEQ_DOWNLOADS", "stream", ["stream", "redirect"])
+DOWNLOAD_URL_EXPIRY = env_int("PARSEQ_DOWNLOAD_URL_EXPIRY", 300, minimum=1)
+if DOWNLOADS == "redirect" and not S3_BUCKET:
+    raise ConfigurationError("PARSEQ_DOWNLOADS=redirect needs PARSEQ_S3_BUCKET: only S3 objects have presigned URLs")
+if DOWNLOAD_URL_EXPIRY > 7 * 24 * 3600:
+    raise ConfigurationError(f"PARSEQ_DOWNLOAD_URL_EXPIRY must be at most 604800 (7 days), not {DOWNLOAD_URL_EXPIRY}")
 FILE_UPLOAD_PERMISSIONS = 0o600
 FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 STORAGES = {
@@ -148,6 +184,7 @@ _dramatiq_middleware = [
     "dramatiq.middleware.Retries",
     "django_dramatiq.middleware.DbConnectionsMiddleware",
     "parseq.core.middleware.LostRunReaper",
+    "parseq.core.middleware.CloseDbConnections",
 ]
 if BROKER_URL:
     DRAMATIQ_BROKER = {
@@ -240,11 +277,22 @@ WEBHOOK_TIMEOUT = env_int("PARSEQ_WEBHOOK_TIMEOUT", 10, minimum=1)
 WEBHOOK_ATTEMPTS = env_int("PARSEQ_WEBHOOK_ATTEMPTS", 5, minimum=1)
 WEBHOOK_BACKOFF = env_int("PARSEQ_WEBHOOK_BACKOFF", 10, minimum=1)
 
+# Logs go to stdout, one JSON object a line by default (plain text under `make run`); a line
+# logged while a worker runs a parser carries the run's id.
+LOG_FORMAT = env_choice("PARSEQ_LOG_FORMAT", "plain" if DEBUG else "json", ["json", "plain"])
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"run_id": {"()": "parseq.logs.RunIdFilter"}},
+    "formatters": {"json": {"()": "parseq.logs.JsonFormatter"}, "plain": {"()": "parseq.logs.PlainFormatter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": LOG_FORMAT,
+            "filters": ["run_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     # Broker failures are reported by Parseq itself (healthz, the run's error); pika's own traces are noise.
     "loggers": {"pika": {"level": "CRITICAL"}},

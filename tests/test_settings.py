@@ -1,8 +1,11 @@
 """Configuration from the environment: typed readers, and start-up that fails in one clear line."""
 
 import os
+import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 from unittest import mock
 
 from django.conf import settings
@@ -48,10 +51,10 @@ class EnvironmentReaderTests(SimpleTestCase):
 
 
 class StartupTests(SimpleTestCase):
-    def start(self, **environment):
+    def start(self, *arguments, **environment):
         clean = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG", "DATABASE_URL")}
         return subprocess.run(
-            [sys.executable, "manage.py", "check"],
+            [sys.executable, "manage.py", "check", *arguments],
             cwd=settings.BASE_DIR,
             env={**clean, **environment},
             capture_output=True,
@@ -83,3 +86,47 @@ class StartupTests(SimpleTestCase):
         result = self.start(SECRET_KEY="k", DEBUG="false")
 
         self.assertEqual(result.returncode, 0, result.stderr)
+
+
+class ProductionConfigurationTests(SimpleTestCase):
+    """The example environment of deploy/ is production-safe: Django's deployment checks find nothing."""
+
+    def example_environment(self):
+        environment = {}
+        with open(settings.BASE_DIR / "deploy" / ".env.example", encoding="utf-8") as example:
+            for line in example:
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    name, _, value = line.partition("=")
+                    environment[name] = value
+        return environment
+
+    def test_check_deploy_finds_nothing_with_the_example_environment_and_a_real_secret_key(self):
+        # Given the example environment, with the secret a user must put in, and this machine's services
+        environment = {
+            **self.example_environment(),
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "DATABASE_URL": "sqlite:////tmp/parseq-deploy-check.sqlite3",
+            "PARSEQ_VAR_DIR": tempfile.mkdtemp(prefix="parseq-deploy-check-"),
+        }
+        self.addCleanup(shutil.rmtree, environment["PARSEQ_VAR_DIR"], True)
+
+        result = StartupTests.start(self, "--deploy", "--fail-level", "WARNING", **environment)
+
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("System check identified no issues", result.stdout)
+
+    def test_debug_is_off_unless_asked_for(self):
+        environment = {k: v for k, v in os.environ.items() if k != "DEBUG"}
+        code = "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'parseq.settings'); django.setup()"
+        code += "; from django.conf import settings; print(settings.DEBUG, settings.LOG_FORMAT)"
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=settings.BASE_DIR,
+            env={**environment, "SECRET_KEY": "k"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+        self.assertEqual(result.stdout.split(), ["False", "json"], result.stderr)

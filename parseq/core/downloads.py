@@ -1,11 +1,14 @@
 """Responses that hand out a run's files: streamed, ranged, cacheable, and never a page of ours."""
 
+import contextlib
 import hashlib
 import re
+import sys
 import zipfile
 
+from django.conf import settings
 from django.core.files.storage import default_storage
-from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.utils.cache import get_conditional_response
 from django.utils.http import content_disposition_header, http_date, parse_http_date_safe
 
@@ -15,6 +18,7 @@ from parseq.core.services import ERROR_FILENAME, result_path
 CHUNK_BYTES = 64 * 1024
 # Up to 18 digits: larger offsets cannot exist, and a longer header is not a range we serve.
 SINGLE_RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})\Z")
+CACHE_CONTROL = "private, max-age=0"
 
 
 def run_file_response(request, *, run, filename):
@@ -24,29 +28,34 @@ def run_file_response(request, *, run, filename):
     entry = run.file_entry(filename)
     if run.status != Run.Status.COMPLETED or entry is None:
         raise Http404("This run has no such file.")
+    path = result_path(run_id=run.run_id, filename=filename)
+    bucket = _bucket_storage()
+    if settings.DOWNLOADS == "redirect" and bucket is not None:
+        return _redirect_to_bucket(bucket, name=path, entry=entry)
     etag, modified = _validators(run, entry)
     not_modified = get_conditional_response(request, etag=etag, last_modified=modified)
     if not_modified is not None:
         return as_download(not_modified)
-    try:
-        content = default_storage.open(result_path(run_id=run.run_id, filename=filename), "rb")
-    except FileNotFoundError:
-        raise Http404("The file is missing from storage.") from None
     span = _requested_span(request, size=entry["size"], etag=etag, modified=modified)
     if span == "unsatisfiable":
-        content.close()
         response = HttpResponse(status=416)
         response["Content-Range"] = f"bytes */{entry['size']}"
         return as_download(response)
-    if span is None:
+    try:
+        content = _open_stored(path, span=span)
+    except FileNotFoundError:
+        raise Http404("The file is missing from storage.") from None
+    if span is None and bucket is None:
+        # A local file goes whole through FileResponse, which a WSGI server may hand to sendfile().
         response = FileResponse(content, as_attachment=True, filename=filename, content_type=entry["content_type"])
     else:
-        start, end = span
-        response = StreamingHttpResponse(_read_span(content, start, end), status=206)
+        first, last = span or (0, entry["size"] - 1)
+        response = StreamingHttpResponse(_Chunks(content, length=last - first + 1), status=200 if span is None else 206)
         response["Content-Type"] = entry["content_type"]
-        response["Content-Length"] = str(end - start + 1)
-        response["Content-Range"] = f"bytes {start}-{end}/{entry['size']}"
+        response["Content-Length"] = str(last - first + 1)
         response["Content-Disposition"] = content_disposition_header(True, filename)
+        if span is not None:
+            response["Content-Range"] = f"bytes {first}-{last}/{entry['size']}"
     response["Accept-Ranges"] = "bytes"
     response["ETag"] = etag
     response["Last-Modified"] = http_date(modified)
@@ -79,8 +88,72 @@ def as_download(response):
     response["X-Content-Type-Options"] = "nosniff"
     # Even if a browser rendered it, the content would run with no origin and no scripts.
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"
-    response["Cache-Control"] = "private, max-age=0"
+    response["Cache-Control"] = CACHE_CONTROL
     return response
+
+
+def _bucket_storage():
+    """The default storage when it is django-storages' S3 backend, else None.
+
+    Its module is looked up, not imported: an S3Storage cannot exist without it, and importing it
+    (boto3 with it, some 0.3 s) would only slow down a Parseq that keeps its files on local disk.
+    """
+    storage_class = default_storage.__class__  # sets up the lazy default storage, importing its module
+    s3 = sys.modules.get("storages.backends.s3")
+    return default_storage if s3 is not None and issubclass(storage_class, s3.S3Storage) else None
+
+
+def _object_key(bucket, name):
+    """The key of a stored file in the bucket: its name under the storage's prefix (PARSEQ_S3_PREFIX)."""
+    from storages.utils import clean_name
+
+    return bucket._normalize_name(clean_name(name))
+
+
+def _open_stored(name, *, span=None):
+    """A readable stream of a stored file from the first byte of `span` on (the whole file when None).
+
+    From a bucket it is the body of one GET for just those bytes. django-storages' own file
+    downloads the whole object at its first read or seek: a ten-byte range of a 100 MiB
+    result would fetch 100 MiB before the first byte went out.
+    """
+    bucket = _bucket_storage()
+    if bucket is None:
+        content = default_storage.open(name, "rb")
+        if span is not None:
+            content.seek(span[0])
+        return content
+    from botocore.exceptions import ClientError
+
+    request = {"Bucket": bucket.bucket_name, "Key": _object_key(bucket, name)}
+    if span is not None:
+        request["Range"] = f"bytes={span[0]}-{span[1]}"
+    try:
+        return bucket.connection.meta.client.get_object(**request)["Body"]
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            raise FileNotFoundError(name) from None
+        raise
+
+
+def _redirect_to_bucket(bucket, *, name, entry):
+    """302 to a presigned GET of the object, asking S3 to answer with the headers Parseq would send.
+
+    S3 can be told the type, disposition and caching of its answer, not X-Content-Type-Options
+    or a Content-Security-Policy: the file is then served by the bucket's origin, not Parseq's.
+    """
+    url = bucket.connection.meta.client.generate_presigned_url(
+        "get_object",
+        Params={
+            "Bucket": bucket.bucket_name,
+            "Key": _object_key(bucket, name),
+            "ResponseContentDisposition": content_disposition_header(True, entry["name"]),
+            "ResponseContentType": entry["content_type"],
+            "ResponseCacheControl": CACHE_CONTROL,
+        },
+        ExpiresIn=settings.DOWNLOAD_URL_EXPIRY,
+    )
+    return as_download(HttpResponseRedirect(url))
 
 
 def _validators(run, entry):
@@ -119,16 +192,24 @@ def _if_range_holds(request, *, etag, modified):
     return parse_http_date_safe(condition) == modified
 
 
-def _read_span(content, start, end):
-    with content:
-        content.seek(start)
-        remaining = end - start + 1
+class _Chunks:
+    """The next `length` bytes of an open stream, in chunks; closing it closes the stream, read or not."""
+
+    def __init__(self, stream, *, length):
+        self.stream, self.length = stream, length
+
+    def __iter__(self):
+        remaining = self.length
         while remaining > 0:
-            block = content.read(min(CHUNK_BYTES, remaining))
+            block = self.stream.read(min(CHUNK_BYTES, remaining))
             if not block:
-                return
+                break
             remaining -= len(block)
             yield block
+        self.close()
+
+    def close(self):
+        self.stream.close()
 
 
 class _Sink:
@@ -155,7 +236,8 @@ def _zip_chunks(run, members, stamp):
         for name, path in members:
             info = zipfile.ZipInfo(name, date_time=stamp)
             info.compress_type = zipfile.ZIP_DEFLATED
-            with default_storage.open(path, "rb") as source, archive.open(info, "w", force_zip64=True) as target:
+            opened = contextlib.closing(_open_stored(path))
+            with opened as source, archive.open(info, "w", force_zip64=True) as target:
                 while block := source.read(CHUNK_BYTES):
                     target.write(block)
                     if chunk := sink.take():

@@ -42,3 +42,17 @@ class LostRunReaper(Middleware):
                 db.connections.close_all()
             if stopping.wait(settings.REAPER_INTERVAL):
                 return
+
+
+class CloseDbConnections(Middleware):
+    """A worker thread gives its database connections back once each message is handled.
+
+    A worker waits for its next message for as long as it likes; keeping a connection meanwhile
+    (as CONN_MAX_AGE would) costs every host processes x threads idle connections, and a few
+    hosts would use up PostgreSQL's max_connections with nothing running.
+    """
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        db.connections.close_all()
+
+    after_skip_message = after_process_message

@@ -23,6 +23,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 import runner
+from parseq.core import cancellation
 from parseq.core.events import run_finished
 from parseq.core.models import Parser, Run
 from parseq.core.validation import MAX_SCRIPT_BYTES, allowed_modules, validate_script
@@ -121,29 +122,34 @@ def execute_run(*, run_id):
     with tempfile.TemporaryDirectory(prefix=WORKER_TEMP_PREFIX) as tempdir:
         try:
             script_path, script_sha256 = _copy_script(run.parser, tempdir)
-        except OSError as error:
+        except Exception as error:  # noqa: BLE001 - a disk or an object store (botocore raises no OSError): this run only
             return _fail_running(run_id=run_id, error=f"cannot read the script: {error}")
         out_dir = os.path.join(tempdir, "out")
         os.mkdir(out_dir)
         limits = run_limits(parser=run.parser)
         backend = sandbox_backend()
+        logger.info("running parser %s (%s) in the %s sandbox", run.parser_id, run.parser.name, backend)
         Run.objects.filter(pk=run_id).update(
             script_sha256=script_sha256, parser_settings=settings_used(parser=run.parser, backend=backend)
         )
         if not connection.in_atomic_block:
             connection.close()
-        outcome = runner.run_script(
-            script_path,
-            out_dir,
-            python=settings.SANDBOX_PYTHON,
-            backend=backend,
-            limits=limits,
-            timezone=settings.TIME_ZONE,
-            variables=run.parser.environment,
-            network=run.parser.network,
-            restricted_modules=allowed_modules() if run.parser.restricted else None,
-            cancelled=lambda: is_cancelled(run_id=run_id),
-        )
+        cancelled = cancellation.watcher.watch(run.run_id)
+        try:
+            outcome = runner.run_script(
+                script_path,
+                out_dir,
+                python=settings.SANDBOX_PYTHON,
+                backend=backend,
+                limits=limits,
+                timezone=settings.TIME_ZONE,
+                variables=run.parser.environment,
+                network=run.parser.network,
+                restricted_modules=allowed_modules() if run.parser.restricted else None,
+                cancelled=cancelled.is_set,
+            )
+        finally:
+            cancellation.watcher.forget(run.run_id)
         return _record_outcome(run_id=run_id, outcome=outcome, out_dir=out_dir)
 
 
@@ -158,18 +164,6 @@ def settings_used(*, parser, backend):
         "network": parser.network,
         "environment": sorted(parser.environment or {}),
     }
-
-
-def is_cancelled(*, run_id):
-    """Asked by the sandbox twice a second; the connection is closed again, so none is held meanwhile."""
-    try:
-        return Run.objects.filter(pk=run_id, status=Run.Status.CANCELLED).exists()
-    except Exception:  # a database hiccup must not end the run: it is asked again in half a second
-        logger.warning("could not check whether run %s was cancelled", run_id, exc_info=True)
-        return False
-    finally:
-        if not connection.in_atomic_block:
-            connection.close()
 
 
 def cancel_run(*, run, user):
@@ -284,6 +278,7 @@ def _finish(*, run_id, expected, status, error="", log="", files=()):
     if not finished:
         logger.warning("run %s was no longer %s; its outcome (%s) was dropped", run_id, expected, status)
     else:
+        logger.info("run %s ended %s%s", run_id, status, f": {error.splitlines()[-1]}" if error else "")
         run_finished.send(sender=Run, run_id=run_id, status=status)
     return bool(finished)
 

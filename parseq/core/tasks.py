@@ -5,6 +5,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from parseq.core import services
+from parseq.logs import about_run
 
 MAX_INFRASTRUCTURE_RETRIES = 5
 
@@ -23,4 +24,5 @@ def retry_when_the_database_failed(retries_so_far, exception):
     time_limit=(settings.MAX_RUN_TIMEOUT + settings.RUN_GRACE) * 1000,
 )
 def execute_run(run_id):
-    services.execute_run(run_id=run_id)
+    with about_run(run_id):
+        services.execute_run(run_id=run_id)

@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.test import TransactionTestCase
 
 from parseq.core import services
+from parseq.core.cancellation import CancelWatcher
 from parseq.core.events import run_finished
 from parseq.core.models import Run
 from tests.helpers import TemporaryMediaMixin, live_processes_with, make_parser, wait_until
@@ -102,14 +103,29 @@ class CancelTests(TemporaryMediaMixin, TransactionTestCase):
         self.assertIn(run.parser_settings["sandbox"], ("bwrap", "subprocess"))
 
 
-class CancelCheckTests(TemporaryMediaMixin, TransactionTestCase):
-    def test_the_sandbox_asks_without_keeping_a_database_connection_open(self):
-        from django.db import connection
+class CancelWatcherTests(TemporaryMediaMixin, TransactionTestCase):
+    def test_a_watched_run_learns_within_a_second_that_it_was_cancelled_and_others_do_not(self):
+        parser = make_parser("def parse():\n    return {'a.txt': b'a'}\n")
+        cancelled_run, other = (Run.objects.create(parser=parser, status=Run.Status.RUNNING) for _ in range(2))
+        watcher = CancelWatcher(poll_seconds=0.1)
+        cancelled, still_running = watcher.watch(cancelled_run.pk), watcher.watch(other.pk)
+        self.addCleanup(watcher.forget, cancelled_run.pk)
+        self.addCleanup(watcher.forget, other.pk)
 
+        Run.objects.filter(pk=cancelled_run.pk).update(status=Run.Status.CANCELLED)
+
+        self.assertTrue(cancelled.wait(timeout=1))
+        self.assertFalse(still_running.is_set())
+
+    def test_the_watcher_thread_ends_once_no_run_is_watched(self):
         parser = make_parser("def parse():\n    return {'a.txt': b'a'}\n")
         run = Run.objects.create(parser=parser, status=Run.Status.RUNNING)
+        watcher = CancelWatcher(poll_seconds=0.05)
+        watcher.watch(run.pk)
+        thread = watcher.thread
 
-        self.assertFalse(services.is_cancelled(run_id=run.run_id))
-        self.assertIsNone(connection.connection)
-        Run.objects.filter(pk=run.pk).update(status=Run.Status.CANCELLED)
-        self.assertTrue(services.is_cancelled(run_id=run.run_id))
+        watcher.forget(run.pk)
+
+        thread.join(timeout=2)
+        self.assertFalse(thread.is_alive())
+        self.assertIsNone(watcher.thread)

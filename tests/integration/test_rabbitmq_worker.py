@@ -92,7 +92,11 @@ class RealWorkerTestCase(TransactionTestCase):
         self.workers = []
         self.process_logs = []
 
-    def start_worker(self):
+    def start_worker(self, *, processes=1, threads=4, env=None, cwd=REPOSITORY):
+        """Start `manage.py rundramatiq` in a process group of its own; `env` adds to or replaces its variables.
+
+        From a `cwd` other than the repository, Dramatiq is told where the code is with `--path`.
+        """
         # A killed worker cannot remove its temporary directories: keep them where the cleanup removes them.
         # Not inside the var directory, which Parseq keeps private: like /tmp, a sandbox running
         # as its own user must reach its directory in there.
@@ -101,7 +105,7 @@ class RealWorkerTestCase(TransactionTestCase):
             os.mkdir(tmp_dir)
             os.chmod(tmp_dir, 0o1777)
             self.addCleanup(shutil.rmtree, tmp_dir, ignore_errors=True)
-        env = {
+        environment = {
             **os.environ,
             "DATABASE_URL": database_url(),
             "PARSEQ_BROKER_URL": rabbitmq_url(),
@@ -111,13 +115,23 @@ class RealWorkerTestCase(TransactionTestCase):
             "DEBUG": "true",
             "TMPDIR": tmp_dir,
             "LOG_LEVEL": "INFO",  # `make test` quiets logging, but these logs are what a failure prints
+            **(env or {}),
         }
         log_path = os.path.join(self.var_dir, f"worker-{len(self.workers) + 1}.log")
         with open(log_path, "wb") as log:
             worker = subprocess.Popen(
-                [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", "4"],
-                cwd=REPOSITORY,
-                env=env,
+                [
+                    sys.executable,
+                    str(REPOSITORY / "manage.py"),
+                    "rundramatiq",
+                    *(["--path", str(REPOSITORY)] if Path(cwd) != REPOSITORY else []),
+                    "--processes",
+                    str(processes),
+                    "--threads",
+                    str(threads),
+                ],
+                cwd=cwd,
+                env=environment,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -153,6 +167,10 @@ class RealWorkerTestCase(TransactionTestCase):
 
     def ready_messages(self):
         return self.broker.get_queue_message_counts(QUEUE)[0]
+
+    def consumers(self):
+        """How many consumers the runs queue has: one per worker process once it is ready for messages."""
+        return self.broker.channel.queue_declare(queue=QUEUE, passive=True).method.consumer_count
 
 
 @requires_postgresql_and_rabbitmq

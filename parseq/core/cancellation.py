@@ -1,0 +1,57 @@
+"""How a worker process learns that one of its runs was cancelled.
+
+One thread per process asks the database about all the runs the process is running, in one
+query twice a second, on a connection it closes again at once: the cost stays the same however
+many threads a worker has, and no connection is held while the sandboxes run.
+"""
+
+import logging
+import threading
+
+from django import db
+
+from parseq.core.models import Run
+
+logger = logging.getLogger(__name__)
+POLL_SECONDS = 0.5
+
+
+class CancelWatcher:
+    def __init__(self, *, poll_seconds=POLL_SECONDS):
+        self.poll_seconds = poll_seconds
+        self.lock = threading.Lock()
+        self.watched = {}  # run id -> Event, set once the run is cancelled
+        self.thread = None
+
+    def watch(self, run_id):
+        """An Event that is set once the run is cancelled; call `forget` when the run is over."""
+        with self.lock:
+            event = self.watched.setdefault(run_id, threading.Event())
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._poll, name="parseq-cancel-watcher", daemon=True)
+                self.thread.start()
+        return event
+
+    def forget(self, run_id):
+        with self.lock:
+            self.watched.pop(run_id, None)
+
+    def _poll(self):
+        while True:
+            with self.lock:
+                if not self.watched:
+                    self.thread = None  # the next watch starts a new thread
+                    return
+                watched = dict(self.watched)
+            try:
+                cancelled = Run.objects.filter(pk__in=list(watched), status=Run.Status.CANCELLED)
+                for run_id in cancelled.values_list("pk", flat=True):
+                    watched[run_id].set()
+            except db.Error:  # a database hiccup must not end the runs: they are asked about again soon
+                logger.warning("could not check for cancelled runs", exc_info=True)
+            finally:
+                db.connection.close()
+            threading.Event().wait(self.poll_seconds)
+
+
+watcher = CancelWatcher()

@@ -1,0 +1,128 @@
+"""Many long runs at once hold no database connections: PostgreSQL's connection limit does not cap the runs.
+
+A real `rundramatiq` with 4 worker processes of 8 threads runs 32 sandboxes at once, while the test
+watches the workers' connections in `pg_stat_activity`, recognised by their `application_name` (libpq
+takes it from PGAPPNAME).
+"""
+
+import logging
+import os
+import time
+import uuid
+
+from django.db import connection
+
+from parseq.core.models import Run
+from tests.helpers import make_parser, requires_postgresql_and_rabbitmq, shows_process_logs_on_failure
+from tests.integration.test_rabbitmq_worker import RealWorkerTestCase, kill_sessions_of
+
+logger = logging.getLogger(__name__)
+PROCESSES = 4
+THREADS = 8
+RUNS = PROCESSES * THREADS
+SLEEP_SECONDS = 10
+SAMPLE_SECONDS = 4
+SAMPLE_INTERVAL = 0.2
+
+
+def cmdlines():
+    """The command lines of the live (not zombie) processes, in one pass over /proc."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as file:
+                if file.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue
+            with open(f"/proc/{pid}/cmdline", "rb") as file:
+                found.append(file.read().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+    return found
+
+
+def sandboxes_alive(markers):
+    """How many of `markers` (one per run, the sandbox's display name) are on a live process's command line."""
+    lines = cmdlines()
+    return sum(any(marker in line for line in lines) for marker in markers)
+
+
+@requires_postgresql_and_rabbitmq
+class ConnectionContentionTests(RealWorkerTestCase):
+    def worker_connections(self, application_name):
+        """The workers' connections to the test database now: (pid, state, seconds since its state changed)."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid, state, EXTRACT(EPOCH FROM clock_timestamp() - state_change) FROM pg_stat_activity"
+                " WHERE datname = %s AND application_name = %s",
+                [connection.settings_dict["NAME"], application_name],
+            )
+            return [(pid, state, float(age or 0)) for pid, state, age in cursor.fetchall()]
+
+    @shows_process_logs_on_failure
+    def test_thirty_two_long_runs_on_four_processes_of_eight_threads_hold_no_idle_database_connections(self):
+        # Given one worker host with 4 worker processes of 8 threads, its connections named for pg_stat_activity
+        application_name = f"parseq-contention-{uuid.uuid4().hex[:8]}"
+        worker = self.start_worker(processes=PROCESSES, threads=THREADS, env={"PGAPPNAME": application_name})
+        # And every worker process consuming, so that RabbitMQ hands each one 8 of the runs
+        self.wait_for(
+            lambda: self.consumers() >= PROCESSES, timeout=30, message="4 consumers of the runs queue", worker=worker
+        )
+        # And 32 parsers whose scripts sleep 10 s, each with its own name to find its sandbox by
+        prefix = f"sleeps_{uuid.uuid4().hex}"
+        self.addCleanup(kill_sessions_of, prefix)  # should a sandbox outlive its worker, it goes with the test
+        markers = [f"{prefix}_{number}.py" for number in range(RUNS)]
+        source = f"import time\n\ndef parse():\n    time.sleep({SLEEP_SECONDS})\n    return {{}}\n"
+        parsers = [make_parser(source, name=marker, filename=marker, timeout=120) for marker in markers]
+
+        # When 32 runs are sent at once
+        runs = [Run.objects.create(parser=parser, trigger=Run.Trigger.API) for parser in parsers]
+        for run in runs:
+            self.enqueue(run)
+        seen_during_start = set()
+
+        def all_running():
+            seen_during_start.update(pid for pid, _, _ in self.worker_connections(application_name))
+            running = Run.objects.filter(pk__in=[run.pk for run in runs], status=Run.Status.RUNNING).count()
+            return running == RUNS and sandboxes_alive(markers) == RUNS
+
+        # (in time to watch them for SAMPLE_SECONDS before the first of them ends)
+        self.wait_for(
+            all_running, timeout=SLEEP_SECONDS - SAMPLE_SECONDS - 1, message="32 runs in sandboxes", worker=worker
+        )
+        # And the workers' connections went by the name the test looks for, while they claimed the runs
+        self.assertTrue(seen_during_start, f"no connection named {application_name} in pg_stat_activity")
+
+        # Then, while all 32 sandboxes run, the workers' connections are few, and none is kept open idle
+        samples = []
+        deadline = time.monotonic() + SAMPLE_SECONDS
+        while time.monotonic() < deadline:
+            samples.append(self.worker_connections(application_name))
+            time.sleep(SAMPLE_INTERVAL)
+        self.assertEqual(sandboxes_alive(markers), RUNS, "a sandbox ended before the sampling did")
+        most = max(len(sample) for sample in samples)
+        report = (
+            f"{len(samples)} samples of pg_stat_activity over {SAMPLE_SECONDS} s while {RUNS} runs were running: "
+            f"at most {most} worker connection(s) in a sample; samples: {samples}"
+        )
+        logger.info(report)
+        held = [row for sample in samples for row in sample if row[1] != "active" and row[2] > 1]
+        self.assertEqual(held, [], f"connections kept open between queries (pid, state, seconds): {report}")
+        self.assertLessEqual(most, PROCESSES, report)
+
+        # And all 32 runs complete
+        def all_completed():
+            others = Run.objects.filter(pk__in=[run.pk for run in runs]).exclude(status=Run.Status.COMPLETED)
+            failed = list(others.exclude(status__in=Run.ACTIVE_STATUSES).values_list("pk", "status", "error"))
+            if failed:
+                raise AssertionError(f"runs that ended otherwise than completed: {failed}")
+            return not others.exists()
+
+        self.wait_for(all_completed, timeout=SLEEP_SECONDS + 15, message="32 completed runs", worker=worker)
+
+        # And once they have, the idle workers give their connections back too
+        self.wait_for(
+            lambda: not self.worker_connections(application_name),
+            timeout=5,
+            message="the idle workers to close their connections",
+            worker=worker,
+        )
