@@ -280,6 +280,7 @@ WEBHOOK_BACKOFF = env_int("PARSEQ_WEBHOOK_BACKOFF", 10, minimum=1)
 # Logs go to stdout, one JSON object a line by default (plain text under `make run`); a line
 # logged while a worker runs a parser carries the run's id.
 LOG_FORMAT = env_choice("PARSEQ_LOG_FORMAT", "plain" if DEBUG else "json", ["json", "plain"])
+LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -291,9 +292,11 @@ LOGGING = {
             "stream": "ext://sys.stdout",
             "formatter": LOG_FORMAT,
             "filters": ["run_id"],
+            # On the handler too: loggers with levels of their own (django.request) would pass it otherwise.
+            "level": LOG_LEVEL,
         }
     },
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # Broker failures are reported by Parseq itself (healthz, the run's error); pika's own traces are noise.
     "loggers": {"pika": {"level": "CRITICAL"}},
 }
