@@ -19,8 +19,13 @@ run: deps sandbox
 test: deps sandbox lint
 	SECRET_KEY=$${SECRET_KEY:-parseq-test-only} LOG_LEVEL=$${LOG_LEVEL:-ERROR} $(APP_PY) manage.py test tests --noinput
 
+# Several minutes; needs PostgreSQL and RabbitMQ (README: Performance). Tables go to bench/results/.
 bench: deps sandbox
-	$(APP_PY) bench/runner_overhead.py
+	mkdir -p bench/results
+	$(APP_PY) bench/runner_overhead.py | tee bench/results/runner_overhead.txt
+	$(APP_PY) bench/end_to_end.py
+	$(APP_PY) bench/scrapyd_bench.py
+	$(APP_PY) bench/report.py
 
 lint: deps
 	$(VENV)/bin/ruff check .
