@@ -162,6 +162,19 @@ class RealWorkerTestCase(TransactionTestCase):
 
         return wait_until(check, timeout=timeout, interval=0.1, message=message)
 
+    def run_a_quick_one(self, *, worker):
+        """Send a trivial run and wait until `worker` has completed it: the worker is free and well."""
+        quick = make_parser("def parse():\n    return {}\n", name="quick", filename="quick.py")
+        later = Run.objects.create(parser=quick, trigger=Run.Trigger.API)
+        self.enqueue(later)
+        self.wait_for(
+            lambda: Run.objects.filter(pk=later.pk, status=Run.Status.COMPLETED).exists(),
+            timeout=30,
+            message="a quick run to complete",
+            worker=worker,
+        )
+        return later
+
     def enqueue(self, run):
         self.broker.enqueue(execute_run.message(str(run.run_id)))
 
@@ -272,15 +285,7 @@ class LostWorkerTests(RealWorkerTestCase):
         self.assertIsNotNone(run.finished_time)
 
         # And once a run sent after the redelivery has completed, the lost run has not run again
-        quick = make_parser("def parse():\n    return {}\n", name="quick", filename="quick.py")
-        later = Run.objects.create(parser=quick, trigger=Run.Trigger.API)
-        self.enqueue(later)
-        self.wait_for(
-            lambda: Run.objects.filter(pk=later.pk, status=Run.Status.COMPLETED).exists(),
-            timeout=30,
-            message="the later run to complete",
-            worker=second_worker,
-        )
+        self.run_a_quick_one(worker=second_worker)
         time.sleep(0.5)
         self.assertEqual(live_processes_with(marker), [])
         final = Run.objects.get(pk=run.pk)
@@ -331,12 +336,4 @@ class CancelTests(RealWorkerTestCase):
         )
         self.assertEqual((run.status, run.cancelled_by, run.error), (Run.Status.CANCELLED, staff, "cancelled by ops"))
         # And the worker is free for the next run
-        quick = make_parser("def parse():\n    return {}\n", name="quick", filename="quick.py")
-        later = Run.objects.create(parser=quick, trigger=Run.Trigger.API)
-        self.enqueue(later)
-        self.wait_for(
-            lambda: Run.objects.filter(pk=later.pk, status=Run.Status.COMPLETED).exists(),
-            timeout=30,
-            message="the next run to complete",
-            worker=worker,
-        )
+        self.run_a_quick_one(worker=worker)
