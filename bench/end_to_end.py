@@ -1,7 +1,7 @@
 """Parseq measured end to end: real gunicorn, rundramatiq and runscheduler processes on PostgreSQL and RabbitMQ.
 
 Usage:
-    .venv/bin/python bench/end_to_end.py [--quick] [--out bench/results/end_to_end.json]
+    .venv/bin/python bench/end_to_end.py [--quick] [--only lateness] [--out bench/results/end_to_end.json]
 
 Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust) and RabbitMQ on 127.0.0.1:5672 (guest).
 It drops and recreates the database `parseq_bench` and the RabbitMQ vhost `parseq-bench` (falling
@@ -31,7 +31,8 @@ The API's web server is gunicorn as the compose stack runs it (3 workers of 4 th
 first. The machine is likely shared: the JSON says how busy it was before, and where its CPU time
 went meanwhile (PostgreSQL, RabbitMQ, other processes), as a warning about the figures.
 
---quick shrinks every count, for a smoke run of about a minute. Prints a table and writes JSON.
+--quick shrinks every count, for a smoke run of about a minute. --only lateness measures the schedule
+lateness alone (a couple of minutes), into end_to_end_lateness.json. Prints a table and writes JSON.
 Measures, asserts nothing; it stops with the services' logs if a service dies or runs never end.
 """
 
@@ -782,7 +783,9 @@ def row(what, figures=None, unit="ms", other=""):
 
 
 def table_rows(results):
-    latency, lateness, alone = results["latency"], results["lateness"], results["lateness_scheduler_alone"]
+    if "latency" not in results:  # --only lateness
+        return lateness_rows(results)
+    latency = results["latency"]
     rows = [
         row("trigger (API POST) → running", latency["trigger_to_running_ms"]),
         row("trigger (API POST) → completed", latency["trigger_to_completed_ms"]),
@@ -803,18 +806,7 @@ def table_rows(results):
         rows.append(row("  trigger → completed under that load", figures["trigger_to_completed_ms"]))
         rows.append(row("  API triggers accepted", None, "per s", f"{figures['api_triggers_per_second']:.1f}"))
         rows.append(row("  API answer (202) under that load", figures["api_answer_ms"]))
-    rows += [
-        row(
-            f"schedule lateness, {alone['parsers']} due at once, no worker: created - due",
-            alone["created_minus_due_ms"],
-        ),
-        row("  the scheduler's time per run fired", None, "ms", f"{alone['ms_per_run_fired']:.0f}"),
-        row(
-            f"schedule lateness, {lateness['parsers']} due at once, with workers: created - due",
-            lateness["created_minus_due_ms"],
-        ),
-        row("  started - due", lateness["started_minus_due_ms"]),
-    ]
+    rows += lateness_rows(results)
     download, memory, connections = results["download"], results["worker_memory"], results["connections"]
     rows += [
         row(
@@ -844,6 +836,22 @@ def table_rows(results):
         row("  max idle age of a worker connection", None, "s", f"{connections['max_idle_age_seconds']:.2f}"),
     ]
     return rows
+
+
+def lateness_rows(results):
+    lateness, alone = results["lateness"], results["lateness_scheduler_alone"]
+    return [
+        row(
+            f"schedule lateness, {alone['parsers']} due at once, no worker: created - due",
+            alone["created_minus_due_ms"],
+        ),
+        row("  the scheduler's time per run fired", None, "ms", f"{alone['ms_per_run_fired']:.0f}"),
+        row(
+            f"schedule lateness, {lateness['parsers']} due at once, with workers: created - due",
+            lateness["created_minus_due_ms"],
+        ),
+        row("  started - due", lateness["started_minus_due_ms"]),
+    ]
 
 
 def arrow(before, after):
@@ -904,12 +912,28 @@ def run_phases(bench, sizes):
     return results
 
 
+def run_lateness_phases(bench, sizes):
+    """--only lateness: the two lateness phases of run_phases, on a worker of rundramatiq's default."""
+    results = {"lateness_scheduler_alone": measure_lateness_alone(bench, sizes.due_parsers)}
+    worker = bench.start_worker("worker-default")
+    label = f"rundramatiq default ({os.cpu_count()} processes x {DEFAULT_THREADS} threads)"
+    results["lateness"] = measure_lateness(bench, sizes.due_parsers, label)
+    bench.stop(worker)
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
-    parser.add_argument("--out", default=str(REPOSITORY / "bench" / "results" / "end_to_end.json"))
+    parser.add_argument(
+        "--only", choices=["lateness"], help="only the schedule lateness (default --out: end_to_end_lateness.json)"
+    )
+    parser.add_argument("--out")
     arguments = parser.parse_args()
     sizes = QUICK if arguments.quick else FULL
+    phases = run_lateness_phases if arguments.only == "lateness" else run_phases
+    default_out = "end_to_end_lateness.json" if arguments.only else "end_to_end.json"
+    out = Path(arguments.out or REPOSITORY / "bench" / "results" / default_out)
     started = time.monotonic()
     conditions = Conditions()
     broker_url, vhost = prepare_broker()
@@ -919,7 +943,7 @@ def main():
     setup_django(env)
     bench = Bench(root, env, broker_url)
     try:
-        results = run_phases(bench, sizes)
+        results = phases(bench, sizes)
     except (ProcessExited, TimeoutError, RuntimeError):
         for service in bench.services:
             print(
@@ -931,6 +955,7 @@ def main():
         shutil.rmtree(root, ignore_errors=True)
     results = {
         "quick": arguments.quick,
+        "only": arguments.only,
         "sizes": sizes.__dict__,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(postgresql_version, vhost),
@@ -939,7 +964,6 @@ def main():
         "wall_time_seconds": round(time.monotonic() - started, 1),
     }
     print_table(results)
-    out = Path(arguments.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     print(f"written to {out}")

@@ -24,7 +24,7 @@ from runner.outcome import (
     Outcome,
     ResultFile,
 )
-from runner.subprocess_backend import SubprocessBackend
+from runner.subprocess_backend import SubprocessBackend, WarmSubprocessBackend
 
 BACKENDS = {"subprocess": SubprocessBackend, "bwrap": BwrapBackend, "docker": DockerBackend}
 WORKDIR_PREFIX = "parseq-run-"
@@ -70,6 +70,8 @@ def run_script(
     network="internet",
     restricted_modules=None,
     cancelled=None,
+    warm=False,
+    preload=(),
 ):
     """Run the script at `script_path` in a sandbox; on success its files are in `out_dir`.
 
@@ -78,12 +80,16 @@ def run_script(
     `network` is "internet" or "none" (bwrap only). With `restricted_modules`,
     the script runs under the RestrictedPython policy and may import only those. `cancelled`, a callable,
     is asked about twice a second whether to stop: once it answers true, the sandbox is killed and the
-    outcome is CANCELLED. Never raises for anything the script does: every failure is an Outcome with a
+    outcome is CANCELLED. With `warm` (the subprocess backend only), the sandbox is a fork of
+    a zygote that has imported the modules in `preload` already (runner/warm.py). Never raises
+    for anything the script does: every failure is an Outcome with a
     status and an error for the user.
     """
     limits = limits or Limits()
     started = time.monotonic()
-    sandbox = BACKENDS[backend](python)
+    if warm and backend != "subprocess":
+        return Outcome(SANDBOX_ERROR, error=f"a warm start needs the subprocess backend, not {backend}")
+    sandbox = WarmSubprocessBackend(python, preload=preload) if warm else BACKENDS[backend](python)
     with tempfile.TemporaryDirectory(prefix=WORKDIR_PREFIX, ignore_cleanup_errors=True) as workdir:
         script_copy = os.path.join(workdir, "script.py")
         shutil.copyfile(script_path, script_copy)

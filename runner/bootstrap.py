@@ -35,6 +35,11 @@ RESTRICTED_POLICY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "re
 def main():
     script_path, display_name = sys.argv[1], sys.argv[2]
     result_fd, lifeline_fd, limits = int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
+    run(script_path, display_name, result_fd, lifeline_fd, limits)
+
+
+def run(script_path, display_name, result_fd, lifeline_fd, limits):
+    """Everything after the arguments: the warm start's zygote calls this in each forked child."""
     os.set_inheritable(result_fd, False)
     if lifeline_fd >= 0:  # a container has no parent process to watch
         os.set_inheritable(lifeline_fd, False)

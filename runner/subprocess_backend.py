@@ -35,6 +35,7 @@ from runner.sandbox_user import (
     remove_files_of,
     unreachable_parent,
 )
+from runner.warm import ZygoteError, zygote_for
 
 BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap.py")
 RESTRICTED_POLICY = os.path.join(os.path.dirname(BOOTSTRAP), "restricted.py")
@@ -118,6 +119,30 @@ class SubprocessBackend:
         become_user = f'ip link set lo up && exec setpriv --reuid={uid} --regid={uid} --clear-groups -- "$@"'
         return ["unshare", "--net", "--", "/bin/sh", "-c", become_user, "sh", *interpreter]
 
+    def start(self, *, workdir, script_path, display_name, pipes, limits_json, uid, environment):
+        """Start the sandbox's process with the bootstrap; returns its ColdChild (or WarmChild)."""
+        command = self.command(
+            workdir=workdir,
+            script_path=script_path,
+            display_name=display_name,
+            result_fd=pipes["result"],
+            lifeline_fd=pipes["lifeline"],
+            limits_json=limits_json,
+            uid=uid,
+        )
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=pipes["log"],
+            stderr=pipes["log"],
+            pass_fds=(pipes["result"], pipes["lifeline"]),
+            cwd=workdir,
+            env=environment,
+            start_new_session=True,
+            **self.user_switch(uid),
+        )
+        return ColdChild(process)
+
     def disk_usage(self, workdir, uid):
         """How to measure what the run has written, for the disk limit (polled: no quota holds it here)."""
         return lambda: bytes_written(workdir, uid)
@@ -197,27 +222,17 @@ class SubprocessBackend:
         result_r, result_w = os.pipe()
         lifeline_r, lifeline_w = os.pipe()
         try:
-            process = subprocess.Popen(
-                self.command(
-                    workdir=workdir,
-                    script_path=script_path,
-                    display_name=display_name,
-                    result_fd=result_w,
-                    lifeline_fd=lifeline_r,
-                    limits_json=limits_json,
-                    uid=uid,
-                ),
-                stdin=subprocess.DEVNULL,
-                stdout=log_w,
-                stderr=log_w,
-                pass_fds=(result_w, lifeline_r),
-                cwd=workdir,
+            child = self.start(
+                workdir=workdir,
+                script_path=script_path,
+                display_name=display_name,
+                pipes={"log": log_w, "result": result_w, "lifeline": lifeline_r},
+                limits_json=limits_json,
+                uid=uid,
                 # The parser's own variables never replace the ones the sandbox sets.
-                env={**variables, **self.environment(workdir, timezone)},
-                start_new_session=True,
-                **self.user_switch(uid),
+                environment={**variables, **self.environment(workdir, timezone)},
             )
-        except OSError as error:
+        except (OSError, ZygoteError) as error:
             for fd in (log_r, result_r, lifeline_w):
                 os.close(fd)
             return Outcome(SANDBOX_ERROR, error=f"could not start the sandbox: {error}")
@@ -226,7 +241,7 @@ class SubprocessBackend:
                 os.close(fd)
         try:
             supervisor = Supervisor(
-                process,
+                child,
                 log_r,
                 result_r,
                 out_dir,
@@ -243,12 +258,47 @@ class SubprocessBackend:
                 remove_files_of(uid)
 
 
+class ColdChild:
+    """A sandbox started by exec: the worker's own child process."""
+
+    def __init__(self, process):
+        self.process = process
+        self.pid = process.pid
+        self.returncode = None
+        self.cpu_seconds = 0.0
+        self.pidfd = None
+
+    def exit_fd(self):
+        """A descriptor that wakes the loop when the child exits, where the kernel offers pidfds."""
+        try:
+            self.pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            return None
+        return self.pidfd
+
+    def exited(self):
+        # WNOWAIT leaves the child unreaped, so its process group id cannot be reused before kill_group().
+        return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+    def kill_group(self):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+    def reap(self):
+        """Wait for the child and keep the CPU time it used, which tells a CPU-limit kill from others."""
+        _, status, usage = os.wait4(self.pid, 0)
+        self.process.returncode = self.returncode = os.waitstatus_to_exitcode(status)
+        self.cpu_seconds = usage.ru_utime + usage.ru_stime
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+
+
 class Supervisor:
     """Follows one child until it exits or breaks a limit, then cleans up after it."""
 
     def __init__(
         self,
-        process,
+        child,
         log_fd,
         result_fd,
         out_dir,
@@ -259,7 +309,7 @@ class Supervisor:
         disk_usage=None,
         cancelled=None,
     ):
-        self.process = process
+        self.child = child
         self.cancelled = cancelled or (lambda: False)
         self.next_cancel_check = 0.0
         self.disk_usage = disk_usage
@@ -273,7 +323,6 @@ class Supervisor:
         self.selector.register(log_fd, selectors.EVENT_READ, self.log.feed)
         self.selector.register(result_fd, selectors.EVENT_READ, self.result.feed)
         self.failure = None
-        self.cpu_seconds = 0.0
 
     def supervise(self):
         deadline = time.monotonic() + self.limits.wall_time
@@ -282,21 +331,23 @@ class Supervisor:
         finally:
             self.kill_group()
             self.drain(time.monotonic() + DRAIN_SECONDS)
-            self.reap()
+            self.child.reap()
             for key in list(self.selector.get_map().values()):
                 os.close(key.fd)
             self.selector.close()
         return self.outcome()
 
     def follow(self, deadline):
-        pidfd = self.watch_exit()
+        exit_fd = self.child.exit_fd()
+        if exit_fd is not None:
+            self.selector.register(exit_fd, selectors.EVENT_READ, None)
         try:
-            while not self.child_exited():
+            while not self.child.exited():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self.failure = (TIMEOUT, f"timed out after {self.limits.wall_time:g} s")
                     return
-                if not self.read_ready(timeout=min(remaining, DISK_CHECK_SECONDS if pidfd is not None else 0.05)):
+                if not self.read_ready(timeout=min(remaining, DISK_CHECK_SECONDS if exit_fd is not None else 0.05)):
                     return
                 if self.disk_full():
                     self.failure = (LIMIT_EXCEEDED, f"disk limit {format_size(self.limits.disk_bytes)} exceeded")
@@ -305,9 +356,8 @@ class Supervisor:
                     self.failure = (CANCELLED, "cancelled")
                     return
         finally:
-            if pidfd is not None:
-                self.selector.unregister(pidfd)
-                os.close(pidfd)
+            if exit_fd is not None:
+                self.selector.unregister(exit_fd)
 
     def disk_full(self):
         if self.disk_usage is None or time.monotonic() < self.next_disk_check:
@@ -320,19 +370,6 @@ class Supervisor:
             return False
         self.next_cancel_check = time.monotonic() + CANCEL_CHECK_SECONDS
         return bool(self.cancelled())
-
-    def watch_exit(self):
-        """Wake the loop when the child exits, where the kernel offers pidfds."""
-        try:
-            pidfd = os.pidfd_open(self.process.pid)
-        except (AttributeError, OSError):
-            return None
-        self.selector.register(pidfd, selectors.EVENT_READ, None)
-        return pidfd
-
-    def child_exited(self):
-        # WNOWAIT leaves the child unreaped, so its process group id cannot be reused before kill_group().
-        return os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
 
     def read_ready(self, timeout):
         """Read what is ready; False once a limit or the protocol is broken."""
@@ -365,16 +402,9 @@ class Supervisor:
 
         The second catches what left the group with setsid(), as a daemon would.
         """
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        self.child.kill_group()
         if self.uid is not None:
             kill_all_processes_of(self.uid)
-
-    def reap(self):
-        """Wait for the child and keep the CPU time it used, which tells a CPU-limit kill from others."""
-        _, status, usage = os.wait4(self.process.pid, 0)
-        self.process.returncode = os.waitstatus_to_exitcode(status)
-        self.cpu_seconds = usage.ru_utime + usage.ru_stime
 
     def drain(self, deadline):
         """Read what the child left in its pipes, in case it exited right after writing."""
@@ -396,11 +426,11 @@ class Supervisor:
             return PROTOCOL_ERROR, f"protocol violation: {error}"
         if self.result.done:
             return COMPLETED, ""
-        code = self.process.returncode
+        code = self.child.returncode
         if self.wrapper_reports_signals and code > 128:
             code = 128 - code
         cpu_limit = self.limits.cpu_seconds
-        if code == -signal.SIGXCPU or (code == -signal.SIGKILL and self.cpu_seconds >= cpu_limit):
+        if code == -signal.SIGXCPU or (code == -signal.SIGKILL and self.child.cpu_seconds >= cpu_limit):
             return LIMIT_EXCEEDED, f"CPU time limit {cpu_limit} s exceeded"
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
         if code == -signal.SIGKILL:
@@ -408,3 +438,38 @@ class Supervisor:
             how += f" (SIGKILL: most likely its CPU time limit of {cpu_limit} s)"
         see_log = " (see the log)" if self.log.kept else ""
         return PROTOCOL_ERROR, f"the script's process {how} before parse() returned a result{see_log}"
+
+
+class WarmSubprocessBackend(SubprocessBackend):
+    """The subprocess backend with a warm start: a fork of this process's zygote instead of a new interpreter.
+
+    The fork sets itself up as `command()` would (session, environment, working directory,
+    rlimits, and as root a user id and a network namespace of its own) before the script runs.
+    """
+
+    def __init__(self, python, *, preload=()):
+        super().__init__(python)
+        self.preload = tuple(preload)
+
+    def isolates_network(self):
+        return os.geteuid() == 0  # the fork unshares its network itself: no util-linux needed
+
+    def start(self, *, workdir, script_path, display_name, pipes, limits_json, uid, environment):
+        zygote_environment = {
+            name: value for name, value in self.environment(workdir, "UTC").items() if name in ZYGOTE_VARIABLES
+        }
+        request = {
+            "script": script_path,
+            "display_name": display_name,
+            "limits": json.loads(limits_json),
+            "environment": environment,
+            "cwd": workdir,
+            "uid": uid,
+            "own_network": uid is not None and self.isolates_network(),
+        }
+        zygote = zygote_for(python=self.python, modules=self.preload, environment=zygote_environment)
+        return zygote.spawn(request=request, log_w=pipes["log"], result_w=pipes["result"], lifeline_r=pipes["lifeline"])
+
+
+# The zygote's own environment: what must hold from the interpreter's start. A run's comes with its request.
+ZYGOTE_VARIABLES = ("PATH", "LANG", "MALLOC_ARENA_MAX")

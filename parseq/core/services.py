@@ -26,11 +26,13 @@ import runner
 from parseq.core import cancellation
 from parseq.core.events import run_finished
 from parseq.core.models import Parser, Run
-from parseq.core.validation import MAX_SCRIPT_BYTES, allowed_modules, validate_script
+from parseq.core.validation import MAX_SCRIPT_BYTES, allowed_modules, sandbox_modules, validate_script
 
 logger = logging.getLogger(__name__)
 ERROR_FILENAME = "error.txt"
 WORKER_TEMP_PREFIX = "parseq-worker-"
+# Imported by the warm start's zygote besides the sandbox's top-level packages: the parts scrapers load most.
+WARM_EXTRA_MODULES = ("PIL.Image", "csv", "datetime", "html.parser", "json", "lxml.html", "re", "urllib.parse")
 LOST_RUN_ERROR = "worker lost: the run did not finish by its deadline (its worker stopped or was killed)"
 
 
@@ -89,9 +91,28 @@ def load_demo_parsers(*, directory):
 
 def enqueue_run(*, parser, trigger, scheduled_for=None):
     """Create a run and send it to the workers once the transaction commits."""
-    run = Run.objects.create(parser=parser, trigger=trigger, status=Run.Status.ENQUEUED, scheduled_for=scheduled_for)
-    transaction.on_commit(lambda: send_run(run_id=run.run_id))
+    run = Run(parser=parser, trigger=trigger, status=Run.Status.ENQUEUED, scheduled_for=scheduled_for)
+    create_runs(runs=[run])
     return run
+
+
+def create_runs(*, runs):
+    """Insert `runs` (unsaved) in one statement; those `enqueued` are sent to the workers once the transaction commits.
+
+    The scheduler creates a round's runs and recorded skips together with it: one INSERT, not one per parser.
+    Run has no save signals to miss.
+    """
+    Run.objects.bulk_create(runs)
+    run_ids = [run.run_id for run in runs if run.status == Run.Status.ENQUEUED]
+    if run_ids:
+        transaction.on_commit(lambda: send_runs(run_ids=run_ids))
+    return runs
+
+
+def send_runs(*, run_ids):
+    """Hand runs to the broker, one message each, on this thread's one connection (dramatiq keeps one per thread)."""
+    for run_id in run_ids:
+        send_run(run_id=run_id)
 
 
 def send_run(*, run_id):
@@ -147,6 +168,8 @@ def execute_run(*, run_id):
                 network=run.parser.network,
                 restricted_modules=allowed_modules() if run.parser.restricted else None,
                 cancelled=cancelled.is_set,
+                warm=warm_start(backend=backend),
+                preload=warm_preload(),
             )
         finally:
             cancellation.watcher.forget(run.run_id)
@@ -157,7 +180,7 @@ def settings_used(*, parser, backend):
     """The parser's settings a run goes by, as its page shows them; variable names only, never values."""
     return {
         "script": os.path.basename(parser.script.name),
-        "sandbox": backend,
+        "sandbox": f"{backend} (warm start)" if warm_start(backend=backend) else backend,
         "timeout": parser.timeout,
         "memory_limit_mb": parser.memory_limit_mb or settings.MEMORY_LIMIT_MB,
         "restricted": parser.restricted,
@@ -206,6 +229,16 @@ def run_limits(*, parser):
 
 def sandbox_backend():
     return settings.SANDBOX_BACKEND or runner.best_backend()
+
+
+def warm_start(*, backend):
+    """Whether runs start warm: forked from a zygote (README: Performance); only the subprocess backend can."""
+    return settings.SANDBOX_WARM_START and backend == "subprocess"
+
+
+def warm_preload():
+    """What the warm start's zygote imports before any run: the sandbox's libraries and what scrapers use most."""
+    return sorted({*sandbox_modules(), *WARM_EXTRA_MODULES})
 
 
 def claim_run(*, run_id):

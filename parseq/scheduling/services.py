@@ -5,11 +5,12 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from django_apscheduler.models import DjangoJobExecution
 
 from parseq.core.models import Parser, Run
-from parseq.core.services import enqueue_run
+from parseq.core.services import create_runs
 
 logger = logging.getLogger(__name__)
 JOB_EXECUTIONS_KEPT_SECONDS = 7 * 24 * 3600
@@ -23,41 +24,69 @@ def fire_schedule(*, parser_id, due_times, now):
     the newest runs if it is within the misfire grace period, and a skipped run records the
     others. Each due time gets at most one run, even if two schedulers fire it.
     """
-    parser = Parser.objects.filter(pk=parser_id, enabled=True).first()
-    if parser is None:
-        return None  # deleted or disabled a moment ago: the scheduler drops its job
-    due, missed = due_times[-1], due_times[:-1]
+    return fire_schedules(due_times={parser_id: due_times}, now=now).get(parser_id)
+
+
+def fire_schedules(*, due_times, now):
+    """Fire many schedules as `fire_schedule` fires one, in one transaction. Returns {parser id: its new run}.
+
+    `due_times` maps each parser's id to its due times. For a scheduler with many parsers due at
+    once: one query for the parsers, one INSERT for all their runs and skips, the messages sent after
+    the commit. If a due time was handled already (another scheduler?), the database refuses the whole
+    INSERT: then each parser is fired on its own, so that the others still run.
+    """
+    # A parser deleted or disabled a moment ago gets no entry (and the scheduler drops its job).
+    parsers = _with_busy_run(Parser.objects.filter(pk__in=list(due_times), enabled=True))
+    planned = {parser.pk: _runs_or_skips(parser=parser, due_times=due_times[parser.pk], now=now) for parser in parsers}
     try:
         with transaction.atomic():
-            return _run_or_skip(parser=parser, due=due, missed=missed, now=now)
+            create_runs(runs=[run for runs in planned.values() for run in runs])
     except IntegrityError:
-        logger.info("parser %s: due time %s was handled already (another scheduler?)", parser_id, due)
-        return None
+        if len(planned) > 1:  # each alone: only what was handled already is refused
+            fired = {pk: fire_schedule(parser_id=pk, due_times=due_times[pk], now=now) for pk in planned}
+            return {pk: run for pk, run in fired.items() if run is not None}
+        for pk in planned:
+            logger.info("parser %s: due time %s was handled already (another scheduler?)", pk, due_times[pk][-1])
+        return {}
+    for runs in planned.values():
+        for run in runs:
+            if run.status == Run.Status.SKIPPED:
+                logger.warning("parser %s: %s", run.parser_id, run.error)
+    return {pk: runs[-1] for pk, runs in planned.items()}
 
 
-def _run_or_skip(*, parser, due, missed, now):
+def _with_busy_run(parsers):
+    """Annotate each parser's newest run still `enqueued` or `running` (its id and status): the overlap rule's."""
+    busy = Run.objects.filter(parser=OuterRef("pk"), status__in=Run.ACTIVE_STATUSES).order_by("-created_time")
+    return parsers.annotate(
+        busy_run_id=Subquery(busy.values("run_id")[:1]), busy_status=Subquery(busy.values("status")[:1])
+    )
+
+
+def _runs_or_skips(*, parser, due_times, now):
+    """The unsaved runs a parser's due times become: the run (or skip) for the newest due time comes last."""
+    due, missed = due_times[-1], due_times[:-1]
     grace = timedelta(seconds=settings.MISFIRE_GRACE)
     if now - due > grace:
         reason = (
             f"{_count(missed, due)} due while no scheduler was running, the last at {_when(due)}: "
             f"older than the misfire grace period of {_duration(grace)} (PARSEQ_MISFIRE_GRACE)"
         )
-        return record_skip(parser=parser, scheduled_for=due, reason=reason)
+        return [skipped_run(parser=parser, scheduled_for=due, reason=reason)]
+    runs = []
     if missed:
         span = _when(missed[0]) if len(missed) == 1 else f"from {_when(missed[0])} to {_when(missed[-1])}"
         reason = (
             f"{_count(missed)} due {span} while no scheduler was running: coalesced into the run due at {_when(due)}"
         )
-        record_skip(parser=parser, scheduled_for=missed[0], reason=reason)
-    if parser.overlap == Parser.Overlap.SKIP:
-        active = parser.runs.filter(status__in=[Run.Status.ENQUEUED, Run.Status.RUNNING]).first()
-        if active is not None:
-            reason = (
-                f"due at {_when(due)} while run {active.run_id} was still {active.status} "
-                "(this parser's overlap policy is skip)"
-            )
-            return record_skip(parser=parser, scheduled_for=due, reason=reason)
-    return enqueue_run(parser=parser, trigger=Run.Trigger.SCHEDULE, scheduled_for=due)
+        runs.append(skipped_run(parser=parser, scheduled_for=missed[0], reason=reason))
+    if parser.overlap == Parser.Overlap.SKIP and parser.busy_run_id is not None:
+        reason = (
+            f"due at {_when(due)} while run {parser.busy_run_id} was still {parser.busy_status} "
+            "(this parser's overlap policy is skip)"
+        )
+        return [*runs, skipped_run(parser=parser, scheduled_for=due, reason=reason)]
+    return [*runs, Run(parser=parser, trigger=Run.Trigger.SCHEDULE, status=Run.Status.ENQUEUED, scheduled_for=due)]
 
 
 def set_automatic_runs(*, parsers, enabled):
@@ -76,10 +105,9 @@ def prune_job_executions():
     DjangoJobExecution.objects.delete_old_job_executions(max_age=JOB_EXECUTIONS_KEPT_SECONDS)
 
 
-def record_skip(*, parser, scheduled_for, reason):
-    """A `skipped` run in the history: a due automatic run that did not start, and why."""
-    logger.warning("parser %s: skipped %s", parser.pk, reason)
-    return Run.objects.create(
+def skipped_run(*, parser, scheduled_for, reason):
+    """A `skipped` run for the history (unsaved): a due automatic run that did not start, and why."""
+    return Run(
         parser=parser,
         trigger=Run.Trigger.SCHEDULE,
         status=Run.Status.SKIPPED,

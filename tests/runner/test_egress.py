@@ -176,6 +176,17 @@ def under_isolating_subprocess(test_class):
     )
 
 
+def warm_under_root(test_class):
+    """The same tests forked from the warm zygote, which gives each fork a network namespace as root."""
+    variant = type(
+        f"Warm{test_class.__name__}", (test_class,), {"backend": "subprocess", "warm": True, "__module__": __name__}
+    )
+    return unittest.skipUnless(os.geteuid() == 0, "a warm sandbox isolates the network only as root")(variant)
+
+
 SubprocessRefusedDestinationTests = under_isolating_subprocess(RefusedDestinationTests)
 SubprocessAllowedDestinationTests = under_isolating_subprocess(AllowedDestinationTests)
 SubprocessProxyLimitTests = under_isolating_subprocess(ProxyLimitTests)
+WarmRefusedDestinationTests = warm_under_root(RefusedDestinationTests)
+WarmAllowedDestinationTests = warm_under_root(AllowedDestinationTests)
+WarmProxyLimitTests = warm_under_root(ProxyLimitTests)

@@ -10,7 +10,7 @@ from django.conf import settings
 
 import runner
 from tests.helpers import live_processes_with, wait_until
-from tests.runner.test_sandbox import SandboxTestCase, under_bwrap
+from tests.runner.test_sandbox import SandboxTestCase, under_bwrap, warm_start
 
 SEPARATED = os.geteuid() == 0  # the subprocess backend separates scripts from the worker only as root
 
@@ -116,3 +116,4 @@ class HostileScriptTests(SandboxTestCase):
 
 
 BwrapHostileScriptTests = under_bwrap(HostileScriptTests)
+WarmHostileScriptTests = warm_start(HostileScriptTests)

@@ -7,7 +7,7 @@ from django.test import SimpleTestCase
 import runner
 from parseq.core.validation import validate_script
 from tests.helpers import script
-from tests.runner.test_sandbox import SandboxTestCase, under_bwrap
+from tests.runner.test_sandbox import SandboxTestCase, under_bwrap, warm_start
 
 TYPICAL_SCRAPER = os.path.join(os.path.dirname(__file__), "typical_scraper.py")
 
@@ -60,6 +60,7 @@ class RestrictedRunTests(SandboxTestCase):
 
 
 BwrapRestrictedRunTests = under_bwrap(RestrictedRunTests)
+WarmRestrictedRunTests = warm_start(RestrictedRunTests)
 
 
 class RestrictedUploadTests(SimpleTestCase):

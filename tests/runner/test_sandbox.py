@@ -12,6 +12,7 @@ from unittest import mock
 from django.conf import settings
 
 import runner
+from parseq.core.services import warm_preload
 from parseq.core.validation import allowed_modules, sandbox_modules
 from runner.subprocess_backend import SubprocessBackend
 from tests.helpers import live_processes_with, require, wait_until, write_script
@@ -24,6 +25,7 @@ class SandboxTestCase(unittest.TestCase):
     """Runs scripts through a backend; each test class also runs under bwrap (see the end of the module)."""
 
     backend = "subprocess"
+    warm = False
 
     def setUp(self):
         self.tempdir = tempfile.TemporaryDirectory(prefix="parseq-test-")
@@ -40,6 +42,8 @@ class SandboxTestCase(unittest.TestCase):
             backend=self.backend,
             limits=runner.Limits(**limits),
             restricted_modules=allowed_modules() if restricted else None,
+            warm=self.warm,
+            preload=warm_preload() if self.warm else (),
         )
 
     def written(self):
@@ -672,6 +676,11 @@ def under_bwrap(test_class):
     return require(runner.bwrap_works(), "needs bubblewrap with user namespaces: apt-get install bubblewrap")(jailed)
 
 
+def warm_start(test_class):
+    """The same tests, each run forked from a zygote that has imported the libraries already."""
+    return type(f"Warm{test_class.__name__}", (test_class,), {"warm": True, "__module__": __name__})
+
+
 for _test_class in (
     ResultsTests,
     ScriptErrorTests,
@@ -685,3 +694,4 @@ for _test_class in (
     DiskLimitTests,
 ):
     globals()[f"Bwrap{_test_class.__name__}"] = under_bwrap(_test_class)
+    globals()[f"Warm{_test_class.__name__}"] = warm_start(_test_class)

@@ -1,0 +1,176 @@
+"""The warm start: a zygote per worker process forks each run's sandbox (see runner/zygote.py).
+
+A cold run pays for a new interpreter and for importing its libraries (`requests` and `bs4`
+take most of it); a warm run pays for a fork of a process that has done both already. The
+fork then becomes exactly what a cold sandbox is after exec: its own session, scrubbed
+environment, rlimits, and as root its own user id and network namespace.
+"""
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+
+ZYGOTE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zygote.py")
+START_SECONDS = 60
+# The zygote reports an exit as soon as it has reaped the child; this only bounds a zygote that hangs.
+REPORT_SECONDS = 30
+
+_zygotes = {}
+_zygotes_lock = threading.Lock()
+
+
+class ZygoteError(Exception):
+    """The zygote could not start or is gone; the message says why."""
+
+
+def zygote_for(*, python, modules, environment):
+    """This process's zygote for `python` with `modules` preloaded, started on first use or when it died."""
+    key = (python, tuple(sorted(modules)), tuple(sorted(environment.items())))
+    with _zygotes_lock:
+        zygote = _zygotes.get(key)
+        if zygote is None or not zygote.usable():
+            if zygote is not None:
+                zygote.close()
+            zygote = _zygotes[key] = Zygote(python=python, modules=modules, environment=environment)
+        return zygote
+
+
+def stop_all():
+    """Stop this process's zygotes (their children are killed with them)."""
+    with _zygotes_lock:
+        for zygote in _zygotes.values():
+            zygote.close()
+        _zygotes.clear()
+
+
+class Zygote:
+    """A running zygote and the socket that asks it for children."""
+
+    def __init__(self, *, python, modules, environment):
+        self.owner = os.getpid()
+        self.lock = threading.Lock()
+        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.process = subprocess.Popen(
+                [python, "-I", "-B", ZYGOTE, str(theirs.fileno()), json.dumps(sorted(modules))],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=environment,
+                cwd="/",
+                start_new_session=True,
+            )
+        except OSError as error:
+            self.control.close()
+            raise ZygoteError(f"could not start the zygote: {error}") from None
+        finally:
+            theirs.close()
+        self.wait_until_ready()
+
+    def wait_until_ready(self):
+        self.control.settimeout(START_SECONDS)
+        try:
+            ready = self.control.recv(16)
+        except OSError:
+            ready = b""
+        if ready != b"ready":
+            self.process.kill()
+            message = self.process.stderr.read().decode(errors="replace").strip()
+            self.process.wait()
+            self.control.close()
+            raise ZygoteError(f"the zygote did not start: {message or 'no message'}")
+        self.control.settimeout(None)
+        self.process.stderr.close()
+
+    def usable(self):
+        return self.owner == os.getpid() and self.process.poll() is None
+
+    def spawn(self, *, request, log_w, result_w, lifeline_r):
+        """Fork a sandbox for one run and send it its request; returns the WarmChild.
+
+        The request goes straight to the child over a pipe of its own, never through the zygote.
+        """
+        status, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        request_r, request_w = os.pipe()
+        try:
+            with self.lock:
+                socket.send_fds(self.control, [b"run"], [theirs.fileno(), request_r, log_w, result_w, lifeline_r])
+        except OSError as error:
+            status.close()
+            os.close(request_w)
+            raise ZygoteError(f"the zygote is gone: {error}") from None
+        finally:
+            theirs.close()
+            os.close(request_r)
+        try:
+            status.settimeout(REPORT_SECONDS)
+            answer = status.recv(4096)
+            if not answer:
+                status.close()
+                raise ZygoteError("the zygote closed the run's status socket without forking")
+            child = WarmChild(json.loads(answer)["pid"], status)
+            with contextlib.suppress(BrokenPipeError):  # the child died at once: its exit tells the rest
+                write_all(request_w, json.dumps(request).encode())
+        finally:
+            os.close(request_w)
+        return child
+
+    def close(self):
+        self.control.close()  # the zygote kills its children and exits when this closes
+        if self.owner == os.getpid():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=5)
+
+
+class WarmChild:
+    """A run's sandbox forked by the zygote: not the worker's child, so its exit is the zygote's to report."""
+
+    def __init__(self, pid, status):
+        self.pid = pid
+        self.status = status
+        self.returncode = None
+        self.cpu_seconds = 0.0
+        self.reaped = False  # by the zygote, which killed the child's group first
+
+    def exit_fd(self):
+        return self.status.fileno()  # readable once the zygote reports the exit
+
+    def exited(self):
+        if self.returncode is None:
+            self.status.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                self.read_report()
+        return self.returncode is not None
+
+    def kill_group(self):
+        if not self.reaped:  # once reaped, the pid may be reused: never signal it again
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+
+    def reap(self):
+        if self.returncode is None:
+            self.status.settimeout(REPORT_SECONDS)
+            try:
+                self.read_report()
+            except TimeoutError:
+                self.returncode = -signal.SIGKILL
+        self.status.close()
+
+    def read_report(self):
+        report = self.status.recv(4096)
+        if not report:  # the zygote died; the supervisor kills what is left of the run's group
+            self.returncode = -signal.SIGKILL
+            return
+        report = json.loads(report)
+        self.returncode, self.cpu_seconds, self.reaped = report["exit"], report["cpu"], True
+
+
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

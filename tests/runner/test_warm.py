@@ -1,0 +1,200 @@
+"""The warm start: runs forked from a zygote are as separate from it and each other as cold ones.
+
+The whole sandbox battery (results, errors, limits, hostile scripts, restricted mode, egress)
+also runs warm: see the Warm* classes in test_sandbox, test_hostile, test_restricted, test_egress.
+"""
+
+import os
+import socket
+import threading
+import unittest
+import uuid
+
+from django.conf import settings
+
+import runner
+from runner import warm
+from tests.helpers import live_processes_with, wait_until, write_script
+from tests.runner.test_sandbox import SandboxTestCase
+
+AS_ROOT = os.geteuid() == 0
+
+
+def the_zygote():
+    [zygote] = [zygote for zygote in warm._zygotes.values() if zygote.usable()]
+    return zygote
+
+
+class WarmStartTests(SandboxTestCase):
+    warm = True
+
+    def setUp(self):
+        super().setUp()
+        warm.stop_all()  # one zygote at a time here, whatever earlier tests preloaded
+        self.addCleanup(warm.stop_all)
+
+    def read(self, name):
+        with open(os.path.join(self.out_dir, name)) as file:
+            return file.read()
+
+    def test_the_sandbox_libraries_are_imported_before_the_script_asks(self):
+        outcome = self.run_source("""
+            import sys
+
+            def parse():
+                loaded = sorted(name for name in ("bs4", "requests", "lxml.html") if name in sys.modules)
+                return {"loaded.txt": repr(loaded).encode()}
+        """)
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+        self.assertEqual(self.read("loaded.txt"), "['bs4', 'lxml.html', 'requests']")
+
+    def test_each_run_starts_from_the_zygote_not_from_what_the_previous_run_changed(self):
+        change = "import requests\nrequests.planted = 'by the first run'\ndef parse():\n    return {}\n"
+        look = "import requests\ndef parse():\n    return {'seen.txt': repr(hasattr(requests, 'planted')).encode()}\n"
+
+        self.assertEqual(self.run_source(change).status, runner.COMPLETED)
+        outcome = self.run_source(look)
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+        self.assertEqual(self.read("seen.txt"), "False")
+
+    @unittest.skipUnless(AS_ROOT, "reading another process's memory needs root")
+    def test_a_runs_variables_never_enter_the_zygote_whose_memory_later_runs_copy(self):
+        secret = f"token-{uuid.uuid4().hex}"
+        path = write_script(
+            self.tempdir.name, "import os\ndef parse():\n    return {'t.txt': os.environ['API_TOKEN'].encode()}\n"
+        )
+
+        outcome = runner.run_script(
+            path,
+            self.out_dir,
+            python=settings.SANDBOX_PYTHON,
+            variables={"API_TOKEN": secret},
+            warm=True,
+            preload=["requests"],
+        )
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+        self.assertEqual(self.read("t.txt"), secret)
+        memory = memory_of(the_zygote().process.pid)
+        self.assertIn(b"MALLOC_ARENA_MAX", memory)  # its own environment: the memory was read
+        self.assertNotIn(secret.encode(), memory)
+
+    @unittest.skipUnless(AS_ROOT, "as another user, a run is a user of its own only when the worker is root")
+    def test_a_run_can_neither_read_nor_signal_the_zygote(self):
+        outcome = self.run_source("""
+            import os, signal
+
+            def parse():
+                tried = []
+                zygote = os.getppid()
+                for attempt in (lambda: open(f"/proc/{zygote}/mem", "rb"), lambda: os.kill(zygote, signal.SIGKILL)):
+                    try:
+                        attempt()
+                        tried.append("allowed")
+                    except OSError as error:
+                        tried.append(type(error).__name__)
+                return {"tried.txt": repr(tried).encode()}
+        """)
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+        self.assertEqual(self.read("tried.txt"), "['PermissionError', 'PermissionError']")
+        self.assertTrue(the_zygote().usable())
+
+    @unittest.skipUnless(AS_ROOT, "a warm run has a network namespace of its own only as root")
+    def test_with_network_none_a_warm_run_cannot_reach_the_hosts_loopback(self):
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+        port = listener.getsockname()[1]
+        path = write_script(
+            self.tempdir.name,
+            f"""
+            import socket
+
+            def parse():
+                try:
+                    socket.create_connection(("127.0.0.1", {port}), timeout=2).close()
+                    reached = "reached"
+                except OSError as error:
+                    reached = type(error).__name__
+                return {{"reached.txt": reached.encode()}}
+            """,
+        )
+
+        outcome = runner.run_script(path, self.out_dir, python=settings.SANDBOX_PYTHON, network="none", warm=True)
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+        self.assertEqual(self.read("reached.txt"), "ConnectionRefusedError")
+
+    def test_a_killed_zygote_is_replaced_and_the_next_run_works(self):
+        self.assertEqual(self.run_source("def parse():\n    return {}\n").status, runner.COMPLETED)
+        old = the_zygote()
+        old.process.kill()
+        old.process.wait()
+
+        outcome = self.run_source("def parse():\n    return {'ok.txt': b'ok'}\n")
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+        self.assertNotEqual(the_zygote().process.pid, old.process.pid)
+
+    def test_when_the_zygote_is_stopped_its_running_sandboxes_die_with_it(self):
+        marker = f"{uuid.uuid4().int % 10**6}.625"
+        outcomes = []
+        source = f"import subprocess\ndef parse():\n    subprocess.run(['sleep', '{marker}'])\n    return {{}}\n"
+        thread = threading.Thread(target=lambda: outcomes.append(self.run_source(source, wall_time=30)))
+        thread.start()
+        wait_until(lambda: live_processes_with(f"sleep {marker}"), timeout=10, message="the run to start")
+
+        warm.stop_all()
+        thread.join(timeout=10)
+
+        self.assertEqual(outcomes[0].status, runner.PROTOCOL_ERROR)
+        self.assertIn("killed by signal 9", outcomes[0].error)
+        wait_until(lambda: not live_processes_with(f"sleep {marker}"), timeout=5, message="the sandbox to die")
+
+    def test_a_module_that_fails_to_preload_does_not_stop_the_zygote(self):
+        path = write_script(self.tempdir.name, "def parse():\n    return {}\n")
+
+        outcome = runner.run_script(
+            path, self.out_dir, python=settings.SANDBOX_PYTHON, warm=True, preload=["no_such_module_anywhere"]
+        )
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+
+    def test_a_zygote_that_cannot_start_is_a_sandbox_error_with_its_reason(self):
+        broken = os.path.join(self.tempdir.name, "python")
+        with open(broken, "w") as file:
+            file.write("#!/bin/sh\necho 'this interpreter is broken' >&2\nexit 3\n")
+        os.chmod(broken, 0o755)
+        path = write_script(self.tempdir.name, "def parse():\n    return {}\n")
+
+        outcome = runner.run_script(path, self.out_dir, python=broken, warm=True)
+
+        self.assertEqual(outcome.status, runner.SANDBOX_ERROR)
+        self.assertIn("the zygote did not start: this interpreter is broken", outcome.error)
+
+    def test_a_warm_start_is_refused_with_a_backend_that_cannot_fork_it(self):
+        path = write_script(self.tempdir.name, "def parse():\n    return {}\n")
+
+        outcome = runner.run_script(path, self.out_dir, python=settings.SANDBOX_PYTHON, backend="bwrap", warm=True)
+
+        self.assertEqual(outcome.status, runner.SANDBOX_ERROR)
+        self.assertEqual(outcome.error, "a warm start needs the subprocess backend, not bwrap")
+
+
+def memory_of(pid):
+    """Every readable byte of a process's memory (root only)."""
+    contents = bytearray()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", buffering=0) as memory:
+        for line in maps:
+            addresses, permissions = line.split()[:2]
+            if not permissions.startswith("r"):
+                continue
+            start, end = (int(address, 16) for address in addresses.split("-"))
+            try:
+                memory.seek(start)
+                contents += memory.read(end - start)
+            except (OSError, OverflowError, ValueError):
+                continue
+    return bytes(contents)
