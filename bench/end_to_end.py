@@ -17,6 +17,8 @@ as this process's time.time(); nothing is polled through the API, which would lo
 - throughput: trivial runs posted by 4 client threads as fast as the API answers, from the first
   POST to the last finished_time, for rundramatiq's default (a process per core, 8 threads) and
   the compose stack's (2 processes of 2 threads);
+- warm start: latency and throughput again with PARSEQ_SANDBOX=subprocess, where each run is
+  forked from a zygote that has imported the sandbox's libraries;
 - schedule lateness: parsers all due at the same second, fired by `manage.py runscheduler`:
   created_time - scheduled_for with no worker running (the scheduler alone), then with
   rundramatiq's default running them, created_time and started_time - scheduled_for;
@@ -74,7 +76,12 @@ SLEEPER = "import time\n\n\ndef parse():\n    time.sleep({seconds})\n    return 
 SIZED = "def parse():\n    return {{'result.bin': bytes({size})}}\n"
 # rundramatiq's own default is a process per core; django_dramatiq's default is 8 threads each.
 DEFAULT_THREADS = 8
-COMPOSE_WORKER = (2, 2)  # deploy/docker-compose.yaml: RUNDRAMATIQ_PROCESSES, RUNDRAMATIQ_THREADS
+COMPOSE_WORKER = (2, 2)
+# The fast configuration (README: Performance): the subprocess backend, each run forked from a warm zygote.
+WARM_ENV = {
+    "PARSEQ_SANDBOX": "subprocess",
+    "PARSEQ_WARM_START": "true",
+}  # deploy/docker-compose.yaml: RUNDRAMATIQ_PROCESSES, RUNDRAMATIQ_THREADS
 # The API's web server as deploy/docker-compose.yaml runs it: GUNICORN_WORKERS x GUNICORN_THREADS.
 API_WEB = ["--workers", "3", "--threads", "4"]
 CLIENT_THREADS = 4
@@ -379,7 +386,7 @@ def measure_latency(bench, api, parser, count):
     }
 
 
-def measure_sandbox_alone(bench, parser, count):
+def measure_sandbox_alone(bench, parser, count, backend=None):
     """runner.run_script in this process, with what a worker passes for `parser`: the sandbox's share of a run."""
     from django.conf import settings
 
@@ -397,13 +404,15 @@ def measure_sandbox_alone(bench, parser, count):
                 str(script),
                 tempfile.mkdtemp(dir=tempdir),
                 python=settings.SANDBOX_PYTHON,
-                backend=services.sandbox_backend(),
+                backend=backend or services.sandbox_backend(),
                 limits=services.run_limits(parser=parser),
                 timezone=settings.TIME_ZONE,
                 variables=parser.environment,
                 network=parser.network,
                 restricted_modules=allowed_modules() if parser.restricted else None,
                 cancelled=lambda: False,
+                warm=services.warm_start(backend=backend or services.sandbox_backend()),
+                preload=services.warm_preload(),
             )
             times.append(time.perf_counter() - started)
             if not outcome.ok:
@@ -806,6 +815,20 @@ def table_rows(results):
         rows.append(row("  trigger → completed under that load", figures["trigger_to_completed_ms"]))
         rows.append(row("  API triggers accepted", None, "per s", f"{figures['api_triggers_per_second']:.1f}"))
         rows.append(row("  API answer (202) under that load", figures["api_answer_ms"]))
+    warm = results["latency_warm"]
+    rows += [
+        row("warm start: trigger → running", warm["trigger_to_running_ms"]),
+        row("warm start: trigger → completed", warm["trigger_to_completed_ms"]),
+        row("  running → completed (sandbox, store)", warm["running_to_completed_ms"]),
+        row("  the sandbox alone (runner.run_script, warm)", warm["sandbox_alone_ms"]),
+    ]
+    throughput = results["throughput_warm"]
+    rows.append(
+        row(
+            f"throughput, {throughput['runs']} runs, warm start", None, "runs/s", f"{throughput['runs_per_second']:.1f}"
+        )
+    )
+    rows.append(row("  trigger → completed under that load", throughput["trigger_to_completed_ms"]))
     rows += lateness_rows(results)
     download, memory, connections = results["download"], results["worker_memory"], results["connections"]
     rows += [
@@ -906,10 +929,22 @@ def run_phases(bench, sizes):
     label = f"compose default ({processes} processes x {threads} threads)"
     results["throughput"].append(measure_throughput(bench, api, trivial, sizes.throughput_runs, label))
     bench.stop(worker)
+    results["latency_warm"], results["throughput_warm"] = measure_warm_start(bench, api, sizes, trivial)
     results["worker_memory"], results["download"] = measure_results(bench, api, sizes, trivial)
     results["connections"] = measure_connections(bench, api, sizes)
     bench.stop(api_web)
     return results
+
+
+def measure_warm_start(bench, api, sizes, trivial):
+    """Latency and throughput again, on a worker of rundramatiq's default whose runs start warm."""
+    worker = bench.start_worker("worker-warm", extra_env=WARM_ENV)
+    latency = measure_latency(bench, api, trivial, sizes.latency_runs)
+    latency["sandbox_alone_ms"] = measure_sandbox_alone(bench, trivial, sizes.latency_runs, backend="subprocess")
+    label = f"rundramatiq default ({os.cpu_count()} processes x {DEFAULT_THREADS} threads), subprocess warm start"
+    throughput = measure_throughput(bench, api, trivial, sizes.throughput_runs, label)
+    bench.stop(worker)
+    return latency, throughput
 
 
 def run_lateness_phases(bench, sizes):

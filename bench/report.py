@@ -29,7 +29,11 @@ def rows(parseq, scrapyd):
             result = scrapyd[name]
             yield f"trivial job: trigger → finished (ms, p50 / p95), {label}", ms(result["latency_ms"]), ""
             yield f"{result['jobs']} trivial jobs at once (jobs/s), {label}", "", f"{result['throughput_per_s']}"
-    for result in parseq["throughput"]:
+    if "latency_warm" in parseq:
+        warm = parseq["latency_warm"]
+        yield "trivial job, warm start: trigger → finished (ms, p50 / p95)", ms(warm["trigger_to_completed_ms"]), ""
+        yield "trivial job, warm start: trigger → running (ms, p50 / p95)", ms(warm["trigger_to_running_ms"]), ""
+    for result in [*parseq["throughput"], *([parseq["throughput_warm"]] if "throughput_warm" in parseq else [])]:
         yield (
             f"{result['runs']} trivial runs (runs/s), {result['worker']}",
             "",
