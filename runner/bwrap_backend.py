@@ -1,9 +1,9 @@
 """The bubblewrap jail: the script sees only the interpreter, its libraries and its own directory.
 
 bwrap puts the child in new user, pid, ipc, uts and cgroup namespaces with no
-capabilities. Its filesystem is read-only /usr and the sandbox environment, a
-fresh tmpfs /tmp, a private /proc and /dev, and the run's working directory at
-/sandbox/work. Parseq's code, settings, database, media, other runs and every
+capabilities. Its filesystem is read-only: /usr and the sandbox environment, a
+private /proc and /dev; it may write only to three fresh tmpfs of the disk limit's
+size: the run's working directory at /sandbox/work, /tmp and /dev/shm. Parseq's code, settings, database, media, other runs and every
 process outside the jail are out of sight. --die-with-parent takes the whole
 jail down with the worker. The jail's network namespace has only a loopback:
 with the policy "internet" its HTTP(S) goes out through the egress proxy
@@ -70,7 +70,9 @@ class BwrapBackend(SubprocessBackend):
         for path in self.interpreter_paths():
             mounts += ["--ro-bind", path, path]
         policy = ["--ro-bind", RESTRICTED_POLICY, os.path.join(os.path.dirname(JAIL_BOOTSTRAP), "restricted.py")]
-        return [*mounts, "--ro-bind", BOOTSTRAP, JAIL_BOOTSTRAP, *policy, *self.scratch(workdir)]
+        # Last: bubblewrap's root and /dev are tmpfs too, writable and as large as half the host's memory.
+        read_only = ["--remount-ro", "/dev", "--remount-ro", "/"]
+        return [*mounts, "--ro-bind", BOOTSTRAP, JAIL_BOOTSTRAP, *policy, *self.scratch(workdir), *read_only]
 
     def scratch(self, workdir):
         """The script's HOME: a tmpfs of the disk limit's size, like /tmp.
@@ -108,7 +110,8 @@ def system_mounts(*, tmp_bytes=None):
         if os.path.exists(path):
             mounts += ["--ro-bind", path, path]
     # /tmp comes before any bind below it (a sandbox environment under /tmp), or it would hide them.
-    tmp = ["--size", str(tmp_bytes), "--tmpfs", "/tmp"] if tmp_bytes else ["--tmpfs", "/tmp"]
+    size = ["--size", str(tmp_bytes)] if tmp_bytes else []
+    tmp = [*size, "--tmpfs", "/tmp", *size, "--tmpfs", "/dev/shm"]
     return [*mounts, "--proc", "/proc", "--dev", "/dev", *tmp]
 
 

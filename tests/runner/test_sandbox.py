@@ -567,6 +567,35 @@ class JailTests(SandboxTestCase):
         with open(os.path.join(self.out_dir, "others.txt")) as file:
             self.assertEqual(file.read(), "['/sandbox/bootstrap.py', '/sandbox/restricted.py', '/sandbox/work']")
 
+    def test_the_jails_root_and_dev_are_read_only_and_dev_shm_holds_the_disk_limit(self):
+        filled = self.run_source(
+            """
+            def parse():
+                with open("/dev/shm/fill", "wb") as file:
+                    for _ in range(64):
+                        file.write(b"x" * 1024 * 1024)
+            """,
+            disk_bytes=16 * 1024 * 1024,
+        )
+        outcome = self.run_source("""
+            import os
+
+            def parse():
+                tried = {}
+                for directory in ("/", "/sandbox", "/dev", "/usr"):
+                    try:
+                        open(os.path.join(directory, "planted"), "wb").close()
+                        tried[directory] = "written"
+                    except OSError as error:
+                        tried[directory] = error.strerror
+                return {"tried.txt": repr(sorted(set(tried.values()))).encode()}
+        """)
+        self.assertIn(filled.status, (runner.SCRIPT_ERROR, runner.LIMIT_EXCEEDED), filled.error)
+        self.assertTrue(filled.error.startswith("disk limit 16 MiB exceeded"), filled.error)
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+        with open(os.path.join(self.out_dir, "tried.txt")) as file:
+            self.assertEqual(file.read(), "['Read-only file system']")
+
     def test_the_script_sees_no_process_outside_its_jail(self):
         outcome = self.run_source("""
             import os
