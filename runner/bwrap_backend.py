@@ -3,8 +3,9 @@
 bwrap puts the child in new user, pid, ipc, uts and cgroup namespaces with no
 capabilities. Its filesystem is read-only: /usr and the sandbox environment, a
 private /proc and /dev; it may write only to three fresh tmpfs of the disk limit's
-size: the run's working directory at /sandbox/work, /tmp and /dev/shm. Parseq's code, settings, database, media, other runs and every
-process outside the jail are out of sight. --die-with-parent takes the whole
+size: the run's working directory at /sandbox/work, /tmp and /dev/shm. Parseq's
+code, settings, database, media, other runs and every process outside the jail
+are out of sight. --die-with-parent takes the whole
 jail down with the worker. The jail's network namespace has only a loopback:
 with the policy "internet" its HTTP(S) goes out through the egress proxy
 (runner/egress.py), which refuses the host's own and private addresses; with

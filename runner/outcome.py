@@ -21,7 +21,8 @@ class Limits:
     processes: int = 64
     open_files: int = 256
     file_bytes: int = 100 * MiB
-    disk_bytes: int = 200 * MiB  # all the files of a run together (bwrap: HOME, /tmp and /dev/shm, each a tmpfs this size)
+    # All the files of a run together (bwrap: HOME, /tmp and /dev/shm, each a tmpfs this size).
+    disk_bytes: int = 200 * MiB
     log_bytes: int = 1 * MiB
     result_bytes: int = 100 * MiB
     result_files: int = 1000
