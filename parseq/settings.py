@@ -201,7 +201,7 @@ DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 SANDBOX_BACKEND = env_choice("PARSEQ_SANDBOX", None, [None, "subprocess", "bwrap", "docker"])
 SANDBOX_PYTHON = env_str("PARSEQ_SANDBOX_PYTHON", str(BASE_DIR / ".venv-sandbox" / "bin" / "python"))
 SANDBOX_REQUIREMENTS = BASE_DIR / "sandbox-image" / "requirements.txt"
-# With the subprocess backend, fork each run from a zygote that has imported the libraries (README: Performance).
+# With subprocess and bwrap, fork each run from a zygote that has imported the libraries (README: Isolation).
 SANDBOX_WARM_START = env_bool("PARSEQ_WARM_START", True)
 RUN_TIMEOUT = env_int("PARSEQ_RUN_TIMEOUT", 300, minimum=1)
 # RabbitMQ cancels a consumer that holds a message for over 30 minutes (its default consumer_timeout):

@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import time
 
-from runner.bwrap_backend import BwrapBackend, bwrap_works
+from runner.bwrap_backend import BwrapBackend, WarmBwrapBackend, bwrap_works
 from runner.docker_backend import DockerBackend
 from runner.names import filename_problem
 from runner.outcome import (
@@ -25,8 +25,10 @@ from runner.outcome import (
     ResultFile,
 )
 from runner.subprocess_backend import SubprocessBackend, WarmSubprocessBackend
+from runner.warm import ZygoteError
 
 BACKENDS = {"subprocess": SubprocessBackend, "bwrap": BwrapBackend, "docker": DockerBackend}
+WARM_BACKENDS = {"subprocess": WarmSubprocessBackend, "bwrap": WarmBwrapBackend}
 WORKDIR_PREFIX = "parseq-run-"
 
 __all__ = [
@@ -80,17 +82,21 @@ def run_script(
     `network` is "internet" or "none" (bwrap only). With `restricted_modules`,
     the script runs under the RestrictedPython policy and may import only those. `cancelled`, a callable,
     is asked about twice a second whether to stop: once it answers true, the sandbox is killed and the
-    outcome is CANCELLED. With `warm` (the subprocess backend only), the sandbox is a fork of
+    outcome is CANCELLED. With `warm` (subprocess and bwrap), the sandbox is a fork of
     a zygote that has imported the modules in `preload` already (runner/warm.py). Never raises
     for anything the script does: every failure is an Outcome with a
     status and an error for the user.
     """
     limits = limits or Limits()
     started = time.monotonic()
-    if warm and backend != "subprocess":
-        return Outcome(SANDBOX_ERROR, error=f"a warm start needs the subprocess backend, not {backend}")
-    sandbox = WarmSubprocessBackend(python, preload=preload) if warm else BACKENDS[backend](python)
-    with tempfile.TemporaryDirectory(prefix=WORKDIR_PREFIX, ignore_cleanup_errors=True) as workdir:
+    if warm and backend not in WARM_BACKENDS:
+        return Outcome(SANDBOX_ERROR, error=f"a warm start needs the subprocess or bwrap backend, not {backend}")
+    sandbox = WARM_BACKENDS[backend](python, preload=preload) if warm else BACKENDS[backend](python)
+    try:
+        parent = sandbox.workdir_parent(limits)
+    except ZygoteError as error:
+        return Outcome(SANDBOX_ERROR, error=f"could not start the sandbox: {error}")
+    with tempfile.TemporaryDirectory(prefix=WORKDIR_PREFIX, dir=parent, ignore_cleanup_errors=True) as workdir:
         script_copy = os.path.join(workdir, "script.py")
         shutil.copyfile(script_path, script_copy)
         outcome = sandbox.run(

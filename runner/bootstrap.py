@@ -97,7 +97,12 @@ def limit_breach(error, limits):
             return f"open files limit {limits['open_files']} exceeded"
         cannot_start = isinstance(error, BlockingIOError) or "can't start new thread" in str(error)
         if cannot_start and limits.get("processes"):
-            return f"process limit {limits['processes']} (processes and threads) exceeded"
+            whose = (
+                "processes and threads of one worker's runs together"
+                if limits.get("shared")
+                else "processes and threads"
+            )
+            return f"process limit {limits['processes']} ({whose}) exceeded"
         error = error.__cause__ or error.__context__
     return None
 

@@ -13,13 +13,27 @@ with the policy "internet" its HTTP(S) goes out through the egress proxy
 """
 
 import functools
+import json
 import os
+import random
 import shutil
 import subprocess
+import tempfile
 
-from runner.subprocess_backend import BOOTSTRAP, EGRESS_SOCKET, RESTRICTED_POLICY, SubprocessBackend
+from runner.sandbox_user import SANDBOX_UIDS, chown_tree
+from runner.subprocess_backend import (
+    BOOTSTRAP,
+    EGRESS_SOCKET,
+    RESTRICTED_POLICY,
+    ZYGOTE_VARIABLES,
+    SubprocessBackend,
+)
+from runner.warm import ZYGOTE, zygote_for
 
 JAIL_WORKDIR = "/sandbox/work"
+JAIL_RUNS = "/sandbox/runs"  # a warm zygote's runs' directories (runner/zygote.py)
+# A warm zygote's runs together may have this many times the processes one run may have.
+WARM_PROCESS_BUDGET = 16
 JAIL_BOOTSTRAP = "/sandbox/bootstrap.py"
 # Files of /etc an ordinary scraper needs: name resolution and certificates.
 ETC_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl", "/etc/ca-certificates")
@@ -128,3 +142,88 @@ def bwrap_works():
         return result.returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
+
+
+class WarmBwrapBackend(BwrapBackend):
+    """bwrap with a warm start: each run is a fork of a zygote that lives in a bubblewrap jail of its own.
+
+    The fork makes a jail of its own inside the zygote's (runner/zygote.py: enter_run_jail), with
+    the same namespaces, tmpfs and read-only system as a cold jail, so runs see neither each other
+    nor the zygote. Runs share the zygote's user id: the process limit holds for the zygote's runs
+    together (WARM_PROCESS_BUDGET times one run's), not for each.
+    """
+
+    def __init__(self, python, *, preload=()):
+        super().__init__(python)
+        self.preload = tuple(preload)
+
+    def zygote(self, limits):
+        environment = {name: value for name, value in self.environment("", "UTC").items() if name in ZYGOTE_VARIABLES}
+        jail = ZygoteJail(self, processes=limits.processes)
+        return zygote_for(python=self.python, modules=self.preload, environment=environment, jail=jail)
+
+    def workdir_parent(self, limits):
+        """Runs' directories live where the zygote's jail sees them."""
+        return self.zygote(limits).jail.runs_dir
+
+    def run(self, *, limits, **kwargs):
+        self.zygote_in_use = self.zygote(limits)
+        return super().run(limits=limits, **kwargs)
+
+    def sandbox_user(self, workdir):
+        """No user of its own: the run is the zygote's user, in namespaces of its own."""
+        uid = self.zygote_in_use.jail.uid
+        if uid is not None:
+            chown_tree(workdir, uid, uid)
+        return None
+
+    def start(self, *, workdir, script_path, display_name, pipes, limits_json, uid, environment):
+        limits = json.loads(limits_json)
+        if self.zygote_in_use.jail.process_budget:
+            limits.update(processes=self.zygote_in_use.jail.process_budget, shared=True)
+        request = {
+            "script": os.path.join(JAIL_WORKDIR, os.path.relpath(script_path, workdir)),
+            "display_name": display_name,
+            "limits": limits,
+            "environment": environment,
+            "cwd": JAIL_WORKDIR,
+            "uid": None,
+            "own_network": False,  # the run's jail has a network namespace of its own
+            "jail": {"run_dir": os.path.join(JAIL_RUNS, os.path.basename(workdir)), "disk_bytes": self.disk_bytes},
+        }
+        return self.zygote_in_use.spawn(
+            request=request, log_w=pipes["log"], result_w=pipes["result"], lifeline_r=pipes["lifeline"]
+        )
+
+
+class ZygoteJail:
+    """The bubblewrap jail a warm zygote lives in, and the directory of its runs."""
+
+    def __init__(self, backend, *, processes):
+        self.backend = backend
+        self.key = ("bwrap", processes)
+        self.uid = random.choice(SANDBOX_UIDS) if os.geteuid() == 0 else None  # noqa: S311 - not a secret
+        # Only a user id of its own counts the zygote's processes apart from the worker's.
+        self.process_budget = processes * WARM_PROCESS_BUDGET if self.uid is not None else 0
+        self.runs_dir = None
+
+    def command(self, python, arguments):
+        self.runs_dir = tempfile.mkdtemp(prefix="parseq-warm-")
+        if self.uid is not None:
+            os.chown(self.runs_dir, self.uid, self.uid)
+        mounts = system_mounts()
+        for path in self.backend.interpreter_paths():
+            mounts += ["--ro-bind", path, path]
+        for source, name in ((BOOTSTRAP, "bootstrap.py"), (RESTRICTED_POLICY, "restricted.py"), (ZYGOTE, "zygote.py")):
+            mounts += ["--ro-bind", source, f"/sandbox/{name}"]
+        mounts += ["--bind", self.runs_dir, JAIL_RUNS, "--dir", JAIL_WORKDIR]
+        mounts += ["--remount-ro", "/dev", "--remount-ro", "/"]
+        jail = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--new-session", "--cap-drop", "ALL", *mounts]
+        return [*jail, "--chdir", "/", "--", python, "-I", "-B", "/sandbox/zygote.py", *arguments]
+
+    def user_switch(self):
+        return {} if self.uid is None else {"user": self.uid, "group": self.uid, "extra_groups": []}
+
+    def remove(self):
+        if self.runs_dir:
+            shutil.rmtree(self.runs_dir, ignore_errors=True)

@@ -43,6 +43,9 @@ class DockerBackend:
         self.client = client
         self.image = image or os.environ.get("PARSEQ_SANDBOX_IMAGE", DEFAULT_IMAGE)
 
+    def workdir_parent(self, limits):
+        return None  # the usual temporary directory
+
     def container_spec(self, *, workdir, display_name, limits, timezone, variables, network, restricted_modules=None):
         """The keyword arguments of `containers.create` for one run."""
         if network not in ("internet", "none"):

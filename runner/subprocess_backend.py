@@ -119,6 +119,10 @@ class SubprocessBackend:
         become_user = f'ip link set lo up && exec setpriv --reuid={uid} --regid={uid} --clear-groups -- "$@"'
         return ["unshare", "--net", "--", "/bin/sh", "-c", become_user, "sh", *interpreter]
 
+    def workdir_parent(self, limits):
+        """Where the run's working directory goes: None, the usual temporary directory."""
+        return None
+
     def start(self, *, workdir, script_path, display_name, pipes, limits_json, uid, environment):
         """Start the sandbox's process with the bootstrap; returns its ColdChild (or WarmChild)."""
         command = self.command(

@@ -27,15 +27,18 @@ class ZygoteError(Exception):
     """The zygote could not start or is gone; the message says why."""
 
 
-def zygote_for(*, python, modules, environment):
-    """This process's zygote for `python` with `modules` preloaded, started on first use or when it died."""
-    key = (python, tuple(sorted(modules)), tuple(sorted(environment.items())))
+def zygote_for(*, python, modules, environment, jail=None):
+    """This process's zygote for `python` with `modules` preloaded, started on first use or when it died.
+
+    `jail`, for the bwrap backend, says how to start it inside a bubblewrap jail (runner/bwrap_backend.py).
+    """
+    key = (python, tuple(sorted(modules)), tuple(sorted(environment.items())), jail.key if jail else None)
     with _zygotes_lock:
         zygote = _zygotes.get(key)
         if zygote is None or not zygote.usable():
             if zygote is not None:
                 zygote.close()
-            zygote = _zygotes[key] = Zygote(python=python, modules=modules, environment=environment)
+            zygote = _zygotes[key] = Zygote(python=python, modules=modules, environment=environment, jail=jail)
         return zygote
 
 
@@ -50,13 +53,18 @@ def stop_all():
 class Zygote:
     """A running zygote and the socket that asks it for children."""
 
-    def __init__(self, *, python, modules, environment):
+    def __init__(self, *, python, modules, environment, jail=None):
         self.owner = os.getpid()
         self.lock = threading.Lock()
+        self.jail = jail
+        # In a jail, the zygote's pids are its own pid namespace's: only the zygote can signal its children.
+        self.pids_are_ours = jail is None
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        arguments = [str(theirs.fileno()), json.dumps(sorted(modules)), str(jail.process_budget if jail else 0)]
+        command = jail.command(python, arguments) if jail else [python, "-I", "-B", ZYGOTE, *arguments]
         try:
             self.process = subprocess.Popen(
-                [python, "-I", "-B", ZYGOTE, str(theirs.fileno()), json.dumps(sorted(modules))],
+                command,
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -64,9 +72,12 @@ class Zygote:
                 env=environment,
                 cwd="/",
                 start_new_session=True,
+                **(jail.user_switch() if jail else {}),
             )
         except OSError as error:
             self.control.close()
+            if jail:
+                jail.remove()
             raise ZygoteError(f"could not start the zygote: {error}") from None
         finally:
             theirs.close()
@@ -83,6 +94,8 @@ class Zygote:
             message = self.process.stderr.read().decode(errors="replace").strip()
             self.process.wait()
             self.control.close()
+            if self.jail:
+                self.jail.remove()
             raise ZygoteError(f"the zygote did not start: {message or 'no message'}")
         self.control.settimeout(None)
         self.process.stderr.close()
@@ -113,7 +126,7 @@ class Zygote:
             if not answer:
                 status.close()
                 raise ZygoteError("the zygote closed the run's status socket without forking")
-            child = WarmChild(json.loads(answer)["pid"], status)
+            child = WarmChild(json.loads(answer)["pid"], status, pid_is_ours=self.pids_are_ours)
             with contextlib.suppress(BrokenPipeError):  # the child died at once: its exit tells the rest
                 write_all(request_w, json.dumps(request).encode())
         finally:
@@ -125,13 +138,16 @@ class Zygote:
         if self.owner == os.getpid():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=5)
+            if self.jail:
+                self.jail.remove()
 
 
 class WarmChild:
     """A run's sandbox forked by the zygote: not the worker's child, so its exit is the zygote's to report."""
 
-    def __init__(self, pid, status):
+    def __init__(self, pid, status, *, pid_is_ours=True):
         self.pid = pid
+        self.pid_is_ours = pid_is_ours
         self.status = status
         self.returncode = None
         self.cpu_seconds = 0.0
@@ -148,7 +164,11 @@ class WarmChild:
         return self.returncode is not None
 
     def kill_group(self):
-        if not self.reaped:  # once reaped, the pid may be reused: never signal it again
+        if self.reaped:  # once reaped, the pid may be reused: never signal it again
+            return
+        with contextlib.suppress(OSError):
+            self.status.send(b"kill")  # the zygote kills the group; in a jail, only it can
+        if self.pid_is_ours:  # and in case the zygote is gone
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
 

@@ -1,18 +1,23 @@
 """The warm start's zygote: imports the sandbox's libraries once, then forks a fresh child per run.
 
-Invoked as `python -I -B zygote.py CONTROL_FD MODULES_JSON` by runner/warm.py, with the
-sandbox's scrubbed environment. Only the standard library and the bootstrap beside it are used,
+Invoked as `python -I -B zygote.py CONTROL_FD MODULES_JSON PROCESS_BUDGET` by runner/warm.py,
+with the sandbox's scrubbed environment, either plainly (the subprocess backend) or inside a
+bubblewrap jail of its own (bwrap). PROCESS_BUDGET, unless 0, is the RLIMIT_NPROC of the
+zygote and all its runs together. Only the standard library and the bootstrap beside it are used,
 since this file runs in the sandbox's interpreter.
 
 Each message on CONTROL_FD (a SOCK_SEQPACKET socket) carries five file descriptors: the run's
 status socket, its request pipe, and the log, result and lifeline pipes of the bootstrap. The
 zygote forks; the child reads the run's request (JSON: script, display name, limits, environment,
-working directory, user id, whether to take a network namespace of its own) from the request
-pipe, becomes what it says and runs the bootstrap, exactly as a cold sandbox would after exec.
+working directory, user id, whether to take a network namespace of its own, or a jail of its own
+inside the zygote's) from the request pipe, becomes what it says and runs the bootstrap, as a
+cold sandbox would after exec.
 The zygote itself never reads a request, so no run's variables ever enter the memory that
 every later child is a copy of. It sends the child's pid on the status socket and, once the
 child has exited, kills the child's process group, reaps the child and sends its exit status
-and CPU time. When CONTROL_FD closes (the worker is gone), it kills every child and exits.
+and CPU time. A message on the status socket (or its closing) asks it to kill the run's process
+group: the worker cannot, when the zygote's jail has a pid namespace of its own. When CONTROL_FD
+closes (the worker is gone), it kills every child and exits.
 """
 
 import contextlib
@@ -21,6 +26,7 @@ import fcntl
 import importlib
 import json
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -34,15 +40,26 @@ import bootstrap
 
 FDS_PER_RUN = 5
 REQUEST_LIMIT = 16 * 1024 * 1024
-CLONE_NEWNET = 0x40000000
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+KEPT_MOUNT_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC | 1024 | 2048 | 4096  # and noatime, nodiratime, relatime
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-PR_SET_DUMPABLE = 4
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 4, 24, 38, 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+CAPABILITY_VERSION_3 = 0x20080522
+# The jail's places (runner/bwrap_backend.py): each run's directory under RUNS, its HOME at WORK.
+JAIL_RUNS, JAIL_WORK = "/sandbox/runs", "/sandbox/work"
 SETUP_FAILED = 71  # the child's exit code when it could not become the run's sandbox
 libc = ctypes.CDLL(None, use_errno=True)
 
 
 def main():
     control = socket.socket(fileno=int(sys.argv[1]))
+    budget = int(sys.argv[3])
+    if budget:
+        resource.setrlimit(resource.RLIMIT_NPROC, (budget, budget))
     preload(json.loads(sys.argv[2]))
     # Non-dumpable: no process of the same user may ptrace the zygote and taint every later run.
     libc.prctl(PR_SET_DUMPABLE, 0)
@@ -62,14 +79,25 @@ def main():
                     stop(children)
                     return
                 if len(fds) == FDS_PER_RUN:
-                    spawn(fds, children)
+                    spawn(fds, children, selector)
                 else:
                     for fd in fds:
                         os.close(fd)
-            else:
+            elif key.fileobj == wakeup_r:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wakeup_r, 4096)
-                reap(children)
+                reap(children, selector)
+            else:
+                kill_on_request(key.fileobj, key.data, selector)
+
+
+def kill_on_request(status_socket, pid, selector):
+    """The worker asks to end a run (timeout, cancel, a limit), or has let go of it."""
+    with contextlib.suppress(BlockingIOError, OSError):
+        status_socket.recv(16, socket.MSG_DONTWAIT)
+    selector.unregister(status_socket)  # one request is enough; the exit report follows
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def preload(modules):
@@ -84,7 +112,7 @@ def preload(modules):
             continue
 
 
-def spawn(fds, children):
+def spawn(fds, children, selector):
     status, request, log, result, lifeline = fds
     pid = os.fork()
     if pid == 0:
@@ -96,6 +124,7 @@ def spawn(fds, children):
         os.close(fd)
     status_socket = socket.socket(fileno=status)
     children[pid] = status_socket
+    selector.register(status_socket, selectors.EVENT_READ, pid)
     with contextlib.suppress(OSError):  # the worker may have given up on this run already
         status_socket.send(json.dumps({"pid": pid}).encode())
 
@@ -113,22 +142,54 @@ def become_sandbox(*, request, log, result, lifeline):
     try:
         settings = json.loads(read_all(request))
         os.close(request)
-        os.chdir(settings["cwd"])
+        set_process_title(f"parseq-run {settings['display_name']}")
         os.environ.clear()
         os.environ.update(settings["environment"])
         time.tzset()
+        if settings.get("jail"):
+            enter_run_jail(**settings["jail"])  # only the script's process returns, in a jail of its own
         if settings["own_network"]:
             take_own_network()
         if settings["uid"] is not None:
             become_user(settings["uid"])
+        os.chdir(settings["cwd"])
+        if settings["limits"].get("memory"):
+            # The limit is on what the run adds: the preloaded libraries' address space is the zygote's.
+            settings["limits"]["memory"][0] += address_space()
     except BaseException:  # noqa: BLE001 - the log is the only place left to say it
         sys.stderr.write("[parseq] the warm sandbox could not be set up:\n" + traceback.format_exc())
         sys.stderr.flush()
         os._exit(SETUP_FAILED)
-    bootstrap.run(settings["script"], settings["display_name"], result, lifeline, settings["limits"])
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        bootstrap.run(settings["script"], settings["display_name"], result, lifeline, settings["limits"])
+    except BaseException:  # noqa: BLE001 - as an interpreter would, before it exits
+        traceback.print_exc()
+        os._exit(1)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
     os._exit(0)
+
+
+def set_process_title(title):
+    """What `ps` shows for the run's processes: the script, instead of the zygote's command line.
+
+    Overwrites the command line's own memory (from arg_start to arg_end in /proc/self/stat),
+    so the title is cut to the zygote's command line's length.
+    """
+    with open("/proc/self/stat", "rb") as stat:
+        fields = stat.read().rsplit(b")", 1)[1].split()
+    start, end = int(fields[45]), int(fields[46])  # fields 48 and 49; the list starts at field 3
+    if end <= start:
+        return
+    text = title.encode(errors="replace")[: end - start - 1]
+    ctypes.memmove(start, text.ljust(end - start, b"\0"), end - start)
+
+
+def address_space():
+    with open("/proc/self/status") as status:
+        kib = next(line.split()[1] for line in status if line.startswith("VmSize:"))
+    return int(kib) * 1024
 
 
 def close_all_but(*keep):
@@ -153,9 +214,11 @@ def read_all(fd):
 
 def take_own_network():
     """A network namespace with only a loopback, up (what `unshare --net` and `ip link set lo up` do cold)."""
-    if libc.unshare(CLONE_NEWNET) != 0:
-        error = ctypes.get_errno()
-        raise OSError(error, f"unshare(CLONE_NEWNET): {os.strerror(error)}")
+    call(libc.unshare, CLONE_NEWNET)
+    loopback_up()
+
+
+def loopback_up():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         request = struct.pack("16sH", b"lo", 0)
         flags = struct.unpack("16sH", fcntl.ioctl(probe, SIOCGIFFLAGS, request))[1]
@@ -170,7 +233,94 @@ def become_user(uid):
     libc.prctl(PR_SET_DUMPABLE, 1)  # as after exec: the run may read its own /proc/self
 
 
-def reap(children):
+def enter_run_jail(*, run_dir, disk_bytes):
+    """Inside the zygote's bubblewrap jail, a jail of this run's own, as bubblewrap would make it.
+
+    New user, mount, pid, network, ipc and uts namespaces; fresh tmpfs for HOME (with the run's
+    files bound in from `run_dir`), /tmp and /dev/shm, each of the disk limit's size; the other
+    runs' directories hidden; a /proc of its own; only a loopback. This process waits as the
+    jail's outer end, a child is its init, and a grandchild, with every capability dropped,
+    returns to run the script.
+    """
+    uid, gid = os.getuid(), os.getgid()
+    libc.prctl(PR_SET_DUMPABLE, 1)  # to write its own uid_map
+    call(libc.unshare, CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
+    for name, content in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as file:
+            file.write(content)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    size = f"size={disk_bytes}"
+    mount("tmpfs", JAIL_WORK, "tmpfs", MS_NOSUID | MS_NODEV, f"{size},mode=0700")
+    for entry in os.scandir(run_dir):
+        target = os.path.join(JAIL_WORK, entry.name)
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        mount(entry.path, target, None, MS_BIND)
+        if entry.is_file(follow_symlinks=False):
+            # A user namespace may not clear the flags the outer mount has (nosuid, nodev...): keep them.
+            kept = os.statvfs(target).f_flag & KEPT_MOUNT_FLAGS
+            mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | kept)
+    mount("tmpfs", JAIL_RUNS, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=0500")
+    for path in ("/tmp", "/dev/shm"):
+        mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"{size},mode=1777")
+    outer_end(os.fork())
+    # The init of the run's pid namespace: /proc and the loopback, then the script's process.
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    loopback_up()
+    init(os.fork())
+    drop_capabilities()
+
+
+def outer_end(child):
+    """The jail's outer end exits as its init does; the zygote reaps it and reports that."""
+    if child == 0:
+        return
+    _, status = os.waitpid(child, 0)
+    os._exit(exit_code_of(status))
+
+
+def init(script):
+    """Pid 1 of the run: reaps every orphan until the script's process exits, then exits as it did.
+
+    Its exit ends the pid namespace, and with it every process the script left, daemons included.
+    """
+    if script == 0:
+        return
+    while True:
+        pid, status = os.wait()
+        if pid == script:
+            os._exit(exit_code_of(status))
+
+
+def exit_code_of(status):
+    """An exit status as an exit code: 128 + N for death by signal N, as bubblewrap reports it."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def drop_capabilities():
+    """None left, none to gain: the jail's user namespace gave this process all of them."""
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    for capability in range(64):
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            break  # past the last capability this kernel knows
+    header = (ctypes.c_uint32 * 2)(CAPABILITY_VERSION_3, 0)
+    call(libc.capset, header, (ctypes.c_uint32 * 6)())
+    call(libc.prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+
+
+def mount(source, target, kind, flags, options=None):
+    encode = lambda text: None if text is None else text.encode()  # noqa: E731
+    call(libc.mount, encode(source), target.encode(), encode(kind), flags, encode(options))
+
+
+def call(function, *arguments):
+    if function(*arguments) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"{function.__name__}: {os.strerror(error)}")
+
+
+def reap(children, selector):
     """Report each exited child: its group killed first (as a cold supervisor does), then reaped."""
     while True:
         try:
@@ -185,6 +335,8 @@ def reap(children):
         _, status, usage = os.wait4(pid, 0)
         status_socket = children.pop(pid, None)
         if status_socket is not None:
+            with contextlib.suppress(KeyError):
+                selector.unregister(status_socket)
             report = {"exit": os.waitstatus_to_exitcode(status), "cpu": usage.ru_utime + usage.ru_stime}
             with contextlib.suppress(OSError):
                 status_socket.send(json.dumps(report).encode())

@@ -232,8 +232,8 @@ def sandbox_backend():
 
 
 def warm_start(*, backend):
-    """Whether runs start warm: forked from a zygote (README: Performance); only the subprocess backend can."""
-    return settings.SANDBOX_WARM_START and backend == "subprocess"
+    """Whether runs start warm: forked from a zygote (README: Isolation); subprocess and bwrap can, docker cannot."""
+    return settings.SANDBOX_WARM_START and backend in runner.WARM_BACKENDS
 
 
 def warm_preload():

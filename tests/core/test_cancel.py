@@ -100,7 +100,7 @@ class CancelTests(TemporaryMediaMixin, TransactionTestCase):
         self.assertEqual(run.parser_settings["environment"], ["API_KEY"])
         self.assertNotIn("secret-value", str(run.parser_settings))
         self.assertEqual(run.parser_settings["script"], "demo.py")
-        self.assertIn(run.parser_settings["sandbox"], ("bwrap", "subprocess"))
+        self.assertEqual(run.parser_settings["sandbox"], f"{services.sandbox_backend()} (warm start)")
 
 
 class CancelWatcherTests(TemporaryMediaMixin, TransactionTestCase):

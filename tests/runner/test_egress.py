@@ -14,7 +14,7 @@ import runner
 from runner.egress import blocked_reason
 from tests.helpers import require
 from tests.hosts import CAN_MAKE_HOSTS, TestHost
-from tests.runner.test_sandbox import ISOLATING_SUBPROCESS, SandboxTestCase
+from tests.runner.test_sandbox import ISOLATING_SUBPROCESS, SandboxTestCase, warm_under_bwrap
 
 JAIL = require(runner.bwrap_works(), "needs bubblewrap with user namespaces: apt-get install bubblewrap")
 
@@ -187,6 +187,9 @@ def warm_under_root(test_class):
 SubprocessRefusedDestinationTests = under_isolating_subprocess(RefusedDestinationTests)
 SubprocessAllowedDestinationTests = under_isolating_subprocess(AllowedDestinationTests)
 SubprocessProxyLimitTests = under_isolating_subprocess(ProxyLimitTests)
+WarmBwrapRefusedDestinationTests = warm_under_bwrap(RefusedDestinationTests)
+WarmBwrapAllowedDestinationTests = warm_under_bwrap(AllowedDestinationTests)
+WarmBwrapProxyLimitTests = warm_under_bwrap(ProxyLimitTests)
 WarmRefusedDestinationTests = warm_under_root(RefusedDestinationTests)
 WarmAllowedDestinationTests = warm_under_root(AllowedDestinationTests)
 WarmProxyLimitTests = warm_under_root(ProxyLimitTests)

@@ -10,7 +10,7 @@ from django.conf import settings
 
 import runner
 from tests.helpers import live_processes_with, wait_until
-from tests.runner.test_sandbox import SandboxTestCase, under_bwrap, warm_start
+from tests.runner.test_sandbox import SandboxTestCase, under_bwrap, warm_start, warm_under_bwrap
 
 SEPARATED = os.geteuid() == 0  # the subprocess backend separates scripts from the worker only as root
 
@@ -117,3 +117,4 @@ class HostileScriptTests(SandboxTestCase):
 
 BwrapHostileScriptTests = under_bwrap(HostileScriptTests)
 WarmHostileScriptTests = warm_start(HostileScriptTests)
+WarmBwrapHostileScriptTests = warm_under_bwrap(HostileScriptTests)

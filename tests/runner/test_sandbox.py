@@ -564,8 +564,11 @@ class JailTests(SandboxTestCase):
         self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
         with open(os.path.join(self.out_dir, "visible.txt")) as file:
             self.assertEqual(file.read(), "[]")
+        # A warm jail also sees the zygote's code and, empty, where the zygote keeps its runs' directories.
+        warm = ["/sandbox/runs", "/sandbox/zygote.py"] if self.warm else []
+        expected = sorted(["/sandbox/bootstrap.py", "/sandbox/restricted.py", "/sandbox/work", *warm])
         with open(os.path.join(self.out_dir, "others.txt")) as file:
-            self.assertEqual(file.read(), "['/sandbox/bootstrap.py', '/sandbox/restricted.py', '/sandbox/work']")
+            self.assertEqual(file.read(), repr(expected))
 
     def test_the_jails_root_and_dev_are_read_only_and_dev_shm_holds_the_disk_limit(self):
         filled = self.run_source(
@@ -628,7 +631,9 @@ class JailTests(SandboxTestCase):
         """,
         )
 
-        outcome = runner.run_script(path, self.out_dir, python=settings.SANDBOX_PYTHON, backend="bwrap", network="none")
+        outcome = runner.run_script(
+            path, self.out_dir, python=settings.SANDBOX_PYTHON, backend="bwrap", network="none", warm=self.warm
+        )
 
         self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
         with open(os.path.join(self.out_dir, "ports.txt")) as file:
@@ -640,7 +645,12 @@ class JailTests(SandboxTestCase):
         )
 
         outcome = runner.run_script(
-            path, self.out_dir, python=settings.SANDBOX_PYTHON, backend="bwrap", variables={"PATH": "/evil", "K": "v"}
+            path,
+            self.out_dir,
+            python=settings.SANDBOX_PYTHON,
+            backend="bwrap",
+            variables={"PATH": "/evil", "K": "v"},
+            warm=self.warm,
         )
 
         self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
@@ -707,7 +717,17 @@ def under_bwrap(test_class):
 
 def warm_start(test_class):
     """The same tests, each run forked from a zygote that has imported the libraries already."""
-    return type(f"Warm{test_class.__name__}", (test_class,), {"warm": True, "__module__": __name__})
+    return type(f"Warm{test_class.__name__}", (test_class,), {"warm": True, "__module__": test_class.__module__})
+
+
+def warm_under_bwrap(test_class):
+    """The same tests, each run forked from a zygote in a bubblewrap jail, into a jail of its own."""
+    warm = type(
+        f"WarmBwrap{test_class.__name__}",
+        (test_class,),
+        {"warm": True, "backend": "bwrap", "__module__": test_class.__module__},
+    )
+    return require(runner.bwrap_works(), "needs bubblewrap with user namespaces: apt-get install bubblewrap")(warm)
 
 
 for _test_class in (
@@ -724,3 +744,6 @@ for _test_class in (
 ):
     globals()[f"Bwrap{_test_class.__name__}"] = under_bwrap(_test_class)
     globals()[f"Warm{_test_class.__name__}"] = warm_start(_test_class)
+    if _test_class is not OwnUserTests:  # warm jails share a user id: see WarmJailTests
+        globals()[f"WarmBwrap{_test_class.__name__}"] = warm_under_bwrap(_test_class)
+WarmBwrapJailTests = warm_under_bwrap(JailTests)

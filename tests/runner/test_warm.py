@@ -6,6 +6,7 @@ also runs warm: see the Warm* classes in test_sandbox, test_hostile, test_restri
 
 import os
 import socket
+import tempfile
 import threading
 import unittest
 import uuid
@@ -14,7 +15,7 @@ from django.conf import settings
 
 import runner
 from runner import warm
-from tests.helpers import live_processes_with, wait_until, write_script
+from tests.helpers import live_processes_with, require, wait_until, write_script
 from tests.runner.test_sandbox import SandboxTestCase
 
 AS_ROOT = os.geteuid() == 0
@@ -177,10 +178,10 @@ class WarmStartTests(SandboxTestCase):
     def test_a_warm_start_is_refused_with_a_backend_that_cannot_fork_it(self):
         path = write_script(self.tempdir.name, "def parse():\n    return {}\n")
 
-        outcome = runner.run_script(path, self.out_dir, python=settings.SANDBOX_PYTHON, backend="bwrap", warm=True)
+        outcome = runner.run_script(path, self.out_dir, python=settings.SANDBOX_PYTHON, backend="docker", warm=True)
 
         self.assertEqual(outcome.status, runner.SANDBOX_ERROR)
-        self.assertEqual(outcome.error, "a warm start needs the subprocess backend, not bwrap")
+        self.assertEqual(outcome.error, "a warm start needs the subprocess or bwrap backend, not docker")
 
 
 def memory_of(pid):
@@ -198,3 +199,128 @@ def memory_of(pid):
             except (OSError, OverflowError, ValueError):
                 continue
     return bytes(contents)
+
+
+@require(runner.bwrap_works(), "needs bubblewrap with user namespaces: apt-get install bubblewrap")
+class WarmJailTests(SandboxTestCase):
+    """Warm bwrap: each run's jail is made inside the zygote's, and sees neither the zygote nor other runs."""
+
+    backend = "bwrap"
+    warm = True
+
+    def setUp(self):
+        super().setUp()
+        warm.stop_all()
+        self.addCleanup(warm.stop_all)
+
+    def read(self, name):
+        with open(os.path.join(self.out_dir, name)) as file:
+            return file.read()
+
+    def test_a_run_sees_nothing_of_a_run_going_on_beside_it(self):
+        marker = f"beside-{uuid.uuid4().hex}"
+        beside = f"""
+            import os, time
+
+            def parse():
+                for directory in (os.environ["HOME"], "/tmp", "/dev/shm"):
+                    with open(os.path.join(directory, "{marker}"), "w") as file:
+                        file.write("mine")
+                time.sleep(3)
+                return {{}}
+        """
+        outcomes = []
+        thread = threading.Thread(target=lambda: outcomes.append(self.run_source(beside)))
+        thread.start()
+        self.addCleanup(thread.join)
+        wait_until(lambda: the_zygote_runs(), timeout=10, message="the first run to start")
+
+        outcome = self.run_source(
+            f"""
+            import glob, os
+
+            def parse():
+                seen = {{
+                    "pids": sorted(filter(str.isdigit, os.listdir("/proc"))),
+                    "runs": os.listdir("/sandbox/runs"),
+                    "marker": [
+                        path
+                        for directory in ("/tmp", "/dev/shm", "/sandbox")
+                        for path in glob.glob(f"{{directory}}/**/{marker}", recursive=True)
+                    ],
+                }}
+                return {{"seen.txt": repr(seen).encode()}}
+        """,
+            wall_time=30,
+        )
+        thread.join()
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+        self.assertEqual(self.read("seen.txt"), repr({"pids": ["1", "2"], "runs": [], "marker": []}))
+        self.assertEqual(outcomes[0].status, runner.COMPLETED, outcomes[0].error)
+
+    def test_the_script_has_no_capability_left_and_cannot_gain_one(self):
+        outcome = self.run_source("""
+            def parse():
+                with open("/proc/self/status") as status:
+                    lines = [line for line in status if line.startswith(("Cap", "NoNewPrivs"))]
+                return {"status.txt": "".join(lines).encode()}
+        """)
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+        fields = dict(line.split(":\t") for line in self.read("status.txt").splitlines())
+        self.assertEqual(
+            fields,
+            {
+                "CapInh": "0000000000000000",
+                "CapPrm": "0000000000000000",
+                "CapEff": "0000000000000000",
+                "CapBnd": "0000000000000000",
+                "CapAmb": "0000000000000000",
+                "NoNewPrivs": "1",
+            },
+        )
+
+    @unittest.skipUnless(AS_ROOT, "the zygote's jail has a user id of its own only when the worker is root")
+    def test_a_fork_bomb_is_stopped_by_the_runs_shared_process_budget_and_the_next_run_works(self):
+        bomb = """
+            import os, time
+
+            def parse():
+                while True:
+                    if os.fork() == 0:
+                        time.sleep(30)
+                        os._exit(0)
+        """
+
+        outcome = self.run_source(bomb, processes=8, wall_time=20)
+        after = self.run_source("def parse():\n    return {'ok.txt': b'ok'}\n", processes=8)
+
+        self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+        self.assertTrue(
+            outcome.error.startswith(
+                "process limit 128 (processes and threads of one worker's runs together) exceeded"
+            ),
+            outcome.error,
+        )
+        self.assertEqual(after.status, runner.COMPLETED, after.error)
+
+    def test_when_the_zygote_is_stopped_its_runs_die_with_its_jail(self):
+        marker = f"{uuid.uuid4().int % 10**6}.125"
+        outcomes = []
+        source = f"import subprocess\ndef parse():\n    subprocess.run(['sleep', '{marker}'])\n    return {{}}\n"
+        thread = threading.Thread(target=lambda: outcomes.append(self.run_source(source, wall_time=30)))
+        thread.start()
+        wait_until(lambda: live_processes_with(f"sleep {marker}"), timeout=10, message="the run to start")
+
+        warm.stop_all()
+        thread.join(timeout=10)
+
+        self.assertNotEqual(outcomes[0].status, runner.COMPLETED)
+        wait_until(lambda: not live_processes_with(f"sleep {marker}"), timeout=5, message="the run to die")
+        self.assertEqual(os.listdir(tempfile.gettempdir()).count(marker), 0)
+
+
+def the_zygote_runs():
+    """Whether the zygote's jail holds a run now (a directory in the runs' directory)."""
+    return any(zygote.jail and os.listdir(zygote.jail.runs_dir) for zygote in warm._zygotes.values())
