@@ -17,8 +17,8 @@ as this process's time.time(); nothing is polled through the API, which would lo
 - throughput: trivial runs posted by 4 client threads as fast as the API answers, from the first
   POST to the last finished_time, for rundramatiq's default (a process per core, 8 threads) and
   the compose stack's (2 processes of 2 threads);
-- warm start: latency and throughput again with PARSEQ_SANDBOX=subprocess, where each run is
-  forked from a zygote that has imported the sandbox's libraries;
+- cold start: latency and throughput again with PARSEQ_WARM_START=false, where each run is a
+  new interpreter instead of a fork of the worker's zygote;
 - schedule lateness: parsers all due at the same second, fired by `manage.py runscheduler`:
   created_time - scheduled_for with no worker running (the scheduler alone), then with
   rundramatiq's default running them, created_time and started_time - scheduled_for;
@@ -76,12 +76,9 @@ SLEEPER = "import time\n\n\ndef parse():\n    time.sleep({seconds})\n    return 
 SIZED = "def parse():\n    return {{'result.bin': bytes({size})}}\n"
 # rundramatiq's own default is a process per core; django_dramatiq's default is 8 threads each.
 DEFAULT_THREADS = 8
-COMPOSE_WORKER = (2, 2)
-# The fast configuration (README: Performance): the subprocess backend, each run forked from a warm zygote.
-WARM_ENV = {
-    "PARSEQ_SANDBOX": "subprocess",
-    "PARSEQ_WARM_START": "true",
-}  # deploy/docker-compose.yaml: RUNDRAMATIQ_PROCESSES, RUNDRAMATIQ_THREADS
+COMPOSE_WORKER = (2, 2)  # deploy/docker-compose.yaml: RUNDRAMATIQ_PROCESSES, RUNDRAMATIQ_THREADS
+# Every run in a new interpreter, as before the warm start (README: Isolation, Warm start).
+COLD_ENV = {"PARSEQ_WARM_START": "false"}
 # The API's web server as deploy/docker-compose.yaml runs it: GUNICORN_WORKERS x GUNICORN_THREADS.
 API_WEB = ["--workers", "3", "--threads", "4"]
 CLIENT_THREADS = 4
@@ -386,7 +383,7 @@ def measure_latency(bench, api, parser, count):
     }
 
 
-def measure_sandbox_alone(bench, parser, count, backend=None):
+def measure_sandbox_alone(bench, parser, count, warm=True):
     """runner.run_script in this process, with what a worker passes for `parser`: the sandbox's share of a run."""
     from django.conf import settings
 
@@ -404,14 +401,14 @@ def measure_sandbox_alone(bench, parser, count, backend=None):
                 str(script),
                 tempfile.mkdtemp(dir=tempdir),
                 python=settings.SANDBOX_PYTHON,
-                backend=backend or services.sandbox_backend(),
+                backend=services.sandbox_backend(),
                 limits=services.run_limits(parser=parser),
                 timezone=settings.TIME_ZONE,
                 variables=parser.environment,
                 network=parser.network,
                 restricted_modules=allowed_modules() if parser.restricted else None,
                 cancelled=lambda: False,
-                warm=services.warm_start(backend=backend or services.sandbox_backend()),
+                warm=warm and services.warm_start(backend=services.sandbox_backend()),
                 preload=services.warm_preload(),
             )
             times.append(time.perf_counter() - started)
@@ -815,17 +812,17 @@ def table_rows(results):
         rows.append(row("  trigger → completed under that load", figures["trigger_to_completed_ms"]))
         rows.append(row("  API triggers accepted", None, "per s", f"{figures['api_triggers_per_second']:.1f}"))
         rows.append(row("  API answer (202) under that load", figures["api_answer_ms"]))
-    warm = results["latency_warm"]
+    cold = results["latency_cold"]
     rows += [
-        row("warm start: trigger → running", warm["trigger_to_running_ms"]),
-        row("warm start: trigger → completed", warm["trigger_to_completed_ms"]),
-        row("  running → completed (sandbox, store)", warm["running_to_completed_ms"]),
-        row("  the sandbox alone (runner.run_script, warm)", warm["sandbox_alone_ms"]),
+        row("cold start: trigger → running", cold["trigger_to_running_ms"]),
+        row("cold start: trigger → completed", cold["trigger_to_completed_ms"]),
+        row("  running → completed (sandbox, store)", cold["running_to_completed_ms"]),
+        row("  the sandbox alone (runner.run_script, cold)", cold["sandbox_alone_ms"]),
     ]
-    throughput = results["throughput_warm"]
+    throughput = results["throughput_cold"]
     rows.append(
         row(
-            f"throughput, {throughput['runs']} runs, warm start", None, "runs/s", f"{throughput['runs_per_second']:.1f}"
+            f"throughput, {throughput['runs']} runs, cold start", None, "runs/s", f"{throughput['runs_per_second']:.1f}"
         )
     )
     rows.append(row("  trigger → completed under that load", throughput["trigger_to_completed_ms"]))
@@ -929,19 +926,19 @@ def run_phases(bench, sizes):
     label = f"compose default ({processes} processes x {threads} threads)"
     results["throughput"].append(measure_throughput(bench, api, trivial, sizes.throughput_runs, label))
     bench.stop(worker)
-    results["latency_warm"], results["throughput_warm"] = measure_warm_start(bench, api, sizes, trivial)
+    results["latency_cold"], results["throughput_cold"] = measure_cold_start(bench, api, sizes, trivial)
     results["worker_memory"], results["download"] = measure_results(bench, api, sizes, trivial)
     results["connections"] = measure_connections(bench, api, sizes)
     bench.stop(api_web)
     return results
 
 
-def measure_warm_start(bench, api, sizes, trivial):
-    """Latency and throughput again, on a worker of rundramatiq's default whose runs start warm."""
-    worker = bench.start_worker("worker-warm", extra_env=WARM_ENV)
+def measure_cold_start(bench, api, sizes, trivial):
+    """Latency and throughput again, on a worker of rundramatiq's default whose runs start cold."""
+    worker = bench.start_worker("worker-cold", extra_env=COLD_ENV)
     latency = measure_latency(bench, api, trivial, sizes.latency_runs)
-    latency["sandbox_alone_ms"] = measure_sandbox_alone(bench, trivial, sizes.latency_runs, backend="subprocess")
-    label = f"rundramatiq default ({os.cpu_count()} processes x {DEFAULT_THREADS} threads), subprocess warm start"
+    latency["sandbox_alone_ms"] = measure_sandbox_alone(bench, trivial, sizes.latency_runs, warm=False)
+    label = f"rundramatiq default ({os.cpu_count()} processes x {DEFAULT_THREADS} threads), cold start"
     throughput = measure_throughput(bench, api, trivial, sizes.throughput_runs, label)
     bench.stop(worker)
     return latency, throughput

@@ -29,11 +29,11 @@ def rows(parseq, scrapyd):
             result = scrapyd[name]
             yield f"trivial job: trigger → finished (ms, p50 / p95), {label}", ms(result["latency_ms"]), ""
             yield f"{result['jobs']} trivial jobs at once (jobs/s), {label}", "", f"{result['throughput_per_s']}"
-    if "latency_warm" in parseq:
-        warm = parseq["latency_warm"]
-        yield "trivial job, warm start: trigger → finished (ms, p50 / p95)", ms(warm["trigger_to_completed_ms"]), ""
-        yield "trivial job, warm start: trigger → running (ms, p50 / p95)", ms(warm["trigger_to_running_ms"]), ""
-    for result in [*parseq["throughput"], *([parseq["throughput_warm"]] if "throughput_warm" in parseq else [])]:
+    if "latency_cold" in parseq:
+        cold = parseq["latency_cold"]
+        yield "trivial job, cold start: trigger → finished (ms, p50 / p95)", ms(cold["trigger_to_completed_ms"]), ""
+        yield "trivial job, cold start: trigger → running (ms, p50 / p95)", ms(cold["trigger_to_running_ms"]), ""
+    for result in [*parseq["throughput"], *([parseq["throughput_cold"]] if "throughput_cold" in parseq else [])]:
         yield (
             f"{result['runs']} trivial runs (runs/s), {result['worker']}",
             "",

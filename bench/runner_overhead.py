@@ -68,7 +68,7 @@ def through_runner(script, workdir, *, backend, warm, restricted):
 def configurations():
     sandboxes = [("subprocess", False), ("subprocess", True)]
     if runner.bwrap_works():
-        sandboxes.append(("bwrap", False))
+        sandboxes += [("bwrap", False), ("bwrap", True)]
     for label in SCRIPTS:
         yield (f"bare python -I, {label}", label, None, False, False)
         for backend, warm in sandboxes:
