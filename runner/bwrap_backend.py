@@ -189,7 +189,11 @@ class WarmBwrapBackend(BwrapBackend):
             "cwd": JAIL_WORKDIR,
             "uid": None,
             "own_network": False,  # the run's jail has a network namespace of its own
-            "jail": {"run_dir": os.path.join(JAIL_RUNS, os.path.basename(workdir)), "disk_bytes": self.disk_bytes},
+            "jail": {
+                "run_dir": os.path.join(JAIL_RUNS, os.path.basename(workdir)),
+                "disk_bytes": self.disk_bytes,
+                "keep": [path for path in self.interpreter_paths() if path.startswith(("/tmp/", "/dev/shm/"))],
+            },
         }
         return self.zygote_in_use.spawn(
             request=request, log_w=pipes["log"], result_w=pipes["result"], lifeline_r=pipes["lifeline"]

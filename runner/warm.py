@@ -6,6 +6,7 @@ fork then becomes exactly what a cold sandbox is after exec: its own session, sc
 environment, rlimits, and as root its own user id and network namespace.
 """
 
+import atexit
 import contextlib
 import json
 import os
@@ -48,6 +49,9 @@ def stop_all():
         for zygote in _zygotes.values():
             zygote.close()
         _zygotes.clear()
+
+
+atexit.register(stop_all)  # and their runs' directories go with them
 
 
 class Zygote:
@@ -182,7 +186,10 @@ class WarmChild:
         self.status.close()
 
     def read_report(self):
-        report = self.status.recv(4096)
+        try:
+            report = self.status.recv(4096)
+        except ConnectionResetError:
+            report = b""
         if not report:  # the zygote died; the supervisor kills what is left of the run's group
             self.returncode = -signal.SIGKILL
             return

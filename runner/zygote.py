@@ -87,6 +87,8 @@ def main():
                 with contextlib.suppress(BlockingIOError):
                     os.read(wakeup_r, 4096)
                 reap(children, selector)
+            elif key.data is None:
+                close_when_done(key.fileobj, selector)
             else:
                 kill_on_request(key.fileobj, key.data, selector)
 
@@ -98,6 +100,22 @@ def kill_on_request(status_socket, pid, selector):
     selector.unregister(status_socket)  # one request is enough; the exit report follows
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def close_when_done(status_socket, selector):
+    """Close a reported run's status socket once the worker has closed its end.
+
+    Closing first, with a late kill request unread, would reset the connection and lose the report.
+    """
+    try:
+        if status_socket.recv(16, socket.MSG_DONTWAIT):
+            return  # a kill request that came after the exit
+    except BlockingIOError:
+        return
+    except OSError:
+        pass
+    selector.unregister(status_socket)
+    status_socket.close()
 
 
 def preload(modules):
@@ -233,12 +251,14 @@ def become_user(uid):
     libc.prctl(PR_SET_DUMPABLE, 1)  # as after exec: the run may read its own /proc/self
 
 
-def enter_run_jail(*, run_dir, disk_bytes):
+def enter_run_jail(*, run_dir, disk_bytes, keep=()):
     """Inside the zygote's bubblewrap jail, a jail of this run's own, as bubblewrap would make it.
 
     New user, mount, pid, network, ipc and uts namespaces; fresh tmpfs for HOME (with the run's
     files bound in from `run_dir`), /tmp and /dev/shm, each of the disk limit's size; the other
-    runs' directories hidden; a /proc of its own; only a loopback. This process waits as the
+    runs' directories hidden; a /proc of its own; only a loopback. `keep` are the directories below
+    /tmp or /dev/shm that the zygote's jail shows (a sandbox environment under /tmp): the fresh
+    tmpfs would hide them, so they are bound again on top. This process waits as the
     jail's outer end, a child is its init, and a grandchild, with every capability dropped,
     returns to run the script.
     """
@@ -256,12 +276,16 @@ def enter_run_jail(*, run_dir, disk_bytes):
         os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         mount(entry.path, target, None, MS_BIND)
         if entry.is_file(follow_symlinks=False):
-            # A user namespace may not clear the flags the outer mount has (nosuid, nodev...): keep them.
-            kept = os.statvfs(target).f_flag & KEPT_MOUNT_FLAGS
-            mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | kept)
+            read_only(target)
     mount("tmpfs", JAIL_RUNS, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=0500")
+    kept = [(path, os.open(path, os.O_PATH | os.O_DIRECTORY)) for path in keep]  # before they are covered
     for path in ("/tmp", "/dev/shm"):
         mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"{size},mode=1777")
+    for path, fd in kept:
+        os.makedirs(path, exist_ok=True)
+        mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+        read_only(path)
+        os.close(fd)
     outer_end(os.fork())
     # The init of the run's pid namespace: /proc and the loopback, then the script's process.
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -269,6 +293,12 @@ def enter_run_jail(*, run_dir, disk_bytes):
     loopback_up()
     init(os.fork())
     drop_capabilities()
+
+
+def read_only(path):
+    # A user namespace may not clear the flags the outer mount has (nosuid, nodev...): keep them.
+    kept = os.statvfs(path).f_flag & KEPT_MOUNT_FLAGS
+    mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | kept)
 
 
 def outer_end(child):
@@ -340,7 +370,7 @@ def reap(children, selector):
             report = {"exit": os.waitstatus_to_exitcode(status), "cpu": usage.ru_utime + usage.ru_stime}
             with contextlib.suppress(OSError):
                 status_socket.send(json.dumps(report).encode())
-            status_socket.close()
+            selector.register(status_socket, selectors.EVENT_READ, None)  # closed by close_when_done
 
 
 def stop(children):
