@@ -14,6 +14,7 @@ with the policy "internet" its HTTP(S) goes out through the egress proxy
 
 import functools
 import json
+import logging
 import os
 import random
 import shutil
@@ -30,6 +31,7 @@ from runner.subprocess_backend import (
 )
 from runner.warm import ZYGOTE, zygote_for
 
+logger = logging.getLogger(__name__)
 JAIL_WORKDIR = "/sandbox/work"
 JAIL_RUNS = "/sandbox/runs"  # a warm zygote's runs' directories (runner/zygote.py)
 # A warm zygote's runs together may have this many times the processes one run may have.
@@ -163,11 +165,17 @@ class WarmBwrapBackend(BwrapBackend):
         return zygote_for(python=self.python, modules=self.preload, environment=environment, jail=jail)
 
     def workdir_parent(self, limits):
-        """Runs' directories live where the zygote's jail sees them."""
-        return self.zygote(limits).jail.runs_dir
+        """Runs' directories live where the zygote's jail sees them (unless runs must start cold)."""
+        zygote = self.zygote(limits)
+        return zygote.jail.runs_dir if zygote.jails_work else None
 
     def run(self, *, limits, **kwargs):
         self.zygote_in_use = self.zygote(limits)
+        if not self.zygote_in_use.jails_work:
+            if not getattr(self.zygote_in_use, "warned", False):
+                self.zygote_in_use.warned = True
+                logger.warning("bwrap cannot make a jail inside a jail here (nested user namespaces): runs start cold")
+            return BwrapBackend(self.python).run(limits=limits, **kwargs)
         return super().run(limits=limits, **kwargs)
 
     def sandbox_user(self, workdir):

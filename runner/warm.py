@@ -64,7 +64,8 @@ class Zygote:
         # In a jail, the zygote's pids are its own pid namespace's: only the zygote can signal its children.
         self.pids_are_ours = jail is None
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        arguments = [str(theirs.fileno()), json.dumps(sorted(modules)), str(jail.process_budget if jail else 0)]
+        budget = str(jail.process_budget if jail else 0)
+        arguments = [str(theirs.fileno()), json.dumps(sorted(modules)), budget, "jail" if jail else "plain"]
         command = jail.command(python, arguments) if jail else [python, "-I", "-B", ZYGOTE, *arguments]
         try:
             self.process = subprocess.Popen(
@@ -93,7 +94,9 @@ class Zygote:
             ready = self.control.recv(16)
         except OSError:
             ready = b""
-        if ready != b"ready":
+        # Where nested user namespaces are forbidden, a jailed zygote says so: runs then start cold.
+        self.jails_work = ready == b"ready"
+        if not ready.startswith(b"ready"):
             self.process.kill()
             message = self.process.stderr.read().decode(errors="replace").strip()
             self.process.wait()

@@ -1,10 +1,11 @@
 """The warm start's zygote: imports the sandbox's libraries once, then forks a fresh child per run.
 
-Invoked as `python -I -B zygote.py CONTROL_FD MODULES_JSON PROCESS_BUDGET` by runner/warm.py,
-with the sandbox's scrubbed environment, either plainly (the subprocess backend) or inside a
-bubblewrap jail of its own (bwrap). PROCESS_BUDGET, unless 0, is the RLIMIT_NPROC of the
-zygote and all its runs together. Only the standard library and the bootstrap beside it are used,
-since this file runs in the sandbox's interpreter.
+Invoked as `python -I -B zygote.py CONTROL_FD MODULES_JSON PROCESS_BUDGET jail|plain` by
+runner/warm.py, with the sandbox's scrubbed environment, either plainly (the subprocess backend)
+or inside a bubblewrap jail of its own (bwrap: it first checks that a run's jail can be made in
+it). PROCESS_BUDGET, unless 0, is the RLIMIT_NPROC of the zygote and all its runs together. Only
+the standard library and the bootstrap beside it are used, since this file runs in the sandbox's
+interpreter.
 
 Each message on CONTROL_FD (a SOCK_SEQPACKET socket) carries five file descriptors: the run's
 status socket, its request pipe, and the log, result and lifeline pipes of the bootstrap. The
@@ -61,6 +62,8 @@ def main():
     if budget:
         resource.setrlimit(resource.RLIMIT_NPROC, (budget, budget))
     preload(json.loads(sys.argv[2]))
+    in_jail = sys.argv[4] == "jail"
+    ready = b"ready" if not in_jail or jails_work() else b"ready, but no jail of a run's own can be made here"
     # Non-dumpable: no process of the same user may ptrace the zygote and taint every later run.
     libc.prctl(PR_SET_DUMPABLE, 0)
     wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -70,7 +73,7 @@ def main():
     selector = selectors.DefaultSelector()
     selector.register(control, selectors.EVENT_READ)
     selector.register(wakeup_r, selectors.EVENT_READ)
-    control.send(b"ready")
+    control.send(ready)
     while True:
         for key, _ in selector.select():
             if key.fileobj is control:
@@ -262,13 +265,7 @@ def enter_run_jail(*, run_dir, disk_bytes, keep=()):
     jail's outer end, a child is its init, and a grandchild, with every capability dropped,
     returns to run the script.
     """
-    uid, gid = os.getuid(), os.getgid()
-    libc.prctl(PR_SET_DUMPABLE, 1)  # to write its own uid_map
-    call(libc.unshare, CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
-    for name, content in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
-        with open(f"/proc/self/{name}", "w") as file:
-            file.write(content)
-    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    new_namespaces()
     size = f"size={disk_bytes}"
     mount("tmpfs", JAIL_WORK, "tmpfs", MS_NOSUID | MS_NODEV, f"{size},mode=0700")
     for entry in os.scandir(run_dir):
@@ -293,6 +290,33 @@ def enter_run_jail(*, run_dir, disk_bytes, keep=()):
     loopback_up()
     init(os.fork())
     drop_capabilities()
+
+
+def new_namespaces():
+    """User, mount, pid, network, ipc and uts namespaces of this process's own, with its own user id in them."""
+    uid, gid = os.getuid(), os.getgid()
+    libc.prctl(PR_SET_DUMPABLE, 1)  # to write its own uid_map
+    call(libc.unshare, CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
+    for name, content in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as file:
+            file.write(content)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+def jails_work():
+    """Whether a run's jail can be made in this one: a host or container may forbid nested user namespaces."""
+    probe = os.fork()
+    if probe == 0:
+        try:
+            new_namespaces()
+            init = os.fork()
+            if init == 0:
+                mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+                os._exit(0)
+            os._exit(exit_code_of(os.waitpid(init, 0)[1]))
+        except BaseException:  # noqa: BLE001 - any failure means no
+            os._exit(1)
+    return os.waitpid(probe, 0)[1] == 0
 
 
 def read_only(path):

@@ -10,11 +10,13 @@ import tempfile
 import threading
 import unittest
 import uuid
+from unittest import mock
 
 from django.conf import settings
 
 import runner
 from runner import warm
+from runner.bwrap_backend import ZygoteJail
 from tests.helpers import live_processes_with, require, wait_until, write_script
 from tests.runner.test_sandbox import SandboxTestCase
 
@@ -324,3 +326,43 @@ class WarmJailTests(SandboxTestCase):
 def the_zygote_runs():
     """Whether the zygote's jail holds a run now (a directory in the runs' directory)."""
     return any(zygote.jail and os.listdir(zygote.jail.runs_dir) for zygote in warm._zygotes.values())
+
+
+@require(runner.bwrap_works(), "needs bubblewrap with user namespaces: apt-get install bubblewrap")
+class WarmJailFallbackTests(SandboxTestCase):
+    """Where a run's jail cannot be made inside the zygote's, runs start cold instead of failing."""
+
+    backend = "bwrap"
+    warm = True
+
+    def setUp(self):
+        super().setUp()
+        warm.stop_all()
+        self.addCleanup(warm.stop_all)
+
+    def test_here_the_zygote_finds_that_a_runs_jail_can_be_made(self):
+        self.assertEqual(self.run_source("def parse():\n    return {}\n").status, runner.COMPLETED)
+
+        self.assertTrue(the_zygote().jails_work)
+
+    def test_where_nested_user_namespaces_are_forbidden_runs_start_cold_with_a_warning(self):
+        # Given a zygote whose jail forbids user namespaces inside it, as some hosts and containers do
+        command = ZygoteJail.command
+
+        def forbidding(jail, python, arguments):
+            bwrap, *rest = command(jail, python, arguments)
+            return [bwrap, "--unshare-user", "--disable-userns", *rest]
+
+        source = "def parse():\n    return {'cmdline.txt': open('/proc/self/cmdline', 'rb').read()}\n"
+        # When runs come
+        with mock.patch.object(ZygoteJail, "command", forbidding), self.assertLogs("runner.bwrap_backend") as logs:
+            outcome = self.run_source(source)
+            again = self.run_source("def parse():\n    return {}\n")
+
+        # Then the zygote said so, and the runs ran cold (a new interpreter with the bootstrap), warned about once
+        self.assertFalse(the_zygote().jails_work)
+        self.assertEqual((outcome.status, again.status), (runner.COMPLETED, runner.COMPLETED), outcome.error)
+        with open(os.path.join(self.out_dir, "cmdline.txt"), "rb") as file:
+            self.assertIn(b"/sandbox/bootstrap.py", file.read())
+        self.assertEqual(len(logs.output), 1)
+        self.assertIn("runs start cold", logs.output[0])
