@@ -14,7 +14,6 @@ with the policy "internet" its HTTP(S) goes out through the egress proxy
 
 import functools
 import json
-import logging
 import os
 import random
 import shutil
@@ -31,7 +30,6 @@ from runner.subprocess_backend import (
 )
 from runner.warm import ZYGOTE, zygote_for
 
-logger = logging.getLogger(__name__)
 JAIL_WORKDIR = "/sandbox/work"
 JAIL_RUNS = "/sandbox/runs"  # a warm zygote's runs' directories (runner/zygote.py)
 # A warm zygote's runs together may have this many times the processes one run may have.
@@ -171,10 +169,7 @@ class WarmBwrapBackend(BwrapBackend):
 
     def run(self, *, limits, **kwargs):
         self.zygote_in_use = self.zygote(limits)
-        if not self.zygote_in_use.jails_work:
-            if not getattr(self.zygote_in_use, "warned", False):
-                self.zygote_in_use.warned = True
-                logger.warning("bwrap cannot make a jail inside a jail here (nested user namespaces): runs start cold")
+        if not self.zygote_in_use.jails_work:  # the zygote warned when it started
             return BwrapBackend(self.python).run(limits=limits, **kwargs)
         return super().run(limits=limits, **kwargs)
 

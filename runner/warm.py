@@ -9,12 +9,14 @@ environment, rlimits, and as root its own user id and network namespace.
 import atexit
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
 import subprocess
 import threading
 
+logger = logging.getLogger(__name__)
 ZYGOTE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zygote.py")
 START_SECONDS = 60
 # The zygote reports an exit as soon as it has reaped the child; this only bounds a zygote that hangs.
@@ -91,11 +93,13 @@ class Zygote:
     def wait_until_ready(self):
         self.control.settimeout(START_SECONDS)
         try:
-            ready = self.control.recv(16)
+            ready = self.control.recv(256)
         except OSError:
             ready = b""
         # Where nested user namespaces are forbidden, a jailed zygote says so: runs then start cold.
         self.jails_work = ready == b"ready"
+        if self.jail and ready.startswith(b"ready") and not self.jails_work:
+            logger.warning("bwrap cannot make a jail inside a jail here (nested user namespaces): runs start cold")
         if not ready.startswith(b"ready"):
             self.process.kill()
             message = self.process.stderr.read().decode(errors="replace").strip()

@@ -355,7 +355,7 @@ class WarmJailFallbackTests(SandboxTestCase):
 
         source = "def parse():\n    return {'cmdline.txt': open('/proc/self/cmdline', 'rb').read()}\n"
         # When runs come
-        with mock.patch.object(ZygoteJail, "command", forbidding), self.assertLogs("runner.bwrap_backend") as logs:
+        with mock.patch.object(ZygoteJail, "command", forbidding), self.assertLogs("runner.warm") as logs:
             outcome = self.run_source(source)
             again = self.run_source("def parse():\n    return {}\n")
 
