@@ -31,7 +31,7 @@ from runner.subprocess_backend import (
 from runner.warm import ZYGOTE, zygote_for
 
 JAIL_WORKDIR = "/sandbox/work"
-JAIL_RUNS = "/sandbox/runs"  # a warm zygote's runs' directories (runner/zygote.py)
+JAIL_RUNS = "/sandbox/runs"  # a warm zygote's runs' directories (runner/self_jail.py)
 # A warm zygote's runs together may have this many times the processes one run may have.
 WARM_PROCESS_BUDGET = 16
 JAIL_BOOTSTRAP = "/sandbox/bootstrap.py"
@@ -147,7 +147,7 @@ def bwrap_works():
 class WarmBwrapBackend(BwrapBackend):
     """bwrap with a warm start: each run is a fork of a zygote that lives in a bubblewrap jail of its own.
 
-    The fork makes a jail of its own inside the zygote's (runner/zygote.py: enter_run_jail), with
+    The fork makes a jail of its own inside the zygote's (runner/self_jail.py: enter_run_jail), with
     the same namespaces, tmpfs and read-only system as a cold jail, so runs see neither each other
     nor the zygote. Runs share the zygote's user id: the process limit holds for the zygote's runs
     together (WARM_PROCESS_BUDGET times one run's), not for each.
@@ -221,8 +221,8 @@ class ZygoteJail:
         mounts = system_mounts()
         for path in self.backend.interpreter_paths():
             mounts += ["--ro-bind", path, path]
-        for source, name in ((BOOTSTRAP, "bootstrap.py"), (RESTRICTED_POLICY, "restricted.py"), (ZYGOTE, "zygote.py")):
-            mounts += ["--ro-bind", source, f"/sandbox/{name}"]
+        for source in (BOOTSTRAP, RESTRICTED_POLICY, ZYGOTE, os.path.join(os.path.dirname(ZYGOTE), "self_jail.py")):
+            mounts += ["--ro-bind", source, f"/sandbox/{os.path.basename(source)}"]
         mounts += ["--bind", self.runs_dir, JAIL_RUNS, "--dir", JAIL_WORKDIR]
         mounts += ["--remount-ro", "/dev", "--remount-ro", "/"]
         jail = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--new-session", "--cap-drop", "ALL", *mounts]

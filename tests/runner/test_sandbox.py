@@ -565,7 +565,7 @@ class JailTests(SandboxTestCase):
         with open(os.path.join(self.out_dir, "visible.txt")) as file:
             self.assertEqual(file.read(), "[]")
         # A warm jail also sees the zygote's code and, empty, where the zygote keeps its runs' directories.
-        warm = ["/sandbox/runs", "/sandbox/zygote.py"] if self.warm else []
+        warm = ["/sandbox/runs", "/sandbox/self_jail.py", "/sandbox/zygote.py"] if self.warm else []
         expected = sorted(["/sandbox/bootstrap.py", "/sandbox/restricted.py", "/sandbox/work", *warm])
         with open(os.path.join(self.out_dir, "others.txt")) as file:
             self.assertEqual(file.read(), repr(expected))
