@@ -25,7 +25,6 @@ from runner.subprocess_backend import (
     BOOTSTRAP,
     EGRESS_SOCKET,
     RESTRICTED_POLICY,
-    ZYGOTE_VARIABLES,
     SubprocessBackend,
 )
 from runner.warm import ZYGOTE, zygote_for
@@ -158,9 +157,8 @@ class WarmBwrapBackend(BwrapBackend):
         self.preload = tuple(preload)
 
     def zygote(self, limits):
-        environment = {name: value for name, value in self.environment("", "UTC").items() if name in ZYGOTE_VARIABLES}
         jail = ZygoteJail(self, processes=limits.processes)
-        return zygote_for(python=self.python, modules=self.preload, environment=environment, jail=jail)
+        return zygote_for(python=self.python, modules=self.preload, environment=self.zygote_environment(), jail=jail)
 
     def workdir_parent(self, limits):
         """Runs' directories live where the zygote's jail sees them (unless runs must start cold)."""

@@ -46,6 +46,8 @@ DRAIN_SECONDS = 2.0
 DISK_CHECK_SECONDS = 0.5
 CANCEL_CHECK_SECONDS = 0.5
 EGRESS_SOCKET = ".parseq-egress.sock"
+# A warm start's zygote keeps these from its start; a run's whole environment comes with its request.
+ZYGOTE_VARIABLES = ("PATH", "LANG", "MALLOC_ARENA_MAX")
 
 
 class SandboxSetupError(Exception):
@@ -159,6 +161,10 @@ class SubprocessBackend:
         if uid is None or self.isolates_network():
             return {}
         return {"user": uid, "group": uid, "extra_groups": []}
+
+    def zygote_environment(self):
+        """A warm start's zygote's own environment: what must hold from the interpreter's start."""
+        return {name: value for name, value in self.environment("", "UTC").items() if name in ZYGOTE_VARIABLES}
 
     def environment(self, workdir, timezone):
         environment = {
@@ -459,9 +465,6 @@ class WarmSubprocessBackend(SubprocessBackend):
         return os.geteuid() == 0  # the fork unshares its network itself: no util-linux needed
 
     def start(self, *, workdir, script_path, display_name, pipes, limits_json, uid, environment):
-        zygote_environment = {
-            name: value for name, value in self.environment(workdir, "UTC").items() if name in ZYGOTE_VARIABLES
-        }
         request = {
             "script": script_path,
             "display_name": display_name,
@@ -471,9 +474,5 @@ class WarmSubprocessBackend(SubprocessBackend):
             "uid": uid,
             "own_network": uid is not None and self.isolates_network(),
         }
-        zygote = zygote_for(python=self.python, modules=self.preload, environment=zygote_environment)
+        zygote = zygote_for(python=self.python, modules=self.preload, environment=self.zygote_environment())
         return zygote.spawn(request=request, log_w=pipes["log"], result_w=pipes["result"], lifeline_r=pipes["lifeline"])
-
-
-# The zygote's own environment: what must hold from the interpreter's start. A run's comes with its request.
-ZYGOTE_VARIABLES = ("PATH", "LANG", "MALLOC_ARENA_MAX")

@@ -143,17 +143,11 @@ class WarmStartTests(SandboxTestCase):
 
     def test_when_the_zygote_is_stopped_its_running_sandboxes_die_with_it(self):
         marker = f"{uuid.uuid4().int % 10**6}.625"
-        outcomes = []
-        source = f"import subprocess\ndef parse():\n    subprocess.run(['sleep', '{marker}'])\n    return {{}}\n"
-        thread = threading.Thread(target=lambda: outcomes.append(self.run_source(source, wall_time=30)))
-        thread.start()
-        wait_until(lambda: live_processes_with(f"sleep {marker}"), timeout=10, message="the run to start")
 
-        warm.stop_all()
-        thread.join(timeout=10)
+        outcome = stop_the_zygote_during_a_run(self, marker)
 
-        self.assertEqual(outcomes[0].status, runner.PROTOCOL_ERROR)
-        self.assertIn("killed by signal 9", outcomes[0].error)
+        self.assertEqual(outcome.status, runner.PROTOCOL_ERROR)
+        self.assertIn("killed by signal 9", outcome.error)
         wait_until(lambda: not live_processes_with(f"sleep {marker}"), timeout=5, message="the sandbox to die")
 
     def test_a_module_that_fails_to_preload_does_not_stop_the_zygote(self):
@@ -184,6 +178,18 @@ class WarmStartTests(SandboxTestCase):
 
         self.assertEqual(outcome.status, runner.SANDBOX_ERROR)
         self.assertEqual(outcome.error, "a warm start needs the subprocess or bwrap backend, not docker")
+
+
+def stop_the_zygote_during_a_run(test, marker):
+    """Stop this process's zygotes while a run waits on `sleep MARKER`; the run's outcome."""
+    outcomes = []
+    source = f"import subprocess\ndef parse():\n    subprocess.run(['sleep', '{marker}'])\n    return {{}}\n"
+    thread = threading.Thread(target=lambda: outcomes.append(test.run_source(source, wall_time=30)))
+    thread.start()
+    wait_until(lambda: live_processes_with(f"sleep {marker}"), timeout=10, message="the run to start")
+    warm.stop_all()
+    thread.join(timeout=10)
+    return outcomes[0]
 
 
 def memory_of(pid):
@@ -309,16 +315,10 @@ class WarmJailTests(SandboxTestCase):
 
     def test_when_the_zygote_is_stopped_its_runs_die_with_its_jail(self):
         marker = f"{uuid.uuid4().int % 10**6}.125"
-        outcomes = []
-        source = f"import subprocess\ndef parse():\n    subprocess.run(['sleep', '{marker}'])\n    return {{}}\n"
-        thread = threading.Thread(target=lambda: outcomes.append(self.run_source(source, wall_time=30)))
-        thread.start()
-        wait_until(lambda: live_processes_with(f"sleep {marker}"), timeout=10, message="the run to start")
 
-        warm.stop_all()
-        thread.join(timeout=10)
+        outcome = stop_the_zygote_during_a_run(self, marker)
 
-        self.assertNotEqual(outcomes[0].status, runner.COMPLETED)
+        self.assertNotEqual(outcome.status, runner.COMPLETED)
         wait_until(lambda: not live_processes_with(f"sleep {marker}"), timeout=5, message="the run to die")
         self.assertEqual(os.listdir(tempfile.gettempdir()).count(marker), 0)
 
