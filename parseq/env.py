@@ -4,6 +4,7 @@ Every setting Parseq reads from the environment goes through these helpers, so
 that a bad value stops start-up with one line naming the variable.
 """
 
+import ipaddress
 import os
 from urllib.parse import unquote, urlsplit
 
@@ -46,6 +47,17 @@ def env_list(name, default):
     if value is None:
         return list(default)
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_networks(name, default=()):
+    """A comma-separated list of networks in CIDR notation (`10.0.0.0/8, fd00::/8`), as ipaddress networks."""
+    networks = []
+    for item in env_list(name, default):
+        try:
+            networks.append(ipaddress.ip_network(item))
+        except ValueError as error:
+            raise ConfigurationError(f"{name} must be comma-separated networks like 10.0.0.0/8: {error}") from None
+    return networks
 
 
 def env_choice(name, default, choices):

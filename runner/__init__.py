@@ -70,6 +70,7 @@ def run_script(
     timezone="UTC",
     variables=None,
     network="internet",
+    allowed_networks=(),
     restricted_modules=None,
     cancelled=None,
     warm=False,
@@ -79,7 +80,9 @@ def run_script(
 
     The script gets a fresh working directory, which is also its HOME, and which
     is deleted when the run ends; `variables` are added to its environment, and
-    `network` is "internet" or "none" (bwrap only). With `restricted_modules`,
+    `network` is "internet" or "none" (bwrap only). With "internet", the egress proxy also lets
+    through the `allowed_networks` (networks, or CIDR texts) that runner.addresses refuses otherwise;
+    the docker backend has no proxy and ignores them. With `restricted_modules`,
     the script runs under the RestrictedPython policy and may import only those. `cancelled`, a callable,
     is asked about twice a second whether to stop: once it answers true, the sandbox is killed and the
     outcome is CANCELLED. With `warm` (subprocess and bwrap), the sandbox is a fork of
@@ -108,6 +111,7 @@ def run_script(
             timezone=timezone,
             variables=variables or {},
             network=network,
+            allowed_networks=tuple(allowed_networks),
             restricted_modules=restricted_modules,
             cancelled=cancelled or _never,
         )

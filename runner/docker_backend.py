@@ -111,6 +111,7 @@ class DockerBackend:
         network,
         restricted_modules,
         cancelled=None,
+        allowed_networks=(),  # no egress proxy here: Docker's bridge is the network of "internet"
     ):
         try:
             client = self.client or docker_client()

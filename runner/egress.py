@@ -3,79 +3,33 @@
 The jail has its own network namespace with nothing but a loopback. The
 bootstrap listens there and passes every connection over a Unix socket to this
 proxy, which runs in the worker, resolves the destination itself and refuses
-loopback, private, link-local, shared, multicast and reserved addresses (the
-host's services and cloud metadata among them) before any packet is sent. It
-speaks HTTP: CONNECT for https, absolute URIs for http, as HTTP(S)_PROXY.
+what runner/addresses.py refuses (loopback, private, link-local, special-purpose
+ranges, IPv4 hidden in IPv6, this host's own addresses: its services and cloud
+metadata among them) before any packet is sent. It speaks HTTP: CONNECT for
+https, absolute URIs for http, as HTTP(S)_PROXY.
 """
 
 import contextlib
-import ipaddress
 import socket
 import threading
 
-BLOCKED_NETWORKS = [
-    ipaddress.ip_network(network)
-    for network in (
-        "0.0.0.0/8",
-        "10.0.0.0/8",
-        "100.64.0.0/10",
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "172.16.0.0/12",
-        "192.0.0.0/24",
-        "192.168.0.0/16",
-        "198.18.0.0/15",
-        "224.0.0.0/4",
-        "240.0.0.0/4",
-        "::/128",
-        "::1/128",
-        "fc00::/7",
-        "fe80::/10",
-        "ff00::/8",
-    )
-]
+from runner.addresses import Refused, as_networks, resolve
+
+__all__ = ["EgressProxy", "Refused"]
+
 HEAD_LIMIT = 64 * 1024
 CONNECT_TIMEOUT = 15
 # Each connection costs the worker two threads: a jail gets this many at a time, not more.
 MAX_CONNECTIONS = 32
 
 
-class Refused(Exception):
-    """The destination is not allowed, or cannot be reached; the message is for the script's author."""
-
-
-def blocked_reason(address):
-    """Why connections to `address` are refused, or None when it is a public address."""
-    ip = ipaddress.ip_address(address)
-    if ip.version == 6 and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    for network in BLOCKED_NETWORKS:
-        if ip in network:
-            kind = "loopback" if ip.is_loopback else "link-local" if ip.is_link_local else "private or reserved"
-            return f"{address} is a {kind} address"
-    return None
-
-
-def resolve_allowed(host, port):
-    """The first allowed (host, port) of `host`; Refused when every address is blocked or none resolves."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as error:
-        raise Refused(f"cannot resolve {host}: {error.strerror}") from None
-    reasons = []
-    for _, _, _, _, address in infos:
-        reason = blocked_reason(address[0])
-        if reason is None:
-            return address[:2]
-        reasons.append(reason)
-    raise Refused(f"connections to {host}:{port} are not allowed: {reasons[0]}")
-
-
 class EgressProxy:
     """Serves one run's jail on a Unix socket, in daemon threads, until closed."""
 
-    def __init__(self, socket_path, on_refusal=None):
+    def __init__(self, socket_path, on_refusal=None, *, allowed_networks=()):
+        """`allowed_networks`: networks the policy of runner.addresses lets through all the same (tests' own hosts)."""
         self.on_refusal = on_refusal or (lambda message: None)
+        self.allowed_networks = as_networks(allowed_networks)
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server.bind(socket_path)
         self.server.listen(64)
@@ -147,7 +101,7 @@ class EgressProxy:
         return upstream, b""
 
     def connect(self, host, port):
-        address = resolve_allowed(host, port)
+        address = resolve(host, port, allowed=self.allowed_networks)
         try:
             return socket.create_connection(address, timeout=CONNECT_TIMEOUT)
         except OSError as error:

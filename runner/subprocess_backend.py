@@ -194,8 +194,11 @@ class SubprocessBackend:
         chown_tree(workdir, uid, uid)
         return uid
 
-    def run(self, *, workdir, network, **kwargs):
-        """Run in the sandbox; with the policy "internet" and an isolated network, behind the egress proxy."""
+    def run(self, *, workdir, network, allowed_networks=(), **kwargs):
+        """Run in the sandbox; with the policy "internet" and an isolated network, behind the egress proxy.
+
+        The proxy refuses what runner.addresses refuses, except inside `allowed_networks`.
+        """
         if network not in ("internet", "none"):
             return Outcome(SANDBOX_ERROR, error=f"unknown network policy {network!r}")
         if not self.isolates_network():
@@ -208,7 +211,9 @@ class SubprocessBackend:
         if network == "none":
             return self.run_sandbox(workdir=workdir, **kwargs)
         refusals = []
-        proxy = EgressProxy(os.path.join(workdir, EGRESS_SOCKET), on_refusal=refusals.append)
+        proxy = EgressProxy(
+            os.path.join(workdir, EGRESS_SOCKET), on_refusal=refusals.append, allowed_networks=allowed_networks
+        )
         self.egress_socket = self.egress_socket_in_sandbox(workdir)
         try:
             outcome = self.run_sandbox(workdir=workdir, **kwargs)

@@ -1,9 +1,12 @@
 """Hosts of the tests' own: network namespaces behind veth pairs, with an HTTP server in each.
 
-Sandboxed scripts may not reach loopback or private addresses (the egress proxy refuses
-them), so a site a test serves to a script lives at a TEST-NET-2 address of its own.
+Sandboxed scripts may not reach loopback, private or documentation addresses (the egress
+proxy refuses them), so a site a test serves to a script lives at a TEST-NET-2 address of
+its own, and the test lets the proxy through to it: `run_script(..., allowed_networks=[host.network])`.
+A TEST-NET-2 address is never routed on the internet, so allowing it lets nothing else through.
 """
 
+import ipaddress
 import os
 import random
 import shutil
@@ -27,6 +30,8 @@ class TestHost:
         self.name = f"pq{random.randrange(16**6):06x}"
         block = random.randrange(1, 63) * 4  # a /30 of TEST-NET-2, so that parallel runs do not collide
         self.host_side, self.address = f"198.51.100.{block + 1}", f"198.51.100.{block + 2}"
+        # The /30 of this host alone: the network a test allows the egress proxy to reach.
+        self.network = ipaddress.ip_network(f"198.51.100.{block}/30")
 
     @property
     def url(self):

@@ -6,11 +6,9 @@ import json
 import logging
 import socket
 import ssl
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import timedelta
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -21,6 +19,7 @@ from parseq.alerts.models import WebhookDelivery
 from parseq.core.environment import MASK
 from parseq.core.models import Parser, Run
 from parseq.core.services import ERROR_FILENAME
+from runner import addresses
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +34,12 @@ SUMMARY_CHARS = 200
 MAX_BACKOFF_SECONDS = 3600
 # Shorter values are words like "true" or "ru", not secrets: masking them would garble the error instead.
 MASKED_VALUE_MIN_CHARS = 6
-# Enough of an endpoint's refusal to say why (Slack answers `invalid_payload`), not a page of HTML.
-ANSWER_EXCERPT_BYTES = 300
+# Of an endpoint's answer, only this much is read, and at most this much is kept: enough to say why it
+# refused (Slack answers `invalid_payload`), never a page of HTML nor a stream that does not end.
+ANSWER_EXCERPT_BYTES = 1024
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# Characters a request target may hold as they are; the rest (spaces, non-ASCII) is percent-encoded.
+TARGET_SAFE = "!#$%&'()*+,/:;=?@[]~"
 
 
 def record_run_alert(*, run_id, status):
@@ -192,46 +195,82 @@ def retry_delivery(*, delivery):
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one POST went: the answer's status code if there was an answer, and the error if it failed."""
+    """How one POST went: the answer's status code if there was an answer, and the error if it failed.
+
+    A `final` failure will not get better by waiting (a destination the address policy refuses):
+    the delivery fails at once, without the remaining attempts.
+    """
 
     status_code: int | None
     error: str = ""
+    final: bool = False
 
     @property
     def delivered(self):
         return not self.error
 
 
-class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
-    """Leave a 3xx as the failure it is: a webhook that moved is edited on the parser, not chased."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
-
-
-_opener = urllib.request.build_opener(_RefuseRedirects)
-
-
 def _post(*, url, body, headers, timeout):
-    """POST `body` to `url`, following no redirect; a 2xx answer is delivered, anything else an error."""
-    if urlsplit(url).scheme not in ("http", "https"):
-        return Outcome(None, "only http:// and https:// webhook URLs can be posted to")
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - scheme checked
+    """POST `body` to `url`, following no redirect; a 2xx answer is delivered, anything else an error.
+
+    The host is resolved once and checked against the address policy (runner.addresses, with
+    settings.WEBHOOK_ALLOWED_NETWORKS), and the connection goes to exactly that checked address:
+    a name that resolves somewhere else a moment later cannot redirect the POST.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in DEFAULT_PORTS:
+        return Outcome(None, "only http:// and https:// webhook URLs can be posted to", final=True)
     try:
-        with _opener.open(request, timeout=timeout) as response:
-            response.read(ANSWER_EXCERPT_BYTES)
-            return Outcome(response.status)
-    except urllib.error.HTTPError as answer:
-        with answer:
-            excerpt = _excerpt(answer)
-        if 300 <= answer.code < 400:
-            where = answer.headers.get("Location", "nowhere")
-            return Outcome(answer.code, f"HTTP {answer.code}: redirected to {where}; redirects are not followed")
-        return Outcome(answer.code, f"HTTP {answer.code} {answer.reason}" + (f": {excerpt}" if excerpt else ""))
-    except urllib.error.URLError as error:
-        return Outcome(None, _describe(error.reason, timeout=timeout))
-    except (OSError, http.client.HTTPException) as error:  # a timeout or a reset while reading the answer
+        host, port = parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme]
+        host = host.encode("idna").decode("ascii") if host else host
+    except (ValueError, UnicodeError) as error:
+        return Outcome(None, f"the webhook URL is not valid: {error}", final=True)
+    if not host:
+        return Outcome(None, "the webhook URL names no host", final=True)
+    try:
+        address = addresses.resolve(host, port, allowed=settings.WEBHOOK_ALLOWED_NETWORKS)
+    except addresses.Unresolvable as error:
+        return Outcome(None, f"cannot resolve the host {host}: {error.reason}")  # perhaps only for now: retried
+    except addresses.Refused as error:
+        return Outcome(None, f"refused by the address policy: {error}", final=True)
+    connection = _connection(parts.scheme, host, port, address=address, timeout=timeout)
+    target = quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), safe=TARGET_SAFE)
+    try:
+        # http.client sends the URL's own Host header, and TLS checks the URL's host name (SNI too).
+        connection.request("POST", target, body=body, headers=headers)
+        with connection.getresponse() as response:
+            answer = response.read(ANSWER_EXCERPT_BYTES)
+    except (OSError, http.client.HTTPException) as error:  # a refused connection, a timeout, a reset, TLS
         return Outcome(None, _describe(error, timeout=timeout))
+    finally:
+        connection.close()
+    return _judge_answer(response, answer)
+
+
+def _connection(scheme, host, port, *, address, timeout):
+    """An HTTP(S) connection to `host` that connects to the checked `address`, never to a new lookup's."""
+    if scheme == "https":
+        connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl.create_default_context())
+    else:
+        connection = http.client.HTTPConnection(host, port, timeout=timeout)
+
+    def connect_to_checked_address(_, timeout, source_address=None):
+        return socket.create_connection(address, timeout, source_address)
+
+    connection._create_connection = connect_to_checked_address
+    return connection
+
+
+def _judge_answer(response, answer):
+    """The Outcome of an answer whose first bytes are `answer`; what it keeps of the answer is clipped."""
+    if 200 <= response.status < 300:
+        return Outcome(response.status)
+    if 300 <= response.status < 400:
+        where = _clip(response.getheader("Location", "nowhere"))
+        return Outcome(response.status, f"HTTP {response.status}: redirected to {where}; redirects are not followed")
+    excerpt = _excerpt(answer)
+    reason = _clip(response.reason)
+    return Outcome(response.status, f"HTTP {response.status} {reason}" + (f": {excerpt}" if excerpt else ""))
 
 
 def _record_attempt(*, delivery, attempt, outcome):
@@ -246,7 +285,7 @@ def _record_attempt(*, delivery, attempt, outcome):
     delay = None
     if outcome.delivered:
         changes.update(status=WebhookDelivery.Status.DELIVERED, delivered_time=now)
-    elif attempt >= settings.WEBHOOK_ATTEMPTS:
+    elif outcome.final or attempt >= settings.WEBHOOK_ATTEMPTS:
         changes.update(status=WebhookDelivery.Status.FAILED)
     else:
         delay = retry_delay(attempt=attempt)
@@ -262,6 +301,8 @@ def _record_attempt(*, delivery, attempt, outcome):
         setattr(delivery, name, value)
     if outcome.delivered:
         logger.info("webhook delivery %s delivered at attempt %d", delivery.pk, attempt)
+    elif outcome.final:
+        logger.warning("webhook delivery %s failed without retries: %s", delivery.pk, outcome.error)
     else:
         logger.warning("webhook delivery %s: attempt %d failed: %s", delivery.pk, attempt, outcome.error)
     if delay is not None:
@@ -284,11 +325,14 @@ def _describe(reason, *, timeout):
 
 
 def _excerpt(answer):
-    try:
-        raw = answer.read(ANSWER_EXCERPT_BYTES)
-    except (OSError, http.client.HTTPException):
-        return ""
-    return " ".join(raw.decode("utf-8", errors="replace").split())
+    """The first bytes of an answer as one line of text, at most ANSWER_EXCERPT_BYTES in UTF-8."""
+    # A replacement character takes three bytes for the one it replaces: _clip cuts again.
+    return _clip(" ".join(answer[:ANSWER_EXCERPT_BYTES].decode("utf-8", errors="replace").split()))
+
+
+def _clip(text):
+    """`text` cut to at most ANSWER_EXCERPT_BYTES in UTF-8, on a character boundary."""
+    return text.encode("utf-8")[:ANSWER_EXCERPT_BYTES].decode("utf-8", errors="ignore")
 
 
 def _summary(run):

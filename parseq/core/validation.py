@@ -127,3 +127,43 @@ def modules_of_requirements(text):
         else:
             modules.add(match.group(1).lower().replace("-", "_").replace(".", "_"))
     return modules
+
+
+def validate_webhook_url(url):
+    """Refuse a webhook URL whose destination is not on the public internet, saying why.
+
+    The scheme must be http or https and the URL must name a host. The host is resolved once,
+    and refused if it does not resolve or if any of its addresses is refused by `runner.addresses`
+    (loopback, private, link-local, this host's own...) outside `settings.WEBHOOK_ALLOWED_NETWORKS`.
+    Delivery checks again (parseq/alerts/services.py): a name may resolve elsewhere later.
+    """
+    # Imported here so that this check stays an appendix of the module.
+    from urllib.parse import urlsplit
+
+    from django.core.exceptions import ValidationError
+
+    from runner.addresses import Refused, Unresolvable, resolve
+
+    if not url:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValidationError(f"A webhook URL must start with http:// or https://, not {parts.scheme or url!r}.")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError as error:
+        raise ValidationError(f"The webhook URL has a bad port: {error}.") from None
+    if not host:
+        raise ValidationError("A webhook URL must name a host.")
+    try:
+        resolve(host, port or WEBHOOK_DEFAULT_PORTS[parts.scheme], allowed=settings.WEBHOOK_ALLOWED_NETWORKS)
+    except Unresolvable as unresolvable:
+        raise ValidationError(f"The webhook URL's host cannot be checked: {unresolvable}.") from None
+    except Refused as refused:
+        raise ValidationError(
+            f"Webhooks go only to the public internet: {refused} "
+            "(an operator can allow a network with PARSEQ_WEBHOOK_ALLOWED_NETWORKS)."
+        ) from None
+
+
+WEBHOOK_DEFAULT_PORTS = {"http": 80, "https": 443}

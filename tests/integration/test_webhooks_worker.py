@@ -29,6 +29,8 @@ class WebhookWorkerTests(RealWorkerTestCase):
             "PARSEQ_PUBLIC_URL": PUBLIC_URL,
             "PARSEQ_WEBHOOK_BACKOFF": "1",
             "PARSEQ_WEBHOOK_TIMEOUT": "5",
+            # The endpoint listens on loopback, which webhooks may reach only where an operator allows it.
+            "PARSEQ_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
         }
         with mock.patch.dict(os.environ, settings_of_the_worker):
             worker = self.start_worker()

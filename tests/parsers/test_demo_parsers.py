@@ -63,6 +63,7 @@ class DemoParserTests:
             timezone="UTC",
             variables=variables,
             network="internet",
+            allowed_networks=[self.host.network],  # the test host's TEST-NET-2 address, refused otherwise
             restricted_modules=allowed_modules(),
         )
 

@@ -1,17 +1,25 @@
 """The jail's way out: public addresses through the egress proxy, the host's own and private ones refused.
 
+The address policy itself (runner/addresses.py, shared with webhooks) is tested here too.
+
 No test sends traffic beyond this machine: refused destinations are refused
 before any packet leaves, and the allowed destination is a test host the test
 makes itself in a network namespace, behind a veth pair, and removes afterwards.
 """
 
+import ipaddress
 import os
+import random
 import shutil
+import subprocess
+import sys
 import tempfile
 import unittest
 
+from django.conf import settings
+
 import runner
-from runner.egress import blocked_reason
+from runner import addresses, egress
 from tests.helpers import require
 from tests.hosts import CAN_MAKE_HOSTS, TestHost
 from tests.runner.test_sandbox import ISOLATING_SUBPROCESS, SandboxTestCase, warm_under_bwrap
@@ -19,30 +27,247 @@ from tests.runner.test_sandbox import ISOLATING_SUBPROCESS, SandboxTestCase, war
 JAIL = require(runner.bwrap_works(), "needs bubblewrap with user namespaces: apt-get install bubblewrap")
 
 
-class BlockedAddressTests(unittest.TestCase):
-    def test_the_hosts_own_private_and_metadata_addresses_are_blocked(self):
-        for address in [
-            "127.0.0.1",
-            "127.8.9.10",
-            "10.0.0.1",
-            "172.16.5.4",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "224.0.0.1",
-            "::1",
-            "fe80::1",
-            "fd00::1",
-            "::ffff:127.0.0.1",
-        ]:
+# One address of each range the policy refuses, and what the refusal calls it.
+REFUSED_RANGES = [
+    ("0.0.0.1", "0.0.0.1 is a 'this network' address (0.0.0.0/8)"),
+    ("10.0.0.1", "10.0.0.1 is a private address"),
+    ("100.64.0.1", "100.64.0.1 is a shared address (carrier-grade NAT, 100.64.0.0/10)"),
+    ("127.8.9.10", "127.8.9.10 is a loopback address"),
+    ("169.254.169.254", "169.254.169.254 is a link-local address"),
+    ("172.16.5.4", "172.16.5.4 is a private address"),
+    ("192.0.0.9", "192.0.0.9 is an IETF protocol assignment (192.0.0.0/24)"),
+    ("192.0.0.192", "192.0.0.192 is an IETF protocol assignment (192.0.0.0/24)"),  # Oracle Cloud's metadata
+    ("192.0.2.1", "192.0.2.1 is a documentation address"),
+    ("192.31.196.1", "192.31.196.1 is an AS112 DNS address"),
+    ("192.52.193.1", "192.52.193.1 is an AMT relay address (192.52.193.0/24)"),
+    ("192.88.99.1", "192.88.99.1 is a deprecated 6to4 relay address (192.88.99.0/24)"),
+    ("192.168.1.1", "192.168.1.1 is a private address"),
+    ("192.175.48.1", "192.175.48.1 is an AS112 DNS address"),
+    ("198.18.0.1", "198.18.0.1 is a benchmarking address (198.18.0.0/15)"),
+    ("198.19.255.254", "198.19.255.254 is a benchmarking address (198.18.0.0/15)"),
+    ("198.51.100.6", "198.51.100.6 is a documentation address"),
+    ("203.0.113.7", "203.0.113.7 is a documentation address"),
+    ("224.0.0.1", "224.0.0.1 is a multicast address"),
+    ("239.255.255.250", "239.255.255.250 is a multicast address"),
+    ("240.0.0.1", "240.0.0.1 is a reserved address (240.0.0.0/4)"),
+    ("255.255.255.255", "255.255.255.255 is the broadcast address"),
+    ("::", ":: is the unspecified address"),
+    ("::1", "::1 is a loopback address"),
+    ("100::1", "100::1 is a discard-only address (100::/64)"),
+    ("100:0:0:1::1", "100:0:0:1::1 is a dummy prefix address (100:0:0:1::/64)"),
+    ("2001:2::1", "2001:2::1 is an IETF protocol assignment (2001::/23)"),
+    ("2001:db8::1", "2001:db8::1 is a documentation address"),
+    ("2620:4f:8000::1", "2620:4f:8000::1 is an AS112 DNS address"),
+    ("3fff::1", "3fff::1 is a documentation address"),
+    ("5f00::1", "5f00::1 is an SRv6 segment identifier (5f00::/16)"),
+    ("fd00::1", "fd00::1 is a unique local (private) address"),
+    ("fc00::1", "fc00::1 is a unique local (private) address"),
+    ("fe80::1", "fe80::1 is a link-local address"),
+    ("fe80::1%eth0", "fe80::1%eth0 is a link-local address"),
+    ("fec0::1", "fec0::1 is a site-local address (deprecated)"),
+    ("ff02::1", "ff02::1 is a multicast address"),
+    ("4000::1", "4000::1 is a reserved address (outside the global unicast 2000::/3)"),
+]
+PUBLIC_ADDRESSES = ["93.184.216.34", "1.1.1.1", "8.8.8.8", "2606:4700::1111", "2a00:1450:4001::1"]
+# IPv6 forms that carry an IPv4 address, with a public and a loopback or private one in each.
+EMBEDDED = [
+    ("::ffff:8.8.8.8", None),
+    ("::ffff:127.0.0.1", "::ffff:127.0.0.1 embeds 127.0.0.1, a loopback address"),
+    ("::ffff:169.254.169.254", "::ffff:169.254.169.254 embeds 169.254.169.254, a link-local address"),
+    ("64:ff9b::8.8.8.8", None),
+    ("64:ff9b::a00:1", "64:ff9b::a00:1 embeds 10.0.0.1, a private address"),
+    ("64:ff9b::127.0.0.1", "64:ff9b::127.0.0.1 embeds 127.0.0.1, a loopback address"),
+    ("2002:808:808::1", None),
+    ("2002:7f00:1::", "2002:7f00:1:: embeds 127.0.0.1, a loopback address"),
+    ("2002:c0a8:101::", "2002:c0a8:101:: embeds 192.168.1.1, a private address"),
+]
+# Refused whatever they carry: deprecated, local, or the packets go through someone else's relay.
+REFUSED_OUTRIGHT = [
+    ("::808:808", "::808:808 is an IPv4-compatible address (deprecated, ::/96), embedding 8.8.8.8"),
+    ("::7f00:1", "::7f00:1 is an IPv4-compatible address (deprecated, ::/96), embedding 127.0.0.1"),
+    ("64:ff9b:1::808:808", "64:ff9b:1::808:808 is a local-use NAT64 address (64:ff9b:1::/48)"),
+    (
+        "2001:0:4136:e378:8000:63bf:f7f7:f7f7",  # Teredo for 8.8.8.8, the client's address inverted
+        "2001:0:4136:e378:8000:63bf:f7f7:f7f7 is a Teredo tunnel address (2001::/32), "
+        "for 8.8.8.8 through the server 65.54.227.120",
+    ),
+    (
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",
+        "2001:0:4136:e378:8000:63bf:80ff:fffe is a Teredo tunnel address (2001::/32), "
+        "for 127.0.0.1 through the server 65.54.227.120",
+    ),
+]
+
+
+class AddressPolicyTests(unittest.TestCase):
+    """runner.addresses: the one policy of the egress proxy and of webhooks."""
+
+    def test_every_special_purpose_range_is_refused_naming_the_address_and_what_it_is(self):
+        for address, reason in REFUSED_RANGES:
             with self.subTest(address=address):
-                self.assertIsNotNone(blocked_reason(address))
+                self.assertEqual(addresses.refusal(address), reason)
 
     def test_public_addresses_are_allowed(self):
-        for address in ["93.184.216.34", "1.1.1.1", "198.51.100.6", "2606:4700::1111"]:
+        for address in PUBLIC_ADDRESSES:
             with self.subTest(address=address):
-                self.assertIsNone(blocked_reason(address))
+                self.assertIsNone(addresses.refusal(address))
+
+    def test_an_ipv4_address_embedded_in_ipv6_is_judged_as_that_ipv4_address(self):
+        for address, reason in EMBEDDED:
+            with self.subTest(address=address):
+                self.assertEqual(addresses.refusal(address), reason)
+
+    def test_ipv4_compatible_local_use_nat64_and_teredo_are_refused_whatever_they_carry(self):
+        for address, reason in REFUSED_OUTRIGHT:
+            with self.subTest(address=address):
+                self.assertEqual(addresses.refusal(address), reason)
+
+    def test_an_allowed_network_lets_its_addresses_through_and_nothing_else(self):
+        # Given an operator who allows the loopback network and an internal /24 (as texts or networks)
+        allowed = ["127.0.0.0/8", ipaddress.ip_network("10.20.30.0/24")]
+
+        # Then those addresses pass, an IPv6 form of an allowed IPv4 address too
+        for address in ["127.0.0.1", "10.20.30.40", "::ffff:127.0.0.1", "64:ff9b::a14:1e28"]:
+            with self.subTest(address=address):
+                self.assertIsNone(addresses.refusal(address, allowed=allowed))
+        # And the rest of the policy still holds
+        self.assertEqual(addresses.refusal("10.20.31.1", allowed=allowed), "10.20.31.1 is a private address")
+        self.assertEqual(addresses.refusal("::1", allowed=allowed), "::1 is a loopback address")
+
+    def test_something_that_is_not_an_address_is_refused(self):
+        self.assertEqual(addresses.refusal("example.com"), "'example.com' is not an IP address")
+
+    def test_a_name_is_resolved_once_and_refused_naming_the_host_and_the_address(self):
+        with self.assertRaises(addresses.Refused) as refused:
+            addresses.resolve("localhost", 8000)
+
+        self.assertRegex(
+            str(refused.exception), r"^connections to localhost:8000 are not allowed: (127\.0\.0\.1|::1) is a loopback"
+        )
+
+    def test_an_ip_literal_resolves_to_itself_and_an_ipv6_one_is_named_in_brackets(self):
+        self.assertEqual(addresses.resolve("8.8.8.8", 443), ("8.8.8.8", 443))
+        with self.assertRaises(addresses.Refused) as refused:
+            addresses.resolve("[::1]", 80)
+        self.assertEqual(str(refused.exception), "connections to [::1]:80 are not allowed: ::1 is a loopback address")
+        self.assertEqual(addresses.resolve("127.0.0.1", 80, allowed=["127.0.0.0/8"]), ("127.0.0.1", 80))
+
+    def test_a_name_that_does_not_resolve_is_unresolvable(self):
+        with self.assertRaises(addresses.Unresolvable) as refused:
+            addresses.resolve("no-such-host.invalid", 80)
+
+        self.assertTrue(str(refused.exception).startswith("cannot resolve no-such-host.invalid: "))
+        self.assertIsInstance(refused.exception, addresses.Refused)
+
+    def test_the_egress_proxy_refuses_with_the_same_exception(self):
+        self.assertIs(egress.Refused, addresses.Refused)
+
+
+@unittest.skipUnless(CAN_MAKE_HOSTS, "a network and mount namespace of the test's own needs root and iproute2")
+class NamespaceAddressTests(unittest.TestCase):
+    """What only a namespace of the test's own can show: this host's addresses, and a name with two addresses."""
+
+    def setUp(self):
+        self.namespace = f"pqaddr{random.randrange(16**6):06x}"
+        subprocess.run(["ip", "netns", "add", self.namespace], check=True, capture_output=True)
+        self.addCleanup(subprocess.run, ["ip", "netns", "del", self.namespace], capture_output=True)
+
+    def ip(self, *arguments):
+        subprocess.run(["ip", "-n", self.namespace, *arguments], check=True, capture_output=True)
+
+    def python_in_namespace(self, code):
+        result = subprocess.run(
+            ["ip", "netns", "exec", self.namespace, sys.executable, "-c", code],
+            cwd=settings.BASE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return result.stdout.splitlines()
+
+    def test_a_public_address_of_this_host_is_refused_as_this_hosts_own(self):
+        # Given a namespace whose interface has public-looking addresses (they never leave it)
+        # (a veth pair with both ends inside: this kernel may have no dummy interfaces)
+        self.ip("link", "add", "pqeth0", "type", "veth", "peer", "name", "pqeth1")
+        self.ip("addr", "add", "8.8.4.4/32", "dev", "pqeth0")
+        self.ip("addr", "add", "2001:4860:4860::8844/128", "dev", "pqeth0", "nodad")
+        self.ip("link", "set", "pqeth0", "up")
+        self.ip("link", "set", "pqeth1", "up")
+
+        # When the policy is asked about them in that namespace
+        lines = self.python_in_namespace(
+            "from runner.addresses import refusal\n"
+            "for address in ['8.8.4.4', '2001:4860:4860::8844', '::ffff:8.8.4.4', '8.8.8.8']:\n"
+            "    print(refusal(address))"
+        )
+
+        # Then they are refused as this host's own addresses, and another public address is not
+        self.assertEqual(
+            lines,
+            [
+                "8.8.4.4 is an address of this host",
+                "2001:4860:4860::8844 is an address of this host",
+                "::ffff:8.8.4.4 embeds 8.8.4.4, an address of this host",
+                "None",
+            ],
+        )
+        # And outside the namespace they are public addresses like any other
+        self.assertIsNone(addresses.refusal("8.8.4.4"))
+        self.assertIsNone(addresses.refusal("2001:4860:4860::8844"))
+
+    def test_the_hosts_addresses_are_read_again_once_the_cache_has_expired(self):
+        # Given a process that has read this host's addresses, with a short cache
+        lines = self.python_in_namespace(
+            "import subprocess, time\n"
+            "from runner import addresses\n"
+            "addresses.LOCAL_ADDRESSES_TTL = 1\n"
+            "print(addresses.refusal('8.8.4.4'))\n"
+            # When the host gains an address
+            "subprocess.run(['ip', 'addr', 'add', '8.8.4.4/32', 'dev', 'lo'], check=True)\n"
+            "print(addresses.refusal('8.8.4.4'))\n"
+            "time.sleep(1.2)\n"
+            "print(addresses.refusal('8.8.4.4'))"
+        )
+
+        # Then the policy knows it after the cache's few seconds, not at once
+        self.assertEqual(lines, ["None", "None", "8.8.4.4 is an address of this host"])
+
+    def test_a_name_with_one_public_and_one_loopback_address_is_refused(self):
+        # Given a name that resolves to a public address first and a loopback one second
+        hosts = tempfile.NamedTemporaryFile("w", prefix="parseq-hosts-", delete=False)  # noqa: SIM115
+        self.addCleanup(os.unlink, hosts.name)
+        with hosts:
+            hosts.write("8.8.8.8 mixed.parseq.test\n127.0.0.1 mixed.parseq.test\n")
+        code = (
+            "from runner import addresses\n"
+            "import socket\n"
+            "print(sorted({info[4][0] for info in socket.getaddrinfo('mixed.parseq.test', 80)}))\n"
+            "try:\n"
+            "    addresses.resolve('mixed.parseq.test', 80)\n"
+            "except addresses.Refused as refused:\n"
+            "    print(refused)\n"
+        )
+
+        # When it is resolved where that is what /etc/hosts says (a mount namespace of its own)
+        in_namespace = f'mount --bind {hosts.name} /etc/hosts && exec "$0" -c "$1"'
+        result = subprocess.run(
+            ["unshare", "--mount", "sh", "-c", in_namespace, sys.executable, code],
+            cwd=settings.BASE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+        # Then the name is refused for its loopback address, although the public one comes first
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(
+            result.stdout.splitlines(),
+            [
+                "['127.0.0.1', '8.8.8.8']",
+                "connections to mixed.parseq.test:80 are not allowed: 127.0.0.1 is a loopback address",
+            ],
+        )
 
 
 @JAIL
@@ -55,7 +280,13 @@ class RefusedDestinationTests(SandboxTestCase):
 
             def parse():
                 lines = []
-                for url in ["http://127.0.0.1:5432/", "http://10.1.2.3/", "http://169.254.169.254/latest/"]:
+                for url in [
+                    "http://127.0.0.1:5432/",
+                    "http://10.1.2.3/",
+                    "http://169.254.169.254/latest/",
+                    "http://[::ffff:127.0.0.1]:5432/",
+                    "http://[2002:7f00:1::]:5432/",
+                ]:
                     response = requests.get(url, timeout=5)
                     lines.append(f"{response.status_code} {response.text.strip()}")
                 try:
@@ -69,15 +300,19 @@ class RefusedDestinationTests(SandboxTestCase):
         with open(os.path.join(self.out_dir, "r.txt")) as file:
             lines = file.read().split("\n")
         self.assertEqual(
-            lines[:3],
+            lines[:5],
             [
                 "403 parseq: connections to 127.0.0.1:5432 are not allowed: 127.0.0.1 is a loopback address",
-                "403 parseq: connections to 10.1.2.3:80 are not allowed: 10.1.2.3 is a private or reserved address",
+                "403 parseq: connections to 10.1.2.3:80 are not allowed: 10.1.2.3 is a private address",
                 "403 parseq: connections to 169.254.169.254:80 are not allowed: "
                 "169.254.169.254 is a link-local address",
+                "403 parseq: connections to [::ffff:127.0.0.1]:5432 are not allowed: "
+                "::ffff:127.0.0.1 embeds 127.0.0.1, a loopback address",
+                "403 parseq: connections to [2002:7f00:1::]:5432 are not allowed: "
+                "2002:7f00:1:: embeds 127.0.0.1, a loopback address",
             ],
         )
-        self.assertEqual(lines[3], "https refused")
+        self.assertEqual(lines[5], "https refused")
         self.assertIn("[parseq] refused: connections to 127.0.0.1:5672 are not allowed", outcome.log)
 
     def test_a_direct_connection_that_skips_the_proxy_goes_nowhere(self):
@@ -123,6 +358,7 @@ class AllowedDestinationTests(SandboxTestCase):
                 return {{"title.txt": BeautifulSoup(page.text, "html.parser").title.string.encode()}}
             """,
             restricted=True,
+            allowed_networks=[self.host.network],
         )
 
         self.assertEqual(outcome.status, runner.COMPLETED, outcome.error + outcome.log)
@@ -130,7 +366,8 @@ class AllowedDestinationTests(SandboxTestCase):
             self.assertEqual(file.read(), "served by the test host")
 
     def test_a_connect_tunnel_reaches_the_outside_host(self):
-        outcome = self.run_source(f"""
+        outcome = self.run_source(
+            f"""
             import http.client, os, urllib.parse
 
             def parse():
@@ -139,11 +376,30 @@ class AllowedDestinationTests(SandboxTestCase):
                 connection.set_tunnel("{self.host.address}", 8080)
                 connection.request("GET", "/page.html")
                 return {{"page.html": connection.getresponse().read()}}
-        """)
+        """,
+            allowed_networks=[self.host.network],
+        )
 
         self.assertEqual(outcome.status, runner.COMPLETED, outcome.error + outcome.log)
         with open(os.path.join(self.out_dir, "page.html")) as file:
             self.assertIn("served by the test host", file.read())
+
+    def test_without_its_network_allowed_the_same_host_is_refused_as_a_documentation_address(self):
+        outcome = self.run_source(f"""
+            import requests
+
+            def parse():
+                page = requests.get("http://{self.host.address}:8080/page.html", timeout=10)
+                return {{"r.txt": f"{{page.status_code}} {{page.text.strip()}}".encode()}}
+        """)
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error + outcome.log)
+        with open(os.path.join(self.out_dir, "r.txt")) as file:
+            self.assertEqual(
+                file.read(),
+                f"403 parseq: connections to {self.host.address}:8080 are not allowed: "
+                f"{self.host.address} is a documentation address",
+            )
 
 
 @JAIL
