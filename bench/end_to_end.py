@@ -1,7 +1,7 @@
 """Parseq measured end to end: real gunicorn, rundramatiq and runscheduler processes on PostgreSQL and RabbitMQ.
 
 Usage:
-    .venv/bin/python bench/end_to_end.py [--quick] [--only lateness] [--out bench/results/end_to_end.json]
+    .venv/bin/python bench/end_to_end.py [--quick] [--only lateness|auth] [--out bench/results/end_to_end.json]
 
 Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust) and RabbitMQ on 127.0.0.1:5672 (guest).
 It drops and recreates the database `parseq_bench` and the RabbitMQ vhost `parseq-bench` (falling
@@ -27,14 +27,19 @@ as this process's time.time(); nothing is polled through the API, which would lo
 - worker memory: the rundramatiq worker process's VmHWM before and after storing a 50 MiB result
   (then the download's result, produced by a real run too);
 - database connections: `rundramatiq --processes 4 --threads 8` running 32 runs that sleep 5 s,
-  pg_stat_activity sampled every 0.1 s by the workers' PGAPPNAME.
+  pg_stat_activity sampled every 0.1 s by the workers' PGAPPNAME;
+- authentication: 300 API triggers (POST /api/parsers/{id}/run/) with HTTP Basic, whose password has
+  the default hash (PBKDF2), then 300 with the same user's token, one client sending one after another
+  on a kept-alive connection; on a web whose Basic cache is on (PARSEQ_BASIC_AUTH_CACHE_SECONDS
+  default), then on one where it is off (0), as before the cache. No worker runs meanwhile.
 
 The API's web server is gunicorn as the compose stack runs it (3 workers of 4 threads), warmed up
 first. The machine is likely shared: the JSON says how busy it was before, and where its CPU time
 went meanwhile (PostgreSQL, RabbitMQ, other processes), as a warning about the figures.
 
 --quick shrinks every count, for a smoke run of about a minute. --only lateness measures the schedule
-lateness alone (a couple of minutes), into end_to_end_lateness.json. Prints a table and writes JSON.
+lateness alone (a couple of minutes), into end_to_end_lateness.json; --only auth the authentication alone
+(a couple of minutes), into end_to_end_auth.json. Prints a table and writes JSON.
 Measures, asserts nothing; it stops with the services' logs if a service dies or runs never end.
 """
 
@@ -95,6 +100,7 @@ class Sizes:
     stored_mib: int
     long_runs: int
     long_run_seconds: int
+    auth_triggers: int
 
 
 FULL = Sizes(
@@ -105,9 +111,17 @@ FULL = Sizes(
     stored_mib=50,
     long_runs=32,
     long_run_seconds=5,
+    auth_triggers=300,
 )
 QUICK = Sizes(
-    latency_runs=20, throughput_runs=50, due_parsers=10, download_mib=20, stored_mib=50, long_runs=8, long_run_seconds=5
+    latency_runs=20,
+    throughput_runs=50,
+    due_parsers=10,
+    download_mib=20,
+    stored_mib=50,
+    long_runs=8,
+    long_run_seconds=5,
+    auth_triggers=30,
 )
 
 
@@ -252,11 +266,11 @@ class Bench:
         )
         return worker
 
-    def start_web(self, name, options):
+    def start_web(self, name, options, extra_env=None):
         """gunicorn parseq.wsgi on a free loopback port, once /healthz answers; returns it and its base URL."""
         port = free_port()
         argv = [GUNICORN, "parseq.wsgi", "--bind", f"127.0.0.1:{port}", "--no-control-socket", *options]
-        web = self.start(name, argv)
+        web = self.start(name, argv, extra_env)
         url = f"http://127.0.0.1:{port}"
 
         def answers():
@@ -271,11 +285,11 @@ class Bench:
 
 
 class Api:
-    """Staff calls to the REST API, one HTTP session per client thread."""
+    """Staff calls to the REST API, one HTTP session per client thread; with a token, or another Authorization."""
 
-    def __init__(self, url, token):
+    def __init__(self, url, token=None, *, authorization=None):
         self.url = url
-        self.headers = {"Authorization": f"Token {token}"}
+        self.headers = {"Authorization": authorization or f"Token {token}"}
         self.local = threading.local()
 
     def trigger(self, parser_id):
@@ -679,6 +693,69 @@ def connection_figures(samples, runs, sizes):
     }
 
 
+def measure_auth(bench, count):
+    """API triggers with HTTP Basic against the same with a token, with the web's Basic cache on and then off.
+
+    The user's password has the default hash (PBKDF2, what production stores); one client sends the
+    triggers one after another on a kept-alive connection, so each figure is a request's own cost.
+    """
+    import base64
+
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.hashers import get_hasher
+    from rest_framework.authtoken.models import Token
+
+    from parseq.core.models import Run
+
+    password = secrets.token_urlsafe(16)
+    user = get_user_model().objects.create_user("bench-auth", password=password, is_staff=True, is_superuser=True)
+    token = Token.objects.create(user=user).key
+    basic = "Basic " + base64.b64encode(f"{user.username}:{password}".encode()).decode()
+    parser = create_parser("auth", TRIVIAL)
+    hasher = get_hasher()
+    results = {
+        "triggers": count,
+        "client": "one client, one request after another, kept-alive connection",
+        "password_hasher": f"{hasher.algorithm}, {getattr(hasher, 'iterations', '?')} iterations",
+        "one_password_check_ms": password_check_ms(user, password),
+    }
+    for label, cache_seconds in (("cache_on", None), ("cache_off", "0")):
+        extra_env = {"PARSEQ_BASIC_AUTH_CACHE_SECONDS": cache_seconds} if cache_seconds else {}
+        web, url = bench.start_web(f"web-auth-{label}", API_WEB, extra_env)
+        Api(url, token).warm_up()
+        results[label] = {
+            "basic_auth_cache_seconds": cache_seconds or "default (60)",
+            "basic": timed_triggers(Api(url, authorization=basic), parser, count),
+            "token": timed_triggers(Api(url, token), parser, count),
+        }
+        bench.stop(web)
+    # Never to run: no worker consumes them here, and the next worker drops the messages of runs no longer enqueued.
+    Run.objects.filter(parser=parser).update(status=Run.Status.CANCELLED)
+    return results
+
+
+def password_check_ms(user, password, times=5):
+    """The median time of one `check_password` in this process, in ms: the hash a Basic request without cache pays."""
+    durations = []
+    for _ in range(times):
+        started = time.perf_counter()
+        if not user.check_password(password):
+            raise RuntimeError("the bench user's password does not check")
+        durations.append(time.perf_counter() - started)
+    return round(statistics.median(durations) * 1000, 1)
+
+
+def timed_triggers(api, parser, count):
+    """`count` POST /api/parsers/{id}/run/, one after another: the wall time, and each request's time in ms."""
+    triggers = [api.trigger(parser.pk) for _ in range(count)]
+    first_sent, last_answered = triggers[0][1], triggers[-1][2]
+    return {
+        "wall_seconds": round(last_answered - first_sent, 2),
+        "per_second": round(count / (last_answered - first_sent), 1),
+        "answer_ms": summary([answered - sent for _, sent, answered in triggers], 1000),
+    }
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -789,8 +866,8 @@ def row(what, figures=None, unit="ms", other=""):
 
 
 def table_rows(results):
-    if "latency" not in results:  # --only lateness
-        return lateness_rows(results)
+    if "latency" not in results:  # --only lateness, --only auth
+        return (lateness_rows(results) if "lateness" in results else []) + auth_rows(results)
     latency = results["latency"]
     rows = [
         row("trigger (API POST) → running", latency["trigger_to_running_ms"]),
@@ -855,6 +932,21 @@ def table_rows(results):
         row("  while every run is in its sandbox", connections["connections_per_sample_while_all_running"], "conns"),
         row("  max idle age of a worker connection", None, "s", f"{connections['max_idle_age_seconds']:.2f}"),
     ]
+    return rows + auth_rows(results)
+
+
+def auth_rows(results):
+    if "auth" not in results:
+        return []
+    auth = results["auth"]
+    rows = []
+    for label, cache in (("cache_on", "Basic cache on"), ("cache_off", "Basic cache off (0)")):
+        for kind, name in (("basic", "HTTP Basic"), ("token", "token")):
+            figures = auth[label][kind]
+            what = f"{auth['triggers']} API triggers, {name}, {cache}: per request"
+            rows.append(row(what, figures["answer_ms"], other=f"{figures['wall_seconds']:.1f} s in all"))
+    hash_check = f"  one password check ({auth['password_hasher']})"
+    rows.append(row(hash_check, None, "ms", f"{auth['one_password_check_ms']}"))
     return rows
 
 
@@ -930,6 +1022,7 @@ def run_phases(bench, sizes):
     results["worker_memory"], results["download"] = measure_results(bench, api, sizes, trivial)
     results["connections"] = measure_connections(bench, api, sizes)
     bench.stop(api_web)
+    results["auth"] = measure_auth(bench, sizes.auth_triggers)
     return results
 
 
@@ -954,17 +1047,24 @@ def run_lateness_phases(bench, sizes):
     return results
 
 
+def run_auth_phase(bench, sizes):
+    """--only auth: API triggers with HTTP Basic against a token, Basic's cache on and off."""
+    return {"auth": measure_auth(bench, sizes.auth_triggers)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     parser.add_argument(
-        "--only", choices=["lateness"], help="only the schedule lateness (default --out: end_to_end_lateness.json)"
+        "--only",
+        choices=["lateness", "auth"],
+        help="only the schedule lateness, or only authentication (default --out: end_to_end_<that>.json)",
     )
     parser.add_argument("--out")
     arguments = parser.parse_args()
     sizes = QUICK if arguments.quick else FULL
-    phases = run_lateness_phases if arguments.only == "lateness" else run_phases
-    default_out = "end_to_end_lateness.json" if arguments.only else "end_to_end.json"
+    phases = {"lateness": run_lateness_phases, "auth": run_auth_phase, None: run_phases}[arguments.only]
+    default_out = f"end_to_end_{arguments.only}.json" if arguments.only else "end_to_end.json"
     out = Path(arguments.out or REPOSITORY / "bench" / "results" / default_out)
     started = time.monotonic()
     conditions = Conditions()

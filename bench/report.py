@@ -1,7 +1,8 @@
 """The table of `make bench`: Parseq and Scrapyd side by side, from the JSON the other benchmarks wrote.
 
 Usage: .venv/bin/python bench/report.py [RESULTS_DIR]   (after bench/end_to_end.py and bench/scrapyd_bench.py)
-Prints the table as Markdown and writes it to RESULTS_DIR/report.md.
+Prints the table as Markdown and writes it to RESULTS_DIR/report.md. The authentication rows come from
+end_to_end.json, or from end_to_end_auth.json (`bench/end_to_end.py --only auth`) when it has none.
 """
 
 import json
@@ -62,12 +63,29 @@ def rows(parseq, scrapyd):
         "",
         f"{connections['connections_per_sample_while_all_running']['max']:.0f}; {connections['max_idle_age_seconds']}",
     )
+    yield from auth_rows(parseq.get("auth"))
+
+
+def auth_rows(auth):
+    """HTTP Basic against a token, with Basic's cache on and off: per request (ms), and the wall time of them all."""
+    if not auth:
+        return
+    for label, cache in (("cache_on", "Basic cache on"), ("cache_off", "Basic cache off")):
+        for kind, name in (("basic", "HTTP Basic"), ("token", "token")):
+            figures = auth[label][kind]
+            yield (
+                f"{auth['triggers']} API triggers, {name}, {cache} (ms per request, p50 / p95; s in all)",
+                ms(figures["answer_ms"]),
+                f"{figures['wall_seconds']:.1f} s",
+            )
 
 
 def main():
     parseq, scrapyd = load("end_to_end.json"), load("scrapyd.json")
     if parseq is None:
         raise SystemExit(f"no {RESULTS / 'end_to_end.json'}: run bench/end_to_end.py first")
+    if "auth" not in parseq:
+        parseq["auth"] = (load("end_to_end_auth.json") or {}).get("auth")
     machine = parseq["machine"]
     lines = [
         f"Machine: {machine['cores']} cores ({machine['cpu_model']}), Python {machine['python']}, "
