@@ -10,6 +10,7 @@ from parseq.env import (
     env_choice,
     env_int,
     env_list,
+    env_networks,
     env_str,
 )
 
@@ -65,6 +66,7 @@ INSTALLED_APPS = [
     "parseq.scheduling",
     "parseq.api",
     "parseq.alerts",
+    "parseq.access",
 ]
 
 MIDDLEWARE = [
@@ -73,6 +75,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Before any authentication: a write from another site is refused, whatever credentials it carries.
+    "parseq.access.crosssite.CrossSiteWriteGuard",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -231,15 +235,28 @@ FAILED_RUNS_KEEP_FACTOR = env_int("PARSEQ_FAILED_RUNS_KEEP_FACTOR", 3, minimum=1
 # Seconds between two cleanups by the active scheduler.
 PRUNE_INTERVAL = env_int("PARSEQ_PRUNE_INTERVAL", 3600, minimum=1)
 
+# Sign-ins (README: Sign-ins). Failed ones are counted in the database, per user and per client address;
+# at the limit within the window, further attempts are refused without verifying the password.
+LOGIN_FAILURES_PER_USER = env_int("PARSEQ_LOGIN_FAILURES_PER_USER", 5, minimum=1)
+LOGIN_FAILURES_PER_ADDRESS = env_int("PARSEQ_LOGIN_FAILURES_PER_ADDRESS", 20, minimum=1)
+LOGIN_LOCKOUT_SECONDS = env_int("PARSEQ_LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
+# Behind N proxies that each append to X-Forwarded-For, the client is the Nth entry from its right;
+# 0 trusts no such header (it is anyone's to forge) and uses the connection's address.
+TRUSTED_PROXY_HOPS = env_int("PARSEQ_TRUSTED_PROXY_HOPS", 0, minimum=0)
+# Seconds a web process accepts Basic credentials it verified again without hashing them; 0 hashes every request.
+BASIC_AUTH_CACHE_SECONDS = env_int("PARSEQ_BASIC_AUTH_CACHE_SECONDS", 60, minimum=0)
+
 # The REST API (README: API).
 REST_FRAMEWORK = {
-    # Basic first: an anonymous request gets 401 with `WWW-Authenticate: Basic`, not a bare 403.
+    # Basic first: an anonymous request gets 401 with `WWW-Authenticate: Basic` (a browser: `Token`), not a bare 403.
+    # Parseq's Basic checks the sign-in lockout and remembers successes for a while (README: Sign-ins).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.BasicAuthentication",
+        "parseq.access.authentication.BasicAuthentication",
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["parseq.api.permissions.ReadIfSignedInWriteIfStaff"],
+    # The admin's model permissions, action by action (README: Permissions); `is_staff` alone grants nothing here.
+    "DEFAULT_PERMISSION_CLASSES": ["parseq.api.permissions.ActionPermissions"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "parseq.api.pagination.Pages",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -248,8 +265,9 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Parseq API",
-    "DESCRIPTION": "Parsers, runs, their files, and starting runs. Reading needs a signed-in user; "
-    "changing and starting need a staff user. Authenticate with HTTP Basic, a session, or "
+    "DESCRIPTION": "Parsers, runs, their files, and starting runs. Each operation needs the Django permission "
+    "the admin would ask for (view, add, change or delete parsers and runs, `core.run_parser`, `core.cancel_run`); "
+    "a 403 names it. Authenticate with HTTP Basic, a session, or "
     "`Authorization: Token <key>` (tokens: the admin, or `manage.py drf_create_token <user>`).",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
@@ -278,6 +296,8 @@ APSCHEDULER_DATETIME_FORMAT = "Y-m-d H:i:s"
 WEBHOOK_TIMEOUT = env_int("PARSEQ_WEBHOOK_TIMEOUT", 10, minimum=1)
 WEBHOOK_ATTEMPTS = env_int("PARSEQ_WEBHOOK_ATTEMPTS", 5, minimum=1)
 WEBHOOK_BACKOFF = env_int("PARSEQ_WEBHOOK_BACKOFF", 10, minimum=1)
+# Webhooks go only to the public internet (runner/addresses.py); these networks are let through all the same.
+WEBHOOK_ALLOWED_NETWORKS = env_networks("PARSEQ_WEBHOOK_ALLOWED_NETWORKS")
 
 # Logs go to stdout, one JSON object a line by default (plain text under `make run`); a line
 # logged while a worker runs a parser carries the run's id.

@@ -45,6 +45,12 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     ]
     readonly_fields = fields
 
+    def get_fields(self, request, obj=None):
+        # The URL a delivery went to is the parser's webhook URL: a credential, for those who may change parsers.
+        if request.user.has_perm("core.change_parser"):
+            return self.fields
+        return [field for field in self.fields if field != "url"]
+
     def has_add_permission(self, request):
         return False
 

@@ -1,9 +1,12 @@
+from datetime import UTC
+
 from django import forms
 from django_filters import rest_framework as filters
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
-from parseq.core.models import Run
+from parseq.core.models import AuditEntry, Run
 
 LARGEST_ID = 2**63 - 1
 
@@ -13,12 +16,29 @@ class IdFilter(filters.Filter):
     field_class = forms.IntegerField
 
 
+class MomentField(IsoDateTimeField):
+    """An ISO 8601 moment, given to the database in UTC: PostgreSQL refuses offsets past 15:59 (-17:52 is valid
+    ISO 8601), and a moment must exist in UTC too (0001-01-01T00:00-05:00 would be in the year 0).
+    """
+
+    def to_python(self, value):
+        moment = super().to_python(value)
+        try:
+            return moment.astimezone(UTC) if moment else moment
+        except OverflowError:
+            raise forms.ValidationError("The moment lies outside the years 1 to 9999 in UTC.") from None
+
+
+class MomentFilter(filters.IsoDateTimeFilter):
+    field_class = MomentField
+
+
 class RunFilter(filters.FilterSet):
     parser = IdFilter(field_name="parser", min_value=1, max_value=LARGEST_ID, help_text="A parser's id.")
     status = filters.ChoiceFilter(choices=Run.Status.choices)
     trigger = filters.ChoiceFilter(choices=Run.Trigger.choices)
-    created_after = filters.IsoDateTimeFilter(field_name="created_time", lookup_expr="gte")
-    created_before = filters.IsoDateTimeFilter(field_name="created_time", lookup_expr="lt")
+    created_after = MomentFilter(field_name="created_time", lookup_expr="gte")
+    created_before = MomentFilter(field_name="created_time", lookup_expr="lt")
     ordering = filters.OrderingFilter(
         fields=["created_time", "started_time", "finished_time", "scheduled_for", "status"],
         help_text="A field to sort by, `-` first for descending; newest first by default.",
@@ -27,3 +47,15 @@ class RunFilter(filters.FilterSet):
     class Meta:
         model = Run
         fields = ["parser", "status", "trigger", "created_after", "created_before", "ordering"]
+
+
+class AuditEntryFilter(filters.FilterSet):
+    # By id, not as a relation: the trail keeps the ids of parsers that were deleted.
+    parser = IdFilter(field_name="parser_id", min_value=1, max_value=LARGEST_ID, help_text="A parser's id.")
+    action = filters.ChoiceFilter(choices=AuditEntry.Action.choices)
+    source = filters.ChoiceFilter(choices=AuditEntry.Source.choices)
+    username = filters.CharFilter(help_text="Who did it.")
+
+    class Meta:
+        model = AuditEntry
+        fields = ["parser", "action", "source", "username"]

@@ -1,21 +1,45 @@
+"""Who may do what through the API: the admin's model permissions, action by action (README: Permissions)."""
+
 from django.conf import settings
-from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.permissions import BasePermission
+
+# What reading a parser's secrets takes: its environment values, its webhook URL and its script's source.
+SECRETS_PERMISSION = "core.change_parser"
 
 
-class ReadIfSignedInWriteIfStaff(BasePermission):
-    """Any signed-in user may read; creating, changing, deleting and triggering need staff."""
+class ActionPermissions(BasePermission):
+    """A view names the permission each of its actions needs (`action_permissions`); an action it does not name
+    is refused. A view without the map (the API's root, a list of links) needs some permission of Parseq's.
+    """
 
-    message = "Changing parsers and starting runs needs a staff user."
+    message = "You do not have the permission this needs."
 
     def has_permission(self, request, view):
         user = request.user
         if not (user and user.is_authenticated):
             return False
-        return request.method in SAFE_METHODS or user.is_staff
+        required = getattr(view, "action_permissions", None)
+        if required is None:
+            self.message = "This needs one of Parseq's permissions, such as core.view_parser."
+            return user.has_module_perms("core")
+        action = getattr(view, "action", None)
+        if action not in required:
+            return False
+        self.message = f"This needs the permission {required[action]}."
+        return user.has_perm(required[action])
 
 
 class PublicDownloads(BasePermission):
-    """A result link (`/<run_id>/<filename>`) is a capability, unless PARSEQ_PUBLIC_DOWNLOADS=false."""
+    """A result link (`/<run_id>/<filename>`) is a capability; with PARSEQ_PUBLIC_DOWNLOADS=false it takes view_run."""
+
+    message = "Downloading needs the permission core.view_run (PARSEQ_PUBLIC_DOWNLOADS is false)."
 
     def has_permission(self, request, view):
-        return settings.PUBLIC_DOWNLOADS or bool(request.user and request.user.is_authenticated)
+        if settings.PUBLIC_DOWNLOADS:
+            return True
+        user = request.user
+        return bool(user and user.is_authenticated and user.has_perm("core.view_run"))
+
+
+def may_read_secrets(user):
+    return bool(user and user.is_authenticated and user.has_perm(SECRETS_PERMISSION))

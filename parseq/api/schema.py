@@ -16,7 +16,7 @@ ERROR_SCHEMA = {
 ERROR_DESCRIPTIONS = {
     "400": "Invalid input: `errors` names each field and what is wrong with it.",
     "401": "Not signed in: use HTTP Basic, a session, or `Authorization: Token <key>`.",
-    "403": "Signed in, but this needs a staff user.",
+    "403": "Signed in, but without the permission this needs (`detail` names it), or a cross-site request.",
     "404": "No such object (or page).",
     "409": "The object is not in a state that allows this (a run that has already ended).",
     "415": "Unsupported content type: send JSON or multipart.",

@@ -8,9 +8,10 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from parseq.api.permissions import may_read_secrets
 from parseq.core import services
 from parseq.core.environment import MASK, masked, merge_environment
-from parseq.core.models import Parser, Run
+from parseq.core.models import AuditEntry, Parser, Run
 from parseq.scheduling.selectors import next_run_time
 
 SCRIPT_FIELDS = ("script", "script_text")
@@ -37,7 +38,8 @@ class ParserSerializer(serializers.ModelSerializer):
     environment = serializers.DictField(
         child=serializers.CharField(allow_blank=True, trim_whitespace=False),
         required=False,
-        help_text=f"Variables for this parser's runs only. Values are shown as {MASK}; send {MASK} to keep a value.",
+        help_text=f"Variables for this parser's runs only. Values are shown as {MASK}; send {MASK} to keep a value. "
+        "Those who may change the parser read the values at /api/parsers/{id}/environment/.",
     )
     next_run_time = serializers.SerializerMethodField()
     runs_url = serializers.SerializerMethodField()
@@ -72,7 +74,13 @@ class ParserSerializer(serializers.ModelSerializer):
     def to_representation(self, parser):
         data = super().to_representation(parser)
         data["environment"] = masked(parser.environment or {})
+        if not may_read_secrets(self._user()):
+            del data["webhook_url"]  # a Slack incoming-webhook URL is a credential
         return data
+
+    def _user(self):
+        request = self.context.get("request")
+        return request.user if request else None
 
     def validate(self, attrs):
         attrs = super().validate(attrs)
@@ -214,3 +222,17 @@ class RunSerializer(serializers.ModelSerializer):
     def _absolute(self, path):
         request = self.context.get("request")
         return request.build_absolute_uri(path) if request else path
+
+
+class AuditEntrySerializer(serializers.ModelSerializer):
+    parser = serializers.IntegerField(
+        source="parser_id", allow_null=True, help_text="The parser's id (it may be gone)."
+    )
+    fields = serializers.ListField(
+        child=serializers.CharField(), help_text="What changed: field names, and `environment.NAME` for a variable."
+    )
+
+    class Meta:
+        model = AuditEntry
+        fields = ["id", "time", "username", "action", "source", "parser", "parser_name", "run_id", "fields"]
+        read_only_fields = fields

@@ -9,6 +9,7 @@ app_name = "api"
 router = DefaultRouter()
 router.register("parsers", views.ParserViewSet, basename="parser")
 router.register("runs", views.RunViewSet, basename="run")
+router.register("audit", views.AuditEntryViewSet, basename="audit")
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

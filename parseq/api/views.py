@@ -9,12 +9,12 @@ from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from parseq.api.filters import RunFilter
+from parseq.api.filters import AuditEntryFilter, RunFilter
 from parseq.api.parsers import StrictMultiPartParser
 from parseq.api.renderers import AnyContentRenderer
-from parseq.api.serializers import ParserSerializer, RunSerializer
-from parseq.core import downloads, services
-from parseq.core.models import Parser, Run
+from parseq.api.serializers import AuditEntrySerializer, ParserSerializer, RunSerializer
+from parseq.core import audit, downloads, services
+from parseq.core.models import AuditEntry, Parser, Run
 from parseq.scheduling.selectors import with_last_due
 
 UUID_PATTERN = "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
@@ -50,14 +50,35 @@ class ParserViewSet(viewsets.ModelViewSet):
     serializer_class = ParserSerializer
     lookup_value_regex = "[0-9]{1,18}"  # ids the database can hold; anything else is a 404
     parser_classes = [StrictMultiPartParser, JSONParser]
+    action_permissions = {
+        **dict.fromkeys(["list", "retrieve", "metadata", "audit"], "core.view_parser"),
+        "create": "core.add_parser",
+        # A parser's secrets (its variables' values, its script) are for those who may change them anyway.
+        **dict.fromkeys(["update", "partial_update", "script", "environment"], "core.change_parser"),
+        "destroy": "core.delete_parser",
+        "run": "core.run_parser",
+    }
 
     def get_queryset(self):
         return with_last_due(Parser.objects.order_by("name"))
 
+    def perform_create(self, serializer):
+        parser = Parser(**serializer.validated_data)
+        serializer.instance = services.save_parser(parser=parser, user=self.request.user, source=AuditEntry.Source.API)
+
+    def perform_update(self, serializer):
+        parser = serializer.instance
+        for name, value in serializer.validated_data.items():
+            setattr(parser, name, value)
+        services.save_parser(parser=parser, user=self.request.user, source=AuditEntry.Source.API)
+
+    def perform_destroy(self, instance):
+        services.delete_parser(parser=instance, user=self.request.user, source=AuditEntry.Source.API)
+
     @extend_schema(summary="Run a parser now", request=None, responses={202: RunSerializer})
     @action(detail=True, methods=["post"])
     def run(self, request, pk=None):
-        run = services.enqueue_run(parser=self.get_object(), trigger=Run.Trigger.API)
+        run = services.enqueue_run(parser=self.get_object(), trigger=Run.Trigger.API, user=request.user)
         data = RunSerializer(run, context=self.get_serializer_context()).data
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": str(data["url"])})
 
@@ -68,6 +89,21 @@ class ParserViewSet(viewsets.ModelViewSet):
         with parser.script.open("rb") as source:
             response = HttpResponse(source.read(), content_type="text/x-python; charset=utf-8")
         return downloads.as_download(response)
+
+    @extend_schema(
+        summary="A parser's environment, values included",
+        description="Elsewhere values are masked; reading them needs the permission to change the parser.",
+        responses={200: {"type": "object", "additionalProperties": {"type": "string"}}},
+    )
+    @action(detail=True)
+    def environment(self, request, pk=None):
+        return Response(self.get_object().environment or {}, headers={"Cache-Control": "no-store"})
+
+    @extend_schema(summary="Who did what to a parser, newest first", responses={200: AuditEntrySerializer(many=True)})
+    @action(detail=True)
+    def audit(self, request, pk=None):
+        entries = self.paginate_queryset(audit.entries_of(parser=self.get_object()))
+        return self.get_paginated_response(AuditEntrySerializer(entries, many=True).data)
 
 
 @extend_schema_view(
@@ -82,6 +118,10 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     lookup_value_regex = UUID_PATTERN
     filterset_class = RunFilter
     queryset = Run.objects.select_related("parser").order_by("-created_time")
+    action_permissions = {
+        **dict.fromkeys(["list", "retrieve", "metadata", "file", "archive", "log"], "core.view_run"),
+        "cancel": "core.cancel_run",
+    }
 
     @extend_schema(
         summary="Cancel a run",
@@ -93,7 +133,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"])
     def cancel(self, request, run_id=None):
         run = self.get_object()
-        if not services.cancel_run(run=run, user=request.user):
+        if not services.cancel_run(run=run, user=request.user, source=AuditEntry.Source.API):
             raise RunAlreadyEnded(f"The run has already ended: it is {run.status}.")
         return Response(self.get_serializer(run).data)
 
@@ -120,3 +160,17 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     def file_view(cls, method):
         """A view of one of the methods above, answering in any content type a client accepts."""
         return cls.as_view({"get": method}, renderer_classes=[JSONRenderer, AnyContentRenderer])
+
+
+@extend_schema_view(
+    list=extend_schema(summary="The audit trail, newest first: who created, changed, ran, cancelled or deleted what"),
+    retrieve=extend_schema(summary="One entry of the audit trail"),
+)
+class AuditEntryViewSet(viewsets.ReadOnlyModelViewSet):
+    """The whole trail, deleted parsers included; a parser's own is also at /api/parsers/{id}/audit/."""
+
+    serializer_class = AuditEntrySerializer
+    queryset = AuditEntry.objects.order_by("-time", "-pk")
+    filterset_class = AuditEntryFilter
+    lookup_value_regex = "[0-9]{1,18}"
+    action_permissions = dict.fromkeys(["list", "retrieve", "metadata"], "core.view_auditentry")

@@ -1,5 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Exists, OuterRef
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -8,14 +10,22 @@ from django.utils.html import format_html, format_html_join
 from django_dramatiq.models import Task
 
 from parseq.alerts import selectors as alert_selectors
-from parseq.core import display, selectors, services
+from parseq.core import audit, display, selectors, services
 from parseq.core.environment import MASK, masked_text, parse_environment_text
-from parseq.core.models import Parser, Run
+from parseq.core.models import AuditEntry, Parser, Run
 from parseq.scheduling import selectors as schedule_selectors
 from parseq.scheduling import services as schedule_services
 
 # django_dramatiq's task table stays empty (its AdminMiddleware is off): runs are the history.
 admin.site.unregister(Task)
+
+
+def _owned_objects_go_along(self, objs, request):
+    """As the admin's, but what the objects own (a parser's runs, a run's alert deliveries) needs no permission
+    of its own: deleting the owner is permission enough, as in the API.
+    """
+    deleted, counts, _, protected = admin.ModelAdmin.get_deleted_objects(self, objs, request)
+    return deleted, counts, set(), protected
 
 
 class ParserForm(forms.ModelForm):
@@ -40,6 +50,8 @@ class ParserForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if "script" not in self.fields:
+            return  # a reader's page: every field is shown read-only, none is a form field
         self.fields["environment_text"].initial = masked_text(self.instance.environment or {})
         self.fields["script"].required = False  # a script may come as text instead; clean() requires one
         if self.instance.pk and self.instance.script:
@@ -92,9 +104,11 @@ class ParserAdmin(admin.ModelAdmin):
     actions = ["run_now", "enable_automatic_runs", "disable_automatic_runs"]
     change_form_template = "admin/core/parser/change_form.html"
     change_list_template = "admin/core/parser/change_list.html"
-    readonly_fields = ["next_run", "recent_runs", "api_links", "webhook_deliveries"]
+    readonly_fields = ["next_run", "recent_runs", "api_links", "webhook_deliveries", "audit_trail", "variable_names"]
+    # A parser's secrets: shown only to those who may change the parser (README: Permissions).
+    SECRET_FIELDS = ("script_text", "environment_text", "webhook_url")
     fieldsets = [
-        ("History", {"fields": ("recent_runs", "api_links")}),
+        ("History", {"fields": ("recent_runs", "api_links", "audit_trail")}),
         (None, {"fields": (*Parser.SCRIPT_FIELDS, "script_text")}),
         ("Automatic runs", {"fields": (*Parser.SCHEDULE_FIELDS, "next_run")}),
         ("Sandbox", {"fields": (*Parser.SANDBOX_FIELDS, "environment_text")}),
@@ -106,16 +120,32 @@ class ParserAdmin(admin.ModelAdmin):
         return schedule_selectors.with_last_due(selectors.parsers_with_last_run())
 
     def get_fieldsets(self, request, obj=None):
-        if obj:
-            return self.fieldsets
-        # A new parser has no history and no deliveries yet.
-        new = [(name, options) for name, options in self.fieldsets if name != "History"]
-        return [
-            (name, {"fields": [f for f in options["fields"] if f != "webhook_deliveries"]}) for name, options in new
-        ]
+        if obj is None:
+            # A new parser has no history and no deliveries yet.
+            return _without(self.fieldsets, sections=["History"], fields=["webhook_deliveries"])
+        if not self.has_change_permission(request, obj):
+            # Readers see the names of the variables, not their values; no script, no webhook URL.
+            fieldsets = _without(self.fieldsets, fields=self.SECRET_FIELDS)
+            return [(n, {"fields": [*o["fields"], "variable_names"]} if n == "Sandbox" else o) for n, o in fieldsets]
+        return self.fieldsets
+
+    def has_run_permission(self, request, obj=None):
+        return request.user.has_perm("core.run_parser")
+
+    def save_model(self, request, obj, form, change):
+        services.save_parser(parser=obj, user=request.user, source=AuditEntry.Source.ADMIN)
+
+    def delete_model(self, request, obj):
+        services.delete_parser(parser=obj, user=request.user, source=AuditEntry.Source.ADMIN)
+
+    def delete_queryset(self, request, queryset):
+        for parser in queryset:
+            services.delete_parser(parser=parser, user=request.user, source=AuditEntry.Source.ADMIN)
+
+    get_deleted_objects = _owned_objects_go_along
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        extra_context = {**(extra_context or {}), **_scheduler_context()}
+        extra_context = {**(extra_context or {}), **_scheduler_context(), "can_run": self.has_run_permission(request)}
         backend = services.sandbox_backend()
         if backend == "subprocess":
             extra_context["sandbox_warning"] = selectors.SANDBOX_DESCRIPTIONS[backend]
@@ -192,6 +222,27 @@ class ParserAdmin(admin.ModelAdmin):
             reverse("api:docs"),
         )
 
+    @admin.display(description="audit trail")
+    def audit_trail(self, parser):
+        entries = audit.entries_of(parser=parser, limit=RECENT_AUDIT_ENTRIES)
+        if not entries:
+            return "Nothing recorded yet."
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((_moment(e.time), e.username or "-", e.action, e.source, _audit_details(e)) for e in entries),
+        )
+        return format_html(
+            '<table class="parseq-audit"><thead><tr><th>when</th><th>who</th><th>did</th><th>through</th>'
+            '<th>what</th></tr></thead><tbody>{}</tbody></table><p><a href="{}">The whole trail</a></p>',
+            rows,
+            reverse("admin:core_auditentry_changelist") + f"?parser_id={parser.pk}",
+        )
+
+    @admin.display(description="variables")
+    def variable_names(self, parser):
+        return ", ".join(f"{name}={MASK}" for name in sorted(parser.environment or {})) or "-"
+
     @admin.display(description="deliveries")
     def webhook_deliveries(self, parser):
         deliveries = alert_selectors.recent_deliveries(parser=parser, limit=5)
@@ -220,20 +271,24 @@ class ParserAdmin(admin.ModelAdmin):
     def last_run_time(self, parser):
         return parser.last_run_time
 
-    @admin.action(description="Run now")
+    @admin.action(description="Run now", permissions=["run"])
     def run_now(self, request, queryset):
         for parser in queryset:
-            run = services.enqueue_run(parser=parser, trigger=Run.Trigger.MANUAL)
+            run = services.enqueue_run(parser=parser, trigger=Run.Trigger.MANUAL, user=request.user)
             self.message_user(request, format_html("{}: run {} enqueued.", parser.name, _run_link(run)))
 
-    @admin.action(description="Switch automatic runs on")
+    @admin.action(description="Switch automatic runs on", permissions=["change"])
     def enable_automatic_runs(self, request, queryset):
-        changed = schedule_services.set_automatic_runs(parsers=queryset, enabled=True)
+        changed = schedule_services.set_automatic_runs(
+            parsers=queryset, enabled=True, user=request.user, source=AuditEntry.Source.ADMIN
+        )
         self.message_user(request, f"Automatic runs switched on for {changed} parser(s).")
 
-    @admin.action(description="Switch automatic runs off")
+    @admin.action(description="Switch automatic runs off", permissions=["change"])
     def disable_automatic_runs(self, request, queryset):
-        changed = schedule_services.set_automatic_runs(parsers=queryset, enabled=False)
+        changed = schedule_services.set_automatic_runs(
+            parsers=queryset, enabled=False, user=request.user, source=AuditEntry.Source.ADMIN
+        )
         self.message_user(request, f"Automatic runs switched off for {changed} parser(s).")
 
     def get_urls(self):
@@ -241,16 +296,36 @@ class ParserAdmin(admin.ModelAdmin):
         return [run_url, *super().get_urls()]
 
     def run_now_view(self, request, parser_id):
-        if request.method != "POST" or not self.has_change_permission(request):
+        if request.method != "POST":
             return HttpResponseRedirect(reverse("admin:core_parser_change", args=[parser_id]))
+        if not self.has_run_permission(request):
+            raise PermissionDenied
         parser = get_object_or_404(Parser, pk=parser_id)
-        run = services.enqueue_run(parser=parser, trigger=Run.Trigger.MANUAL)
+        run = services.enqueue_run(parser=parser, trigger=Run.Trigger.MANUAL, user=request.user)
         self.message_user(request, format_html("Run {} enqueued.", _run_link(run)), messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:core_run_change", args=[run.run_id]))
 
 
 RECENT_RUNS = 10
+RECENT_AUDIT_ENTRIES = 10
 SUCCESS_RATE_RUNS = 20
+
+
+def _without(fieldsets, *, sections=(), fields=()):
+    """`fieldsets` without the named sections and fields."""
+    return [
+        (name, {**options, "fields": [f for f in options["fields"] if f not in fields]})
+        for name, options in fieldsets
+        if name not in sections
+    ]
+
+
+def _audit_details(entry):
+    if entry.run_id:
+        return format_html(
+            'run <a href="{}">{}</a>', reverse("admin:core_run_change", args=[entry.run_id]), entry.run_id
+        )
+    return ", ".join(entry.fields)
 
 
 def live_region(scope, content):
@@ -317,8 +392,10 @@ class RunAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False  # a run is a record: it is only ever cancelled
 
+    get_deleted_objects = _owned_objects_go_along
+
     def has_cancel_permission(self, request, obj=None):
-        return request.user.has_perm("core.change_run")
+        return request.user.has_perm("core.cancel_run")
 
     def get_fieldsets(self, request, obj=None):
         if obj is not None and not obj.error:
@@ -344,17 +421,21 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel selected runs", permissions=["cancel"])
     def cancel_runs(self, request, queryset):
-        cancelled = sum(services.cancel_run(run=run, user=request.user) for run in queryset)
+        cancelled = sum(
+            services.cancel_run(run=run, user=request.user, source=AuditEntry.Source.ADMIN) for run in queryset
+        )
         ended = len(queryset) - cancelled
         message = f"Cancelled {cancelled} run(s)." + (f" {ended} had already ended." if ended else "")
         self.message_user(request, message, messages.SUCCESS if cancelled else messages.WARNING)
 
     def cancel_view(self, request, run_id):
         page = HttpResponseRedirect(reverse("admin:core_run_change", args=[run_id]))
-        if request.method != "POST" or not self.has_cancel_permission(request):
+        if request.method != "POST":
             return page
+        if not self.has_cancel_permission(request):
+            raise PermissionDenied
         run = get_object_or_404(Run, pk=run_id)
-        if services.cancel_run(run=run, user=request.user):
+        if services.cancel_run(run=run, user=request.user, source=AuditEntry.Source.ADMIN):
             self.message_user(request, "Run cancelled.", messages.SUCCESS)
         else:
             self.message_user(request, f"The run had already ended: it is {run.status}.", messages.WARNING)
@@ -362,6 +443,8 @@ class RunAdmin(admin.ModelAdmin):
 
     def live_view(self, request):
         """The fingerprints of the scopes a page shows, for its live script (see display.py and live.js)."""
+        if not self.has_view_permission(request):
+            return JsonResponse({"detail": "This needs the permission core.view_run."}, status=403)
         scopes = request.GET.getlist("scope")[:20]
         fingerprints = {scope: selectors.live_fingerprint(scope=scope) for scope in scopes}
         if not scopes or None in fingerprints.values():
@@ -471,3 +554,50 @@ def _current_script_hash(parser):
         return services.script_sha256(parser=parser)
     except OSError:
         return None
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    """The audit trail: read-only for everyone, superusers included; entries outlive their parsers."""
+
+    list_display = ["time", "username", "action", "source", "parser_link", "run_link", "what"]
+    list_filter = ["action", "source"]
+    search_fields = ["parser_name", "username"]
+    date_hierarchy = "time"
+    fields = ["time", "username", "action", "source", "parser_link", "run_link", "what"]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        # The parser's page links here with ?parser_id=: by id, which a deleted parser's entries keep.
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(parser_exists=Exists(Parser.objects.filter(pk=OuterRef("parser_id"))))
+        )
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="parser", ordering="parser_name")
+    def parser_link(self, entry):
+        if not entry.parser_exists:
+            return f"{entry.parser_name} (deleted)"
+        return format_html(
+            '<a href="{}">{}</a>', reverse("admin:core_parser_change", args=[entry.parser_id]), entry.parser_name
+        )
+
+    @admin.display(description="run")
+    def run_link(self, entry):
+        if not entry.run_id:
+            return "-"
+        return format_html('<a href="{}">{}</a>', reverse("admin:core_run_change", args=[entry.run_id]), entry.run_id)
+
+    @admin.display(description="what changed")
+    def what(self, entry):
+        return ", ".join(entry.fields) or "-"

@@ -5,6 +5,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
+from parseq.core.validation import validate_webhook_url
 from parseq.scheduling.triggers import CRON_HELP, validate_cron, validate_timezone
 
 MAX_INTERVAL_DAYS = 3660
@@ -115,6 +116,7 @@ class Parser(models.Model):
     webhook_url = models.URLField(
         max_length=500,
         blank=True,
+        validators=[validate_webhook_url],
         help_text="Receives a JSON POST when a run ends (Slack-compatible: it has a `text`); empty sends nothing.",
     )
 
@@ -140,6 +142,8 @@ class Parser(models.Model):
 
     class Meta:
         ordering = ["name"]
+        # Beside view/add/change/delete: starting a run by hand (the admin's Run now, the API's run/).
+        permissions = [("run_parser", "Can run parsers now")]
 
     def __str__(self):
         return self.name
@@ -198,6 +202,8 @@ class Run(models.Model):
 
     class Meta:
         ordering = ["-created_time"]
+        # Runs are records: nobody changes one, but an operator may stop it.
+        permissions = [("cancel_run", "Can cancel runs")]
         indexes = [models.Index(fields=["parser", "-created_time"])]
         constraints = [
             models.UniqueConstraint(
@@ -222,3 +228,44 @@ class Run(models.Model):
 
     def file_entry(self, name):
         return next((entry for entry in self.files if entry["name"] == name), None)
+
+
+class AuditEntry(models.Model):
+    """Who did what to a parser or its runs, and when: created, changed (which fields), ran, cancelled, deleted.
+
+    Entries outlive what they are about: the parser and the user are kept by name, and the parser's id
+    stays (no database constraint) after the parser is deleted. Values are never recorded, only names:
+    a changed environment variable appears as `environment.NAME`.
+    """
+
+    class Action(models.TextChoices):
+        CREATED = "created", "created"
+        CHANGED = "changed", "changed"
+        DELETED = "deleted", "deleted"
+        RAN = "ran", "ran"
+        CANCELLED = "cancelled", "cancelled"
+
+    class Source(models.TextChoices):
+        ADMIN = "admin", "admin"
+        API = "api", "API"
+        COMMAND = "command", "command"
+
+    time = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    username = models.CharField(max_length=150)
+    action = models.CharField(max_length=16, choices=Action.choices)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    parser = models.ForeignKey(
+        Parser, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="audit_entries"
+    )
+    parser_name = models.CharField(max_length=200)
+    run_id = models.UUIDField(null=True, blank=True)
+    fields = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-time", "-pk"]
+        verbose_name_plural = "audit entries"
+        indexes = [models.Index(fields=["parser", "-time"])]
+
+    def __str__(self):
+        return f"{self.username} {self.action} {self.parser_name}"

@@ -23,9 +23,9 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 import runner
-from parseq.core import cancellation
+from parseq.core import audit, cancellation
 from parseq.core.events import run_finished
-from parseq.core.models import Parser, Run
+from parseq.core.models import AuditEntry, Parser, Run
 from parseq.core.validation import MAX_SCRIPT_BYTES, allowed_modules, sandbox_modules, validate_script
 
 logger = logging.getLogger(__name__)
@@ -84,15 +84,38 @@ def load_demo_parsers(*, directory):
         script = ContentFile(content, name=path.name)
         check_script(uploaded_file=script, restricted=True)
         description = ast.get_docstring(ast.parse(content)) or ""
-        Parser.objects.create(name=path.stem, description=description, script=script, enabled=False)
+        parser = Parser(name=path.stem, description=description, script=script, enabled=False)
+        save_parser(parser=parser, user=None, source=AuditEntry.Source.COMMAND)
         added.append(path.stem)
     return added, present
 
 
-def enqueue_run(*, parser, trigger, scheduled_for=None):
-    """Create a run and send it to the workers once the transaction commits."""
+def save_parser(*, parser, user, source):
+    """Create or change a parser (admin, API) and record who did it and which fields changed."""
+    with transaction.atomic():
+        before = Parser.objects.filter(pk=parser.pk).first() if parser.pk else None
+        fields = audit.changed_fields(before=before, after=parser)
+        parser.save()
+        action = AuditEntry.Action.CHANGED if before else AuditEntry.Action.CREATED
+        audit.record(user=user, action=action, source=source, parser=parser, fields=fields)
+    return parser
+
+
+def delete_parser(*, parser, user, source):
+    """Delete a parser with its runs and their files, and record who did it."""
+    with transaction.atomic():
+        audit.record(user=user, action=AuditEntry.Action.DELETED, source=source, parser=parser)
+        parser.delete()
+
+
+def enqueue_run(*, parser, trigger, scheduled_for=None, user=None):
+    """Create a run and send it to the workers once the transaction commits; a user's run goes in the audit trail."""
     run = Run(parser=parser, trigger=trigger, status=Run.Status.ENQUEUED, scheduled_for=scheduled_for)
-    create_runs(runs=[run])
+    with transaction.atomic():
+        create_runs(runs=[run])
+        if user is not None:
+            source = AuditEntry.Source.API if trigger == Run.Trigger.API else AuditEntry.Source.ADMIN
+            audit.record(user=user, action=AuditEntry.Action.RAN, source=source, parser=parser, run_id=run.run_id)
     return run
 
 
@@ -189,21 +212,24 @@ def settings_used(*, parser, backend):
     }
 
 
-def cancel_run(*, run, user):
+def cancel_run(*, run, user, source):
     """Stop an enqueued or running run. Its sandbox, if it has one, is killed within a second.
 
     Returns False when the run had already ended.
     """
     now = timezone.now()
     who = user.get_username() if user else "unknown"
-    cancelled = Run.objects.filter(pk=run.pk, status__in=Run.ACTIVE_STATUSES).update(
-        status=Run.Status.CANCELLED,
-        cancelled_by=user,
-        error=f"cancelled by {who}",
-        finished_time=now,
-        updated_time=now,
-        deadline=None,
-    )
+    with transaction.atomic():
+        cancelled = Run.objects.filter(pk=run.pk, status__in=Run.ACTIVE_STATUSES).update(
+            status=Run.Status.CANCELLED,
+            cancelled_by=user,
+            error=f"cancelled by {who}",
+            finished_time=now,
+            updated_time=now,
+            deadline=None,
+        )
+        if cancelled:
+            audit.record(user=user, action=AuditEntry.Action.CANCELLED, source=source, parser=run.parser, run_id=run.pk)
     if cancelled:
         logger.info("run %s cancelled by %s", run.pk, who)
         run_finished.send(sender=Run, run_id=run.pk, status=Run.Status.CANCELLED)

@@ -9,7 +9,8 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from django_apscheduler.models import DjangoJobExecution
 
-from parseq.core.models import Parser, Run
+from parseq.core import audit
+from parseq.core.models import AuditEntry, Parser, Run
 from parseq.core.services import create_runs
 
 logger = logging.getLogger(__name__)
@@ -89,13 +90,17 @@ def _runs_or_skips(*, parser, due_times, now):
     return [*runs, Run(parser=parser, trigger=Run.Trigger.SCHEDULE, status=Run.Status.ENQUEUED, scheduled_for=due)]
 
 
-def set_automatic_runs(*, parsers, enabled):
+def set_automatic_runs(*, parsers, enabled, user, source):
     """Switch automatic runs on or off for `parsers`; returns how many changed. Saves each, so the scheduler hears."""
     changed = 0
     for parser in parsers:
         if parser.enabled != enabled:
             parser.enabled = enabled
-            parser.save(update_fields=["enabled", "updated_time"])
+            with transaction.atomic():
+                parser.save(update_fields=["enabled", "updated_time"])
+                audit.record(
+                    user=user, action=AuditEntry.Action.CHANGED, source=source, parser=parser, fields=["enabled"]
+                )
             changed += 1
     return changed
 

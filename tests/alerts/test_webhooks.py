@@ -19,7 +19,7 @@ from parseq.alerts.tasks import deliver_webhook
 from parseq.core import services
 from parseq.core.events import run_finished
 from parseq.core.models import Parser, Run
-from tests.alerts.endpoint import WebhookEndpoint, unreachable_url
+from tests.alerts.endpoint import LOOPBACK, WebhookEndpoint, unreachable_url
 from tests.helpers import TemporaryMediaMixin, in_process_worker, make_parser, wait_until
 
 PUBLIC_URL = "https://parseq.example.com"
@@ -35,8 +35,14 @@ WORKING_SCRIPT = """
     def parse():
         return {"rates.csv": b"usd,90\\n"}
 """
-# Small numbers: a test waits for every retry.
-FAST = {"PUBLIC_URL": PUBLIC_URL, "WEBHOOK_TIMEOUT": 2, "WEBHOOK_ATTEMPTS": 3, "WEBHOOK_BACKOFF": 0.05}
+# Small numbers: a test waits for every retry. The endpoints listen on loopback, which is allowed explicitly.
+FAST = {
+    "PUBLIC_URL": PUBLIC_URL,
+    "WEBHOOK_TIMEOUT": 2,
+    "WEBHOOK_ATTEMPTS": 3,
+    "WEBHOOK_BACKOFF": 0.05,
+    "WEBHOOK_ALLOWED_NETWORKS": LOOPBACK,
+}
 
 
 def end_run(run, status, *, error="", files=(), user=None):
@@ -211,7 +217,7 @@ class WhichRunsAlertTests(TemporaryMediaMixin, TransactionTestCase):
             completed = services.enqueue_run(parser=parser, trigger=Run.Trigger.MANUAL)
             wait_until(lambda: Run.objects.get(pk=completed.pk).is_finished, message="the run")
             cancelled = Run.objects.create(parser=parser, trigger=Run.Trigger.SCHEDULE)
-            self.assertTrue(services.cancel_run(run=cancelled, user=user))
+            self.assertTrue(services.cancel_run(run=cancelled, user=user, source="admin"))
 
             # Then both are posted
             self.endpoint.wait_for_requests(2)
@@ -389,7 +395,7 @@ class AlertTransactionTests(TemporaryMediaMixin, TestCase):
         run = Run.objects.create(parser=self.parser)
 
         with self.captureOnCommitCallbacks(execute=True):
-            services.cancel_run(run=run, user=self.user)
+            services.cancel_run(run=run, user=self.user, source="admin")
             # The row exists inside the transaction, but nothing is sent before it commits
             self.assertEqual(delivery_of(run).status, WebhookDelivery.Status.PENDING)
             self.assertEqual(self.queued_alerts(), 0)
@@ -404,7 +410,7 @@ class AlertTransactionTests(TemporaryMediaMixin, TestCase):
             mock.patch.object(alert_services, "record_run_alert", side_effect=RuntimeError("alerts are broken")),
             self.assertLogs("parseq.alerts.signals", "ERROR") as logs,
         ):
-            self.assertTrue(services.cancel_run(run=run, user=self.user))
+            self.assertTrue(services.cancel_run(run=run, user=self.user, source="admin"))
 
         self.assertEqual(Run.objects.get(pk=run.pk).status, Run.Status.CANCELLED)
         self.assertIn("could not record the alert", logs.output[0])
@@ -421,7 +427,7 @@ class AlertTransactionTests(TemporaryMediaMixin, TestCase):
             mock.patch.object(alert_services, "run_alert_payload", side_effect=broken_payload),
             self.assertLogs("parseq.alerts.signals", "ERROR"),
         ):
-            self.assertTrue(services.cancel_run(run=run, user=self.user))
+            self.assertTrue(services.cancel_run(run=run, user=self.user, source="admin"))
             # Still usable: the alert's failure was rolled back to its savepoint
             self.assertEqual(Run.objects.get(pk=run.pk).status, Run.Status.CANCELLED)
 
@@ -435,7 +441,7 @@ class AlertTransactionTests(TemporaryMediaMixin, TestCase):
             self.assertLogs("parseq.alerts.services", "ERROR"),
             self.captureOnCommitCallbacks(execute=True),
         ):
-            services.cancel_run(run=run, user=self.user)
+            services.cancel_run(run=run, user=self.user, source="admin")
 
         delivery = delivery_of(run)
         self.assertEqual(delivery.status, WebhookDelivery.Status.FAILED)

@@ -1,8 +1,11 @@
 """Users of each kind and their credentials, and runs with stored files, for the API tests."""
 
 import base64
+from importlib import import_module
 
+from django.apps import apps
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.test import override_settings
@@ -17,10 +20,18 @@ VALID = b"import requests\n\ndef parse():\n    return {'a.txt': b'a'}\n"
 
 
 def make_users():
-    model = get_user_model()
-    staff = model.objects.create_user("staff", password="staff-pass", is_staff=True)
-    reader = model.objects.create_user("reader", password="reader-pass")
-    return staff, reader
+    """An Editor (who may also run and cancel) and a Viewer, in the groups the migrations made."""
+    return user_in("Editors", "editor"), user_in("Viewers", "viewer")
+
+
+def user_in(group, username, **fields):
+    """A user whose only permissions are those of `group`; the password is the username + "-pass"."""
+    if not Group.objects.filter(name=group).exists():
+        # A TransactionTestCase (the browser's live server) empties every table, the migrations' groups too.
+        import_module("parseq.core.migrations.0006_groups").create_groups(apps, schema_editor=None)
+    user = get_user_model().objects.create_user(username, password=f"{username}-pass", **fields)
+    user.groups.add(Group.objects.get(name=group))
+    return user
 
 
 def basic(username, password):

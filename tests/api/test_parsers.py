@@ -18,8 +18,8 @@ LIST = "/api/parsers/"
 @FAST_PASSWORDS
 class ParserApiTestCase(TemporaryMediaMixin, APITestCase):
     def setUp(self):
-        self.staff, self.reader = make_users()
-        self.client.force_authenticate(self.staff)
+        self.editor, self.viewer = make_users()
+        self.client.force_authenticate(self.editor)
 
     def upload(self, content=VALID, filename="weather.py", **fields):
         data = {"name": "weather", "script": SimpleUploadedFile(filename, content), **fields}
@@ -39,9 +39,9 @@ class PermissionTests(ParserApiTestCase):
         self.assertEqual(response["WWW-Authenticate"], 'Basic realm="api"')
         self.assertEqual(response.json()["code"], "not_authenticated")
 
-    def test_a_signed_in_user_reads_but_only_staff_changes_or_runs(self):
+    def test_a_viewer_reads_but_cannot_change_delete_or_run(self):
         parser = make_parser("def parse():\n    return {}\n")
-        self.client.force_authenticate(self.reader)
+        self.client.force_authenticate(self.viewer)
 
         self.assertEqual(self.client.get(LIST).status_code, 200)
         self.assertEqual(self.client.get(self.detail(parser)).status_code, 200)
@@ -59,9 +59,9 @@ class PermissionTests(ParserApiTestCase):
     def test_http_basic_and_tokens_authenticate(self):
         self.client.force_authenticate(None)
 
-        self.assertEqual(self.client.get(LIST, **basic("reader", "reader-pass")).status_code, 200)
-        self.assertEqual(self.client.get(LIST, **basic("reader", "wrong")).status_code, 401)
-        self.assertEqual(self.client.get(LIST, **token_header(self.reader)).status_code, 200)
+        self.assertEqual(self.client.get(LIST, **basic("viewer", "viewer-pass")).status_code, 200)
+        self.assertEqual(self.client.get(LIST, **basic("viewer", "wrong")).status_code, 401)
+        self.assertEqual(self.client.get(LIST, **token_header(self.viewer)).status_code, 200)
         self.assertEqual(self.client.get(LIST, HTTP_AUTHORIZATION="Token nope").status_code, 401)
 
 
@@ -249,7 +249,7 @@ class TokenAdminTests(ParserApiTestCase):
 class BrowsableApiTests(ParserApiTestCase):
     def test_a_signed_in_admin_session_browses_the_api_in_html(self):
         self.client.force_authenticate(None)
-        self.client.force_login(self.staff)
+        self.client.force_login(self.editor)
 
         response = self.client.get("/api/parsers/", HTTP_ACCEPT="text/html")
 

@@ -11,7 +11,7 @@ from django.test import TransactionTestCase
 from parseq.core import services
 from parseq.core.cancellation import CancelWatcher
 from parseq.core.events import run_finished
-from parseq.core.models import Run
+from parseq.core.models import AuditEntry, Run
 from tests.helpers import TemporaryMediaMixin, live_processes_with, make_parser, wait_until
 
 HANGING_SCRIPT = """
@@ -48,7 +48,7 @@ class CancelTests(TemporaryMediaMixin, TransactionTestCase):
 
         # When a user cancels it
         cancelled_at = time.monotonic()
-        self.assertTrue(services.cancel_run(run=run, user=self.user))
+        self.assertTrue(services.cancel_run(run=run, user=self.user, source=AuditEntry.Source.ADMIN))
         worker.join(timeout=5)
 
         # Then the worker is done with it and its sandbox is gone within 2 s
@@ -69,7 +69,7 @@ class CancelTests(TemporaryMediaMixin, TransactionTestCase):
         parser = make_parser("def parse():\n    return {'a.txt': b'a'}\n")
         run = Run.objects.create(parser=parser)
 
-        self.assertTrue(services.cancel_run(run=run, user=self.user))
+        self.assertTrue(services.cancel_run(run=run, user=self.user, source=AuditEntry.Source.ADMIN))
         services.execute_run(run_id=run.run_id)  # the message arrives afterwards
 
         run.refresh_from_db()
@@ -80,7 +80,7 @@ class CancelTests(TemporaryMediaMixin, TransactionTestCase):
         parser = make_parser("def parse():\n    return {'a.txt': b'a'}\n")
         run = Run.objects.create(parser=parser, status=Run.Status.COMPLETED)
 
-        self.assertFalse(services.cancel_run(run=run, user=self.user))
+        self.assertFalse(services.cancel_run(run=run, user=self.user, source=AuditEntry.Source.ADMIN))
 
         run.refresh_from_db()
         self.assertEqual(run.status, Run.Status.COMPLETED)

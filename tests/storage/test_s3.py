@@ -129,11 +129,11 @@ class BucketMixin:
 @needs_moto_server
 class BucketStorageTests(BucketMixin, APITransactionTestCase):
     def setUp(self):
-        self.staff, self.reader = make_users()
+        self.editor, self.viewer = make_users()
 
     def test_a_parser_uploaded_through_the_api_runs_from_the_bucket_and_its_files_land_there(self):
-        # Given a parser uploaded through the API by a staff user
-        self.client.force_authenticate(self.staff)
+        # Given a parser uploaded through the API by an editor
+        self.client.force_authenticate(self.editor)
         upload = SimpleUploadedFile("weather.py", script(WORKING_SCRIPT))
         response = self.client.post("/api/parsers/", {"name": "weather", "script": upload}, format="multipart")
         self.assertEqual(response.status_code, 201, response.content)
@@ -194,7 +194,7 @@ class BucketStorageTests(BucketMixin, APITransactionTestCase):
         self.assertEqual(self.client.get(link, HTTP_RANGE="bytes=5-", HTTP_IF_RANGE=etag).status_code, 206)
         self.assertEqual(self.client.get(link, HTTP_RANGE="bytes=5-", HTTP_IF_RANGE='"stale"').status_code, 200)
         self.assertEqual(self.client.get(link, HTTP_RANGE="bytes=20000-").status_code, 416)
-        self.client.force_authenticate(self.reader)
+        self.client.force_authenticate(self.viewer)
         through_api = self.client.get(f"/api/runs/{run.run_id}/files/data.bin", HTTP_RANGE="bytes=1-2")
         self.assertEqual((through_api.status_code, b"".join(through_api.streaming_content)), (206, data[1:3]))
 
@@ -208,7 +208,7 @@ class BucketStorageTests(BucketMixin, APITransactionTestCase):
     def test_a_runs_zip_streams_from_the_bucket(self):
         files = {"a.txt": (b"alpha", "text/plain"), "b.bin": (bytes(range(256)) * 40, "application/octet-stream")}
         run = self.completed_run(make_parser("def parse():\n    return {}\n"), files)
-        self.client.force_authenticate(self.reader)
+        self.client.force_authenticate(self.viewer)
 
         response = self.client.get(f"/api/runs/{run.run_id}/archive.zip")
 
@@ -282,7 +282,7 @@ class BucketStorageTests(BucketMixin, APITransactionTestCase):
 @override_settings(DOWNLOADS="redirect", DOWNLOAD_URL_EXPIRY=300)
 class RedirectTests(BucketMixin, APITestCase):
     def setUp(self):
-        self.staff, self.reader = make_users()
+        self.editor, self.viewer = make_users()
         self.parser = make_parser("def parse():\n    return {}\n")
 
     def test_a_result_redirects_to_a_presigned_url_that_serves_it_as_a_download(self):
@@ -332,7 +332,7 @@ class RedirectTests(BucketMixin, APITestCase):
     def test_error_txt_and_the_zip_are_still_served_by_parseq(self):
         failed = Run.objects.create(parser=self.parser, status=Run.Status.ERROR, error="ValueError: boom")
         completed = self.completed_run(self.parser, {"a.txt": (b"alpha", "text/plain")})
-        self.client.force_authenticate(self.reader)
+        self.client.force_authenticate(self.viewer)
 
         error = self.client.get(f"/{failed.run_id}/error.txt")
         archive = self.client.get(f"/api/runs/{completed.run_id}/archive.zip")
@@ -347,7 +347,7 @@ class RedirectTests(BucketMixin, APITestCase):
         run = self.completed_run(self.parser, {"a.txt": (b"a", "text/plain")})
 
         anonymous = self.client.get(f"/{run.run_id}/a.txt")
-        self.client.force_authenticate(self.reader)
+        self.client.force_authenticate(self.viewer)
         signed_in = self.client.get(f"/{run.run_id}/a.txt")
         unknown = self.client.get(f"/{run.run_id}/b.txt")
 

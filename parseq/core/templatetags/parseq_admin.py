@@ -8,6 +8,8 @@ from parseq.core import selectors
 register = template.Library()
 
 
-@register.inclusion_tag("admin/parseq_dashboard.html")
-def dashboard():
-    return {**selectors.dashboard(now=timezone.now()), "fingerprint": selectors.live_fingerprint(scope="runs")}
+@register.inclusion_tag("admin/parseq_dashboard.html", takes_context=True)
+def dashboard(context):
+    # The user's permissions decide which parts and buttons it shows.
+    dashboard = selectors.dashboard(now=timezone.now())
+    return {**dashboard, "fingerprint": selectors.live_fingerprint(scope="runs"), "perms": context["perms"]}
