@@ -69,10 +69,9 @@ class VerifiedCredentials:
             while len(self._verified) > self.entries:
                 self._verified.popitem(last=False)
 
-    def recall(self, key, seconds):
-        """The user `key`'s credentials were verified as within `seconds`, if active and with the same hash; else None.
-
-        One query (the user), none on a miss. An entry that no longer holds is forgotten.
+    def recall(self, key, seconds, username):
+        """The user `key`'s credentials were verified as within `seconds`, if still named `username`, active and with
+        the same hash; else None. One query (the user), none on a miss. An entry that no longer holds is forgotten.
         """
         with self._lock:
             entry = self._verified.get(key)
@@ -82,7 +81,12 @@ class VerifiedCredentials:
         user = None
         if time.monotonic() - verified < seconds:
             user = get_user_model()._default_manager.filter(pk=user_id).first()
-        if user is not None and user.is_active and hmac.compare_digest(self._hash_digest(user), hash_digest):
+        if (
+            user is not None
+            and user.is_active
+            and user.get_username() == username  # renamed, and perhaps someone new took the name
+            and hmac.compare_digest(self._hash_digest(user), hash_digest)
+        ):
             return user
         self.forget(key)
         return None
@@ -121,7 +125,7 @@ class BasicAuthentication(authentication.BasicAuthentication):
             raise TooManyFailedSignIns(attempt.retry_after)
         seconds = settings.BASIC_AUTH_CACHE_SECONDS
         key = verified_credentials.key(userid, password) if seconds else None
-        user = verified_credentials.recall(key, seconds) if key else None
+        user = verified_credentials.recall(key, seconds, userid) if key else None
         if user is None:
             user, _ = super().authenticate_credentials(userid, password, request)
             if key:

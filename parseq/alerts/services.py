@@ -8,7 +8,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 from datetime import timedelta
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from parseq.alerts.models import WebhookDelivery
-from parseq.core.environment import MASK
+from parseq.core.environment import MASK, mask_values
 from parseq.core.models import Parser, Run
 from parseq.core.services import ERROR_FILENAME
 from runner import addresses
@@ -32,8 +32,6 @@ EVENTS = {
 ERROR_CHARS = 2000
 SUMMARY_CHARS = 200
 MAX_BACKOFF_SECONDS = 3600
-# Shorter values are words like "true" or "ru", not secrets: masking them would garble the error instead.
-MASKED_VALUE_MIN_CHARS = 6
 # Of an endpoint's answer, only this much is read, and at most this much is kept: enough to say why it
 # refused (Slack answers `invalid_payload`), never a page of HTML nor a stream that does not end.
 ANSWER_EXCERPT_BYTES = 1024
@@ -71,11 +69,7 @@ def record_run_alert(*, run_id, status):
 
 def run_alert_payload(*, run, event):
     """The JSON a webhook receives about `run`; never the parser's environment values, never the run's log."""
-    secrets = sorted(
-        (value for value in (run.parser.environment or {}).values() if len(str(value)) >= MASKED_VALUE_MIN_CHARS),
-        key=len,
-        reverse=True,
-    )
+    environment = run.parser.environment
     admin_url = absolute_url(reverse("admin:core_run_change", args=[run.run_id]))
     error_url = None
     if run.status == Run.Status.ERROR:
@@ -93,7 +87,7 @@ def run_alert_payload(*, run, event):
     duration = run.duration
     return {
         "event": event,
-        "text": _mask(f"{_summary(run)} — {admin_url}", secrets),
+        "text": mask_values(f"{_summary(run)} — {admin_url}", environment=environment),
         "run": {
             "run_id": str(run.run_id),
             "status": run.status,
@@ -103,7 +97,7 @@ def run_alert_payload(*, run, event):
             "finished_time": _iso(run.finished_time),
             "duration_seconds": round(duration.total_seconds(), 3) if duration is not None else None,
             # The end of a traceback says what went wrong; masked first, so that no cut leaves half a secret.
-            "error": _mask(run.error, secrets)[-ERROR_CHARS:],
+            "error": mask_values(run.error, environment=environment)[-ERROR_CHARS:],
             "cancelled_by": run.cancelled_by.get_username() if run.cancelled_by else None,
             "links": {
                 "admin": admin_url,
@@ -273,12 +267,25 @@ def _judge_answer(response, answer):
     return Outcome(response.status, f"HTTP {response.status} {reason}" + (f": {excerpt}" if excerpt else ""))
 
 
+def without_url_secrets(text, *, url):
+    """`text` with the webhook URL's path and query masked, as is, decoded or encoded.
+
+    In a Slack or Discord webhook URL they are the credential, and receivers echo them back (a
+    redirect's Location, "Cannot POST /path"): the error is shown to people who may not read the URL.
+    """
+    parts = urlsplit(url)
+    pieces = {parts.path, unquote(parts.path), quote(unquote(parts.path)), parts.query, unquote(parts.query)}
+    for piece in sorted((p for p in pieces if len(p) > 1), key=len, reverse=True):
+        text = text.replace(piece, MASK)
+    return text
+
+
 def _record_attempt(*, delivery, attempt, outcome):
     now = timezone.now()
     changes = {
         "attempts": attempt,
         "last_status_code": outcome.status_code,
-        "last_error": outcome.error,
+        "last_error": without_url_secrets(outcome.error, url=delivery.url),
         "last_attempt_time": now,
         "next_attempt_time": None,
     }
@@ -349,12 +356,6 @@ def _summary(run):
         return f"{subject} was cancelled by {who}"
     count = len(run.files)
     return f"{subject} completed with {count} file{'' if count == 1 else 's'}"
-
-
-def _mask(text, secrets):
-    for secret in secrets:
-        text = text.replace(str(secret), MASK)
-    return text
 
 
 def _iso(moment):

@@ -20,6 +20,7 @@ ERROR_DESCRIPTIONS = {
     "404": "No such object (or page).",
     "409": "The object is not in a state that allows this (a run that has already ended).",
     "415": "Unsupported content type: send JSON or multipart.",
+    "429": "Too many failed sign-ins for this user or from this address: `Retry-After` says when to try again.",
 }
 
 
@@ -61,12 +62,12 @@ def add_links(result, generator, request, public):
 
 
 def add_error_responses(result, generator, request, public):
-    """drf-spectacular postprocessing hook: document 400/401/403/404/415 wherever they can happen, all as Error."""
+    """drf-spectacular postprocessing hook: document 400/401/403/404/415/429 wherever they can happen, all as Error."""
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
     reference = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     for path, operations in result.get("paths", {}).items():
         for method, operation in operations.items():
-            codes = ["401", "403"]
+            codes = ["401", "403", "429"]
             if "{" in path or method == "get":
                 codes.append("404")
             has_body = method in ("post", "put", "patch") and "requestBody" in operation

@@ -2,6 +2,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef
+from django.db.models.constants import LOOKUP_SEP
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -128,6 +129,11 @@ class ParserAdmin(admin.ModelAdmin):
             fieldsets = _without(self.fieldsets, fields=self.SECRET_FIELDS)
             return [(n, {"fields": [*o["fields"], "variable_names"]} if n == "Sandbox" else o) for n, o in fieldsets]
         return self.fieldsets
+
+    def lookup_allowed(self, lookup, value, request=None):
+        # The admin lets a list be filtered by any field in the query string: `?webhook_url__startswith=`
+        # or `?environment__API_KEY__startswith=` would tell a reader a secret a letter at a time.
+        return lookup.split(LOOKUP_SEP)[0] not in SECRET_MODEL_FIELDS and super().lookup_allowed(lookup, value, request)
 
     def has_run_permission(self, request, obj=None):
         return request.user.has_perm("core.run_parser")
@@ -306,6 +312,8 @@ class ParserAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:core_run_change", args=[run.run_id]))
 
 
+# What only those who may change a parser read; never a filter of a list.
+SECRET_MODEL_FIELDS = {"script", "environment", "webhook_url"}
 RECENT_RUNS = 10
 RECENT_AUDIT_ENTRIES = 10
 SUCCESS_RATE_RUNS = 20
@@ -393,6 +401,13 @@ class RunAdmin(admin.ModelAdmin):
         return False  # a run is a record: it is only ever cancelled
 
     get_deleted_objects = _owned_objects_go_along
+
+    def delete_model(self, request, obj):
+        services.delete_run(run=obj, user=request.user, source=AuditEntry.Source.ADMIN)
+
+    def delete_queryset(self, request, queryset):
+        for run in queryset.select_related("parser"):
+            services.delete_run(run=run, user=request.user, source=AuditEntry.Source.ADMIN)
 
     def has_cancel_permission(self, request, obj=None):
         return request.user.has_perm("core.cancel_run")

@@ -1,8 +1,11 @@
 """A parser's environment variables as users edit them: `KEY=value` lines, values masked when shown."""
 
 import re
+from urllib.parse import quote, quote_plus
 
 MASK = "********"
+# Shorter values are words like "true" or "ru", not secrets: masking them would garble the text instead.
+MASKED_VALUE_MIN_CHARS = 6
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Set by the sandbox itself, or able to change how the interpreter or the loader behaves.
 RESERVED = {"PATH", "HOME", "TMPDIR", "LANG", "TZ", "PWD", "MALLOC_ARENA_MAX"}
@@ -23,6 +26,19 @@ def name_problem(name):
 
 def masked(environment):
     return dict.fromkeys(sorted(environment), MASK)
+
+
+def mask_values(text, *, environment):
+    """`text` with each value of `environment` (of 6 characters or more) replaced by the mask, as is or URL-encoded.
+
+    A run's error and log are read by people who may not read the variables (README: Permissions),
+    and libraries print URLs, query strings included, in their errors.
+    """
+    values = [str(value) for value in (environment or {}).values() if len(str(value)) >= MASKED_VALUE_MIN_CHARS]
+    forms = {form for value in values for form in (value, quote(value, safe=""), quote_plus(value))}
+    for form in sorted(forms, key=len, reverse=True):  # the longest first: no half of a value is left
+        text = text.replace(form, MASK)
+    return text
 
 
 def merge_environment(variables, *, previous):

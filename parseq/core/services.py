@@ -24,6 +24,7 @@ from django.utils.text import slugify
 
 import runner
 from parseq.core import audit, cancellation
+from parseq.core.environment import mask_values
 from parseq.core.events import run_finished
 from parseq.core.models import AuditEntry, Parser, Run
 from parseq.core.validation import MAX_SCRIPT_BYTES, allowed_modules, sandbox_modules, validate_script
@@ -96,8 +97,10 @@ def save_parser(*, parser, user, source):
         before = Parser.objects.filter(pk=parser.pk).first() if parser.pk else None
         fields = audit.changed_fields(before=before, after=parser)
         parser.save()
-        action = AuditEntry.Action.CHANGED if before else AuditEntry.Action.CREATED
-        audit.record(user=user, action=action, source=source, parser=parser, fields=fields)
+        if before is None:
+            audit.record(user=user, action=AuditEntry.Action.CREATED, source=source, parser=parser, fields=fields)
+        elif fields:  # a save that changed nothing is not news
+            audit.record(user=user, action=AuditEntry.Action.CHANGED, source=source, parser=parser, fields=fields)
     return parser
 
 
@@ -106,6 +109,13 @@ def delete_parser(*, parser, user, source):
     with transaction.atomic():
         audit.record(user=user, action=AuditEntry.Action.DELETED, source=source, parser=parser)
         parser.delete()
+
+
+def delete_run(*, run, user, source):
+    """Delete a run with its files, and record who did it (retention's deletions are not a person's)."""
+    with transaction.atomic():
+        audit.record(user=user, action=AuditEntry.Action.DELETED, source=source, parser=run.parser, run_id=run.pk)
+        run.delete()
 
 
 def enqueue_run(*, parser, trigger, scheduled_for=None, user=None):
@@ -196,6 +206,9 @@ def execute_run(*, run_id):
             )
         finally:
             cancellation.watcher.forget(run.run_id)
+        # Whoever may read runs reads these; the variables' values are for those who may change the parser.
+        outcome.error = mask_values(outcome.error, environment=run.parser.environment)
+        outcome.log = mask_values(outcome.log, environment=run.parser.environment)
         return _record_outcome(run_id=run_id, outcome=outcome, out_dir=out_dir)
 
 

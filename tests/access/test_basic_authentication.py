@@ -67,6 +67,20 @@ class VerifiedCredentialsTests(TestCase):
         # When they come again, then they are refused
         self.assertEqual(self.api().status_code, 401)
 
+    def test_a_renamed_user_is_not_signed_in_by_its_old_name_and_password(self):
+        # Given alice's credentials remembered, then her account renamed and a new alice made (found by an attacker)
+        self.api()
+        self.alice.username = "alice-old"
+        self.alice.save()
+        newcomer = make_user("alice", "other-pass")
+
+        # When the old credentials come again
+        response = self.api()
+
+        # Then they are verified again, against the new alice, and refused: nobody is signed in as the renamed user
+        self.assertEqual(response.status_code, 401)
+        self.assertEqual(self.api("other-pass").wsgi_request.user, newcomer)
+
     def test_a_different_password_is_verified_and_a_failure_is_never_remembered(self):
         # Given alice's right credentials remembered
         self.api()
@@ -129,8 +143,10 @@ class VerifiedCredentialsTests(TestCase):
 
         # Then it holds three, and the oldest is the one forgotten
         self.assertEqual(len(cache), 3)
-        self.assertIsNone(cache.recall(cache.key("user0", "pass"), 60))
-        self.assertEqual([cache.recall(cache.key(user.username, "pass"), 60) for user in users[1:]], users[1:])
+        self.assertIsNone(cache.recall(cache.key("user0", "pass"), 60, "user0"))
+        self.assertEqual(
+            [cache.recall(cache.key(user.username, "pass"), 60, user.username) for user in users[1:]], users[1:]
+        )
 
     def test_two_processes_caches_share_no_key(self):
         self.assertNotEqual(

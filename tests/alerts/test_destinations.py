@@ -194,6 +194,28 @@ class DeliveryTests(TemporaryMediaMixin, TransactionTestCase):
                 self.assertLessEqual(len(excerpt), ONE_KIB)
                 self.assertGreater(len(excerpt), ONE_KIB - 8)
 
+    def test_a_receiver_that_echoes_the_urls_secret_path_has_it_masked_in_the_stored_error(self):
+        # Given a webhook URL whose path is its credential, as Slack's and Discord's are (found by an attacker)
+        path = "/services/T000/B000/XXXXSECRETTOKEN"
+        url = self.endpoint.url.replace("/hook", path)
+        for name, answer in [
+            ("redirect", lambda: self.endpoint.redirect(f"https://hooks.example.com{path}")),
+            ("echo", lambda: self.endpoint.answer(404, f"Cannot POST {path}".encode())),
+        ]:
+            with self.subTest(answer=name):
+                answer()
+                parser = make_parser(WORKING_SCRIPT, name=name, webhook_url=url)
+
+                # When the receiver answers with the path in its Location or its body
+                with override_settings(WEBHOOK_ATTEMPTS=1):
+                    delivery = self.deliver(parser)
+
+                # Then the error readers see says what happened, without the path
+                self.assertEqual(delivery.status, WebhookDelivery.Status.FAILED)
+                self.assertNotIn("SECRETTOKEN", delivery.last_error)
+                self.assertIn("********", delivery.last_error)
+                self.endpoint.requests.clear()
+
     def test_a_huge_redirect_location_is_stored_cut_to_1_kib(self):
         self.endpoint.redirect("https://elsewhere.example/" + "a" * 60_000)
         parser = make_parser(WORKING_SCRIPT, webhook_url=self.endpoint.url)

@@ -219,6 +219,20 @@ class EveryAdminOperationForEveryRoleTests(TemporaryMediaMixin, TestCase):
                 self.assertNotIn(SECRET, page)
                 self.assertEqual('id="run-now"' in page, role != "Viewer")
 
+    def test_no_list_can_be_filtered_by_a_secret_to_guess_it_a_letter_at_a_time(self):
+        self.make_objects()
+        self.sign_in("Viewer")
+        for url in [
+            "/admin/core/parser/?webhook_url__startswith=https",
+            "/admin/core/parser/?environment__API_KEY__startswith=s",
+            "/admin/core/parser/?environment__icontains=s3cr",
+            "/admin/core/parser/?script__contains=demo",
+            "/admin/alerts/webhookdelivery/?url__startswith=https",
+        ]:
+            with self.subTest(url=url):
+                self.assertEqual(self.client.get(url).status_code, 400)
+        self.assertEqual(self.client.get("/admin/core/parser/?enabled__exact=1").status_code, 200)
+
     def test_admin_changes_go_into_the_audit_trail_shown_on_the_parsers_page(self):
         objects = self.make_objects()
         AuditEntry.objects.all().delete()

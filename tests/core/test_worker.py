@@ -42,6 +42,31 @@ def finished(run):
 
 
 class InMemoryBrokerTests(TemporaryMediaMixin, TransactionTestCase):
+    def test_the_values_of_a_parsers_variables_are_masked_in_the_stored_error_and_log(self):
+        # Given a script whose error and output carry a variable's value, as is and in a URL (found by an attacker)
+        parser = make_parser(
+            """
+            import os
+            from urllib.parse import quote
+
+            def parse():
+                key = os.environ["API_KEY"]
+                print("calling with", key, "and", quote(key, safe=""))
+                raise RuntimeError("403 Forbidden for url: http://example.com/data?apikey=" + quote(key, safe=""))
+            """,
+            environment={"API_KEY": "sk-LEAKY/VALUE 999", "REGION": "ru"},
+        )
+
+        with in_process_worker():
+            run = services.enqueue_run(parser=parser, trigger=Run.Trigger.MANUAL)
+            wait_until(finished(run), message="the run to finish")
+
+        # Then readers of the run see the mask instead (short values such as "ru" are words, not secrets)
+        self.assertEqual(run.status, Run.Status.ERROR)
+        self.assertIn("apikey=********", run.error)
+        self.assertEqual(run.log, "calling with ******** and ********\n")
+        self.assertNotIn("LEAKY", run.error + run.log)
+
     def test_a_run_through_the_in_memory_broker_completes_with_its_files_in_storage(self):
         parser = make_parser(WORKING_SCRIPT)
 

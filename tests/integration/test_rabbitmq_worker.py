@@ -17,7 +17,6 @@ import uuid
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.test import Client, TransactionTestCase, override_settings
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from rest_framework.test import APIClient
@@ -25,6 +24,7 @@ from rest_framework.test import APIClient
 from parseq.core.models import Run
 from parseq.core.services import LOST_RUN_ERROR
 from parseq.core.tasks import execute_run
+from tests.api.helpers import user_in
 from tests.helpers import (
     database_url,
     live_processes_with,
@@ -317,10 +317,10 @@ class CancelTests(RealWorkerTestCase):
             worker=worker,
         )
 
-        # When a staff user cancels it through the API
-        staff = get_user_model().objects.create_user("ops", is_staff=True)
+        # When an operator cancels it through the API
+        operator = user_in("Operators", "ops")
         client = APIClient()
-        client.force_authenticate(staff)
+        client.force_authenticate(operator)
         response = client.post(f"/api/runs/{run.run_id}/cancel/")
         cancelled_at = time.monotonic()
 
@@ -334,6 +334,8 @@ class CancelTests(RealWorkerTestCase):
             message="the log of the cancelled run",
             worker=worker,
         )
-        self.assertEqual((run.status, run.cancelled_by, run.error), (Run.Status.CANCELLED, staff, "cancelled by ops"))
+        self.assertEqual(
+            (run.status, run.cancelled_by, run.error), (Run.Status.CANCELLED, operator, "cancelled by ops")
+        )
         # And the worker is free for the next run
         self.run_a_quick_one(worker=worker)

@@ -18,11 +18,13 @@ GROUPS = {"Viewers": VIEWERS, "Operators": OPERATORS, "Editors": EDITORS}
 
 
 def create_groups(apps, schema_editor):
-    # Django makes permissions after all migrations have run; these groups need them now.
+    # Django makes permissions after all migrations have run; these groups need them now. create_permissions
+    # skips an app without a models module, which historical apps never have: lend them one for the call.
     for app_config in apps.get_app_configs():
-        app_config.models_module = True
+        models_module = getattr(app_config, "models_module", None)
+        app_config.models_module = models_module or True
         create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
+        app_config.models_module = models_module
     group_model = apps.get_model("auth", "Group")
     permission_model = apps.get_model("auth", "Permission")
     for name, codes in GROUPS.items():
