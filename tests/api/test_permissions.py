@@ -129,6 +129,19 @@ class EveryEndpointForEveryRoleTests(TemporaryMediaMixin, APITestCase):
                 self.assertEqual(detail["environment"], {"API_KEY": "********"})
                 self.assertNotIn(SECRET, str(detail) + str(listed))
 
+    def test_options_offers_only_what_the_user_may_do_and_a_method_an_endpoint_lacks_is_405(self):
+        parser = make_parser(SOURCE, name="weather")
+        for role, offered in [("Viewer", False), ("Editor", True)]:
+            with self.subTest(role=role):
+                self.client.force_authenticate(self.users[role])
+
+                options = self.client.options(f"/api/parsers/{parser.pk}/").json()
+
+                self.assertEqual("PUT" in options.get("actions", {}), offered)
+        self.client.force_authenticate(self.users["superuser"])
+        self.assertEqual(self.client.get(f"/api/parsers/{parser.pk}/run/").status_code, 405)
+        self.assertEqual(self.client.put("/api/audit/1/").status_code, 405)
+
     def test_an_editor_reads_the_values_of_the_environment_on_their_own_endpoint(self):
         parser = make_parser(SOURCE, name="weather", environment={"API_KEY": SECRET})
         self.client.force_authenticate(self.users["Editor"])

@@ -256,6 +256,12 @@ class EveryAdminOperationForEveryRoleTests(TemporaryMediaMixin, TestCase):
                 ("changed", "admin", "editor", ["environment.API_KEY"]),
             ],
         )
+        self.sign_in("superuser")
+        self.client.post(
+            "/admin/core/run/", {"action": "delete_selected", "_selected_action": objects["run"], "post": "yes"}
+        )
+        deletion = AuditEntry.objects.first()
+        self.assertEqual((deletion.action, deletion.username, deletion.run_id), ("deleted", "root", objects["run"]))
         page = self.client.get(f"/admin/core/parser/{objects['parser']}/change/").content.decode()
         self.assertIn("environment.API_KEY", page)
         self.assertNotIn("other", page.split("Audit trail", 1)[1].split("</table>", 1)[0])
