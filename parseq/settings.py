@@ -298,6 +298,9 @@ WEBHOOK_ATTEMPTS = env_int("PARSEQ_WEBHOOK_ATTEMPTS", 5, minimum=1)
 WEBHOOK_BACKOFF = env_int("PARSEQ_WEBHOOK_BACKOFF", 10, minimum=1)
 # Webhooks go only to the public internet (runner/addresses.py); these networks are let through all the same.
 WEBHOOK_ALLOWED_NETWORKS = env_networks("PARSEQ_WEBHOOK_ALLOWED_NETWORKS")
+# Refused to webhooks and to scripts' egress whatever the address policy says, allow-list included: addresses
+# of this host that its workers cannot see, as a container's host's public address or a cloud's 1:1 NAT address.
+REFUSED_NETWORKS = env_networks("PARSEQ_REFUSED_NETWORKS")
 
 # Logs go to stdout, one JSON object a line by default (plain text under `make run`); a line
 # logged while a worker runs a parser carries the run's id.

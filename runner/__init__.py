@@ -71,6 +71,7 @@ def run_script(
     variables=None,
     network="internet",
     allowed_networks=(),
+    refused_networks=(),
     restricted_modules=None,
     cancelled=None,
     warm=False,
@@ -81,11 +82,11 @@ def run_script(
     The script gets a fresh working directory, which is also its HOME, and which
     is deleted when the run ends; `variables` are added to its environment, and
     `network` is "internet" or "none" (bwrap only). With "internet", the egress proxy also lets
-    through the `allowed_networks` (networks, or CIDR texts) that runner.addresses refuses otherwise;
-    the docker backend has no proxy and ignores them. With `restricted_modules`,
-    the script runs under the RestrictedPython policy and may import only those. `cancelled`, a callable,
-    is asked about twice a second whether to stop: once it answers true, the sandbox is killed and the
-    outcome is CANCELLED. With `warm` (subprocess and bwrap), the sandbox is a fork of
+    through the `allowed_networks` (networks, or CIDR texts) that runner.addresses refuses otherwise, and
+    keeps out the `refused_networks` it would let through; the docker backend has no proxy and ignores both.
+    With `restricted_modules`, the script runs under the RestrictedPython policy and may import only
+    those. `cancelled`, a callable, is asked about twice a second whether to stop: once it answers true,
+    the sandbox is killed and the outcome is CANCELLED. With `warm` (subprocess and bwrap), the sandbox is a fork of
     a zygote that has imported the modules in `preload` already (runner/warm.py). Never raises
     for anything the script does: every failure is an Outcome with a
     status and an error for the user.
@@ -112,6 +113,7 @@ def run_script(
             variables=variables or {},
             network=network,
             allowed_networks=tuple(allowed_networks),
+            refused_networks=tuple(refused_networks),
             restricted_modules=restricted_modules,
             cancelled=cancelled or _never,
         )

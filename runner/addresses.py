@@ -22,6 +22,8 @@ import time
 LOCAL_ADDRESSES_TTL = 5.0
 FIB_TRIE = "/proc/net/fib_trie"
 IF_INET6 = "/proc/net/if_inet6"
+IPV6_ROUTE = "/proc/net/ipv6_route"
+RTF_LOCAL = 0x80000000
 
 DOCUMENTATION = "a documentation address"
 PRIVATE = "a private address"
@@ -98,11 +100,13 @@ class Unresolvable(Refused):
         self.reason = reason
 
 
-def refusal(address, *, allowed=()):
+def refusal(address, *, allowed=(), refused=()):
     """Why connecting to `address` (text or an ipaddress object) is refused, or None when it is allowed.
 
     An address inside one of the `allowed` networks (ipaddress networks or CIDR texts) is
-    allowed whatever it is, and so is an IPv6 address whose embedded IPv4 address is.
+    allowed whatever it is, and so is an IPv6 address whose embedded IPv4 address is; one inside
+    the `refused` networks (an operator's: the public address of a container's host, say) is
+    refused whatever it is, and that wins.
     """
     try:
         ip = ipaddress.ip_address(address)
@@ -110,8 +114,10 @@ def refusal(address, *, allowed=()):
         return f"{address!r} is not an IP address"
     ip = ip if ip.version == 4 else ipaddress.IPv6Address(ip.packed)  # without a %scope
     embedded = embedded_ipv4(ip)
-    networks = as_networks(allowed)
-    if any(candidate in network for candidate in (ip, embedded) if candidate is not None for network in networks):
+    candidates = [candidate for candidate in (ip, embedded) if candidate is not None]
+    if any(candidate in network for candidate in candidates for network in as_networks(refused)):
+        return f"{address} is in a network this Parseq's operator refuses"
+    if any(candidate in network for candidate in candidates for network in as_networks(allowed)):
         return None
     if embedded is not None:
         what = _what_is(embedded)
@@ -120,7 +126,7 @@ def refusal(address, *, allowed=()):
     return f"{address} is {what}" if what else None
 
 
-def resolve(host, port, *, allowed=()):
+def resolve(host, port, *, allowed=(), refused=()):
     """Resolve `host` once and return the (ip, port) to connect to, checked by `refusal`.
 
     Strict: one refused address refuses the name, so that no later lookup can pick the
@@ -136,7 +142,7 @@ def resolve(host, port, *, allowed=()):
     if not infos:
         raise Unresolvable(host, "no address")
     for _, _, _, _, sockaddr in infos:
-        reason = refusal(sockaddr[0], allowed=allowed)
+        reason = refusal(sockaddr[0], allowed=allowed, refused=refused)
         if reason is not None:
             raise Refused(f"connections to {authority(host, port)} are not allowed: {reason}")
     return infos[0][4][:2]
@@ -172,7 +178,7 @@ def _what_is(ip):
             return what + _carried(ip, network)
     if ip.version == 6 and ip not in IPV6_GLOBAL_UNICAST:
         return "a reserved address (outside the global unicast 2000::/3)"
-    if ip in local_addresses():
+    if any(ip in network for network in local_networks()):
         return "an address of this host"
     if not ip.is_global:
         return "not a global address"
@@ -189,21 +195,25 @@ def _carried(ip, network):
     return ""
 
 
-_local = {"addresses": frozenset(), "expires": 0.0}
+_local = {"networks": frozenset(), "expires": 0.0}
 _local_lock = threading.Lock()
 
 
-def local_addresses():
-    """Every address of this host in the current network namespace, read from /proc, cached a few seconds."""
+def local_networks():
+    """What this host answers on itself in the current network namespace, read from /proc, cached a few seconds.
+
+    Its interfaces' addresses, and whole local routes (`ip route add local 9.9.9.0/24 dev lo`, an IPv6
+    /64 that a scraping host rotates its addresses through): every address in them is this host.
+    """
     with _local_lock:
         if time.monotonic() >= _local["expires"]:
-            _local["addresses"] = frozenset(_read_ipv4_local()) | frozenset(_read_ipv6_local())
+            _local["networks"] = frozenset([*_read_ipv4_local(), *_read_ipv6_addresses(), *_read_ipv6_local_routes()])
             _local["expires"] = time.monotonic() + LOCAL_ADDRESSES_TTL
-        return _local["addresses"]
+        return _local["networks"]
 
 
 def _read_ipv4_local():
-    """The `/32 host LOCAL` entries of the kernel's routing trie: the IPv4 addresses of every interface."""
+    """The `host LOCAL` entries of the kernel's routing trie, /32 (an interface's address) or wider (a local route)."""
     try:
         with open(FIB_TRIE, encoding="ascii") as trie:
             lines = trie.read().splitlines()
@@ -214,11 +224,11 @@ def _read_ipv4_local():
         stripped = line.strip()
         if stripped.startswith("|-- "):
             last = stripped[4:]
-        elif stripped == "/32 host LOCAL" and last:
-            yield ipaddress.IPv4Address(last)
+        elif stripped.endswith(" host LOCAL") and stripped.startswith("/") and last:
+            yield ipaddress.IPv4Network(f"{last}{stripped.split()[0]}", strict=False)
 
 
-def _read_ipv6_local():
+def _read_ipv6_addresses():
     """The IPv6 addresses of every interface: the first column of /proc/net/if_inet6, 32 hex digits."""
     try:
         with open(IF_INET6, encoding="ascii") as table:
@@ -228,4 +238,17 @@ def _read_ipv6_local():
     for line in lines:
         fields = line.split()
         if fields:
-            yield ipaddress.IPv6Address(int(fields[0], 16))
+            yield ipaddress.IPv6Network((int(fields[0], 16), 128))
+
+
+def _read_ipv6_local_routes():
+    """The IPv6 routes of type local (flag RTF_LOCAL) in /proc/net/ipv6_route: destination, prefix length, ... flags."""
+    try:
+        with open(IPV6_ROUTE, encoding="ascii") as table:
+            lines = table.read().splitlines()
+    except OSError:
+        return
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 9 and int(fields[8], 16) & RTF_LOCAL:
+            yield ipaddress.IPv6Network((int(fields[0], 16), int(fields[1], 16)), strict=False)

@@ -111,7 +111,9 @@ class DockerBackend:
         network,
         restricted_modules,
         cancelled=None,
-        allowed_networks=(),  # no egress proxy here: Docker's bridge is the network of "internet"
+        # No egress proxy here: Docker's bridge is the network of "internet", with no address policy (README).
+        allowed_networks=(),
+        refused_networks=(),
     ):
         try:
             client = self.client or docker_client()

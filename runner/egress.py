@@ -26,10 +26,13 @@ MAX_CONNECTIONS = 32
 class EgressProxy:
     """Serves one run's jail on a Unix socket, in daemon threads, until closed."""
 
-    def __init__(self, socket_path, on_refusal=None, *, allowed_networks=()):
-        """`allowed_networks`: networks the policy of runner.addresses lets through all the same (tests' own hosts)."""
+    def __init__(self, socket_path, on_refusal=None, *, allowed_networks=(), refused_networks=()):
+        """`allowed_networks`: networks the policy of runner.addresses lets through all the same (tests' own hosts);
+        `refused_networks`: networks it keeps out all the same (an operator's), which win.
+        """
         self.on_refusal = on_refusal or (lambda message: None)
         self.allowed_networks = as_networks(allowed_networks)
+        self.refused_networks = as_networks(refused_networks)
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server.bind(socket_path)
         self.server.listen(64)
@@ -101,7 +104,7 @@ class EgressProxy:
         return upstream, b""
 
     def connect(self, host, port):
-        address = resolve(host, port, allowed=self.allowed_networks)
+        address = resolve(host, port, allowed=self.allowed_networks, refused=self.refused_networks)
         try:
             return socket.create_connection(address, timeout=CONNECT_TIMEOUT)
         except OSError as error:
@@ -125,10 +128,12 @@ def split_host_port(authority, *, default_port):
         port = port.lstrip(":")
     else:
         host, _, port = authority.rpartition(":") if ":" in authority else (authority, "", "")
-    try:
-        return host, int(port) if port else default_port
-    except ValueError:
-        raise Refused(f"bad port in {authority!r}") from None
+    if not port:
+        return host, default_port
+    # Digits only, and a real port: socket functions would take "+80" or 70000 (as port 4464).
+    if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise Refused(f"bad port in {authority!r}")
+    return host, int(port)
 
 
 def is_hop_header(line):

@@ -194,10 +194,10 @@ class SubprocessBackend:
         chown_tree(workdir, uid, uid)
         return uid
 
-    def run(self, *, workdir, network, allowed_networks=(), **kwargs):
+    def run(self, *, workdir, network, allowed_networks=(), refused_networks=(), **kwargs):
         """Run in the sandbox; with the policy "internet" and an isolated network, behind the egress proxy.
 
-        The proxy refuses what runner.addresses refuses, except inside `allowed_networks`.
+        The proxy refuses what runner.addresses refuses, except inside `allowed_networks`, and `refused_networks` too.
         """
         if network not in ("internet", "none"):
             return Outcome(SANDBOX_ERROR, error=f"unknown network policy {network!r}")
@@ -212,7 +212,10 @@ class SubprocessBackend:
             return self.run_sandbox(workdir=workdir, **kwargs)
         refusals = []
         proxy = EgressProxy(
-            os.path.join(workdir, EGRESS_SOCKET), on_refusal=refusals.append, allowed_networks=allowed_networks
+            os.path.join(workdir, EGRESS_SOCKET),
+            on_refusal=refusals.append,
+            allowed_networks=allowed_networks,
+            refused_networks=refused_networks,
         )
         self.egress_socket = self.egress_socket_in_sandbox(workdir)
         try:

@@ -1,11 +1,13 @@
 """Alerts about runs that ended: recorded with the run's end, POSTed by the workers, retried, never in a run's way."""
 
+import contextlib
 import functools
 import http.client
 import json
 import logging
 import socket
 import ssl
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import quote, unquote, urlsplit
@@ -222,23 +224,41 @@ def _post(*, url, body, headers, timeout):
     if not host:
         return Outcome(None, "the webhook URL names no host", final=True)
     try:
-        address = addresses.resolve(host, port, allowed=settings.WEBHOOK_ALLOWED_NETWORKS)
+        address = addresses.resolve(
+            host, port, allowed=settings.WEBHOOK_ALLOWED_NETWORKS, refused=settings.REFUSED_NETWORKS
+        )
     except addresses.Unresolvable as error:
         return Outcome(None, f"cannot resolve the host {host}: {error.reason}")  # perhaps only for now: retried
     except addresses.Refused as error:
         return Outcome(None, f"refused by the address policy: {error}", final=True)
     connection = _connection(parts.scheme, host, port, address=address, timeout=timeout)
     target = quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), safe=TARGET_SAFE)
+    # The timeout bounds each wait on the socket; a receiver that drips its answer a byte at a time, or
+    # sends "100 Continue" forever, never lets one expire. The attempt as a whole gets twice the timeout.
+    expired = threading.Event()
+    watchdog = threading.Timer(2 * timeout, _hang_up, args=(connection, expired))
+    watchdog.start()
     try:
         # http.client sends the URL's own Host header, and TLS checks the URL's host name (SNI too).
         connection.request("POST", target, body=body, headers=headers)
         with connection.getresponse() as response:
             answer = response.read(ANSWER_EXCERPT_BYTES)
     except (OSError, http.client.HTTPException) as error:  # a refused connection, a timeout, a reset, TLS
+        if expired.is_set():
+            return Outcome(None, f"the answer took longer than {2 * timeout:g} s in all")
         return Outcome(None, _describe(error, timeout=timeout))
     finally:
+        watchdog.cancel()
         connection.close()
     return _judge_answer(response, answer)
+
+
+def _hang_up(connection, expired):
+    """End an attempt that ran out of time: what waits on its socket returns at once."""
+    expired.set()
+    if connection.sock is not None:
+        with contextlib.suppress(OSError):
+            connection.sock.shutdown(socket.SHUT_RDWR)
 
 
 def _connection(scheme, host, port, *, address, timeout):

@@ -199,6 +199,7 @@ def execute_run(*, run_id):
                 timezone=settings.TIME_ZONE,
                 variables=run.parser.environment,
                 network=run.parser.network,
+                refused_networks=settings.REFUSED_NETWORKS,
                 restricted_modules=allowed_modules() if run.parser.restricted else None,
                 cancelled=cancelled.is_set,
                 warm=warm_start(backend=backend),

@@ -9,9 +9,12 @@ import functools
 import re
 import sys
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
+from runner import addresses
 from runner.restricted import DENIED_MODULES, policy_errors
 
 MAX_SCRIPT_BYTES = 256 * 1024
@@ -134,32 +137,31 @@ def validate_webhook_url(url):
 
     The scheme must be http or https and the URL must name a host. The host is resolved once,
     and refused if it does not resolve or if any of its addresses is refused by `runner.addresses`
-    (loopback, private, link-local, this host's own...) outside `settings.WEBHOOK_ALLOWED_NETWORKS`.
-    Delivery checks again (parseq/alerts/services.py): a name may resolve elsewhere later.
+    (loopback, private, link-local, this host's own...) outside `settings.WEBHOOK_ALLOWED_NETWORKS`,
+    or inside `settings.REFUSED_NETWORKS`. Delivery checks again (parseq/alerts/services.py): a name
+    may resolve elsewhere later.
     """
-    # Imported here so that this check stays an appendix of the module.
-    from urllib.parse import urlsplit
-
-    from django.core.exceptions import ValidationError
-
-    from runner.addresses import Refused, Unresolvable, resolve
-
     if not url:
         return
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise ValidationError(f"A webhook URL must start with http:// or https://, not {parts.scheme or url!r}.")
     try:
+        parts = urlsplit(url)
         host, port = parts.hostname, parts.port
-    except ValueError as error:
-        raise ValidationError(f"The webhook URL has a bad port: {error}.") from None
+    except ValueError as error:  # an unclosed [, a port that is not a number, a host that is no host
+        raise ValidationError(f"The webhook URL cannot be read: {error}.") from None
+    if parts.scheme not in WEBHOOK_DEFAULT_PORTS:
+        raise ValidationError(f"A webhook URL must start with http:// or https://, not {parts.scheme or url!r}.")
     if not host:
         raise ValidationError("A webhook URL must name a host.")
     try:
-        resolve(host, port or WEBHOOK_DEFAULT_PORTS[parts.scheme], allowed=settings.WEBHOOK_ALLOWED_NETWORKS)
-    except Unresolvable as unresolvable:
+        addresses.resolve(
+            host,
+            port or WEBHOOK_DEFAULT_PORTS[parts.scheme],
+            allowed=settings.WEBHOOK_ALLOWED_NETWORKS,
+            refused=settings.REFUSED_NETWORKS,
+        )
+    except addresses.Unresolvable as unresolvable:
         raise ValidationError(f"The webhook URL's host cannot be checked: {unresolvable}.") from None
-    except Refused as refused:
+    except addresses.Refused as refused:
         raise ValidationError(
             f"Webhooks go only to the public internet: {refused} "
             "(an operator can allow a network with PARSEQ_WEBHOOK_ALLOWED_NETWORKS)."

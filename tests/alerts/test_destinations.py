@@ -9,6 +9,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
+import time
 import unittest
 
 from django.contrib.auth import get_user_model
@@ -68,6 +70,21 @@ class ApiSaveTests(TemporaryMediaMixin, APITestCase):
 
         self.assertEqual(response.status_code, 400)
         self.assertIn("must start with http:// or https://", response.json()["errors"]["webhook_url"][0])
+
+    def test_a_url_that_cannot_be_read_is_400_not_500(self):
+        # Found by an attacker: urlsplit raises on these, after the URL validator has said its piece
+        for url in ["http://[::1", "http://a\uff03b@93.184.216.34/", "http://x℀y/"]:
+            with self.subTest(url=url):
+                response = self.patch(url)
+
+                self.assertEqual(response.status_code, 400, response.content)
+                self.assertIn("webhook_url", response.json()["errors"])
+
+    @override_settings(REFUSED_NETWORKS=[ipaddress.ip_network("93.184.216.0/24")], WEBHOOK_ALLOWED_NETWORKS=[])
+    def test_an_operators_refused_network_is_refused_at_save(self):
+        message = self.patch(PUBLIC_URL).json()["errors"]["webhook_url"][0]
+
+        self.assertIn("93.184.216.34 is in a network this Parseq's operator refuses", message)
 
     def test_a_public_address_is_accepted(self):
         response = self.patch(PUBLIC_URL)
@@ -215,6 +232,35 @@ class DeliveryTests(TemporaryMediaMixin, TransactionTestCase):
                 self.assertNotIn("SECRETTOKEN", delivery.last_error)
                 self.assertIn("********", delivery.last_error)
                 self.endpoint.requests.clear()
+
+    @override_settings(WEBHOOK_TIMEOUT=1, WEBHOOK_ATTEMPTS=1)
+    def test_a_receiver_that_never_finishes_its_answer_fails_the_attempt_in_twice_the_timeout(self):
+        # Given a receiver that sends "100 Continue" forever, each line well within the timeout (found by an attacker)
+        server = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(server.close)
+        stop = threading.Event()
+        self.addCleanup(stop.set)
+
+        def answer_forever():
+            connection, _ = server.accept()
+            with connection:
+                while not stop.wait(0.2):
+                    try:
+                        connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    except OSError:
+                        return
+
+        threading.Thread(target=answer_forever, daemon=True).start()
+        parser = make_parser(WORKING_SCRIPT, webhook_url=f"http://127.0.0.1:{server.getsockname()[1]}/hook")
+
+        # When its alert is delivered
+        started = time.monotonic()
+        delivery = self.deliver(parser)
+
+        # Then the attempt ends after about twice the timeout, failed, saying so; the worker's thread is free
+        self.assertLess(time.monotonic() - started, 8)
+        self.assertEqual(delivery.status, WebhookDelivery.Status.FAILED)
+        self.assertEqual(delivery.last_error, "the answer took longer than 2 s in all")
 
     def test_a_huge_redirect_location_is_stored_cut_to_1_kib(self):
         self.endpoint.redirect("https://elsewhere.example/" + "a" * 60_000)

@@ -134,6 +134,23 @@ class AddressPolicyTests(unittest.TestCase):
         self.assertEqual(addresses.refusal("10.20.31.1", allowed=allowed), "10.20.31.1 is a private address")
         self.assertEqual(addresses.refusal("::1", allowed=allowed), "::1 is a loopback address")
 
+    def test_an_operators_refused_network_is_refused_whatever_else_is_said_of_it(self):
+        # Given an operator who refuses the public address of the host their worker containers run on
+        refused = ["93.184.216.0/24"]
+
+        # Then it is refused, even where an allow-list would let it through, and so are its IPv6 forms
+        for address in ["93.184.216.34", "::ffff:93.184.216.34", "2002:5db8:d822::1"]:
+            with self.subTest(address=address):
+                reason = addresses.refusal(address, allowed=refused, refused=refused)
+                self.assertEqual(reason, f"{address} is in a network this Parseq's operator refuses")
+        self.assertIsNone(addresses.refusal("93.184.217.1", refused=refused))
+
+    def test_a_port_must_be_a_port(self):
+        for authority in ["example.com:70000", "example.com:0", "example.com:+80", "example.com:\uff18\uff10"]:
+            with self.subTest(authority=authority), self.assertRaises(addresses.Refused):
+                egress.split_host_port(authority, default_port=443)
+        self.assertEqual(egress.split_host_port("[::1]:8443", default_port=443), ("::1", 8443))
+
     def test_something_that_is_not_an_address_is_refused(self):
         self.assertEqual(addresses.refusal("example.com"), "'example.com' is not an IP address")
 
@@ -215,6 +232,31 @@ class NamespaceAddressTests(unittest.TestCase):
         # And outside the namespace they are public addresses like any other
         self.assertIsNone(addresses.refusal("8.8.4.4"))
         self.assertIsNone(addresses.refusal("2001:4860:4860::8844"))
+
+    def test_every_address_of_a_local_route_is_this_hosts_own(self):
+        # Given a host that answers a whole public range itself, as scraping hosts do to rotate their addresses
+        self.ip("link", "set", "lo", "up")
+        self.ip("route", "add", "local", "9.9.9.0/24", "dev", "lo")
+        self.ip("-6", "route", "add", "local", "2606:4700:1::/64", "dev", "lo")
+
+        # When the policy is asked about addresses in those ranges, and next to them
+        lines = self.python_in_namespace(
+            "from runner.addresses import refusal\n"
+            "for address in ['9.9.9.9', '::ffff:9.9.9.200', '2606:4700:1::5', '9.9.10.1', '2606:4700:2::5']:\n"
+            "    print(refusal(address))"
+        )
+
+        # Then the routed ranges are this host (found by an attacker), and the rest of the internet is not
+        self.assertEqual(
+            lines,
+            [
+                "9.9.9.9 is an address of this host",
+                "::ffff:9.9.9.200 embeds 9.9.9.200, an address of this host",
+                "2606:4700:1::5 is an address of this host",
+                "None",
+                "None",
+            ],
+        )
 
     def test_the_hosts_addresses_are_read_again_once_the_cache_has_expired(self):
         # Given a process that has read this host's addresses, with a short cache
@@ -383,6 +425,23 @@ class AllowedDestinationTests(SandboxTestCase):
         self.assertEqual(outcome.status, runner.COMPLETED, outcome.error + outcome.log)
         with open(os.path.join(self.out_dir, "page.html")) as file:
             self.assertIn("served by the test host", file.read())
+
+    def test_an_operators_refused_network_wins_over_an_allowed_one(self):
+        outcome = self.run_source(
+            f"""
+            import requests
+
+            def parse():
+                page = requests.get("http://{self.host.address}:8080/page.html", timeout=10)
+                return {{"r.txt": f"{{page.status_code}} {{page.text.strip()}}".encode()}}
+            """,
+            allowed_networks=[self.host.network],
+            refused_networks=[self.host.network],
+        )
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error + outcome.log)
+        with open(os.path.join(self.out_dir, "r.txt")) as file:
+            self.assertIn(f"{self.host.address} is in a network this Parseq's operator refuses", file.read())
 
     def test_without_its_network_allowed_the_same_host_is_refused_as_a_documentation_address(self):
         outcome = self.run_source(f"""

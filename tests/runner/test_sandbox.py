@@ -33,7 +33,9 @@ class SandboxTestCase(unittest.TestCase):
         self.out_dir = os.path.join(self.tempdir.name, "out")
         os.mkdir(self.out_dir)
 
-    def run_source(self, source, name="parser.py", restricted=False, allowed_networks=(), **limits):
+    def run_source(
+        self, source, name="parser.py", restricted=False, allowed_networks=(), refused_networks=(), **limits
+    ):
         path = write_script(self.tempdir.name, source, name=name)
         return runner.run_script(
             path,
@@ -42,6 +44,7 @@ class SandboxTestCase(unittest.TestCase):
             backend=self.backend,
             limits=runner.Limits(**limits),
             allowed_networks=allowed_networks,
+            refused_networks=refused_networks,
             restricted_modules=allowed_modules() if restricted else None,
             warm=self.warm,
             preload=warm_preload() if self.warm else (),
