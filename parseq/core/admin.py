@@ -583,7 +583,7 @@ class AuditEntryAdmin(admin.ModelAdmin):
     readonly_fields = fields
 
     def get_queryset(self, request):
-        # The parser's page links here with ?parser_id=: by id, which a deleted parser's entries keep.
+        # Whether each entry's parser still exists, in the list's one query: a deleted one's entries keep its id.
         return (
             super()
             .get_queryset(request)
