@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.http import JsonResponse
+from django.utils.http import is_same_domain
 
 logger = logging.getLogger("django.security.crosssite")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE")
@@ -37,18 +38,26 @@ def cross_site_reason(request):
     origin = request.headers.get("Origin")
     if request.headers.get("Sec-Fetch-Site") == "cross-site":
         return f"the browser sent it from another site ({origin or 'no origin given'})"
-    if origin is not None and origin not in own_origins(request):
+    if origin is not None and not is_own_origin(origin, request):
         return f"it comes from {origin}, not from this site"
     if origin is None and request.headers.get("Sec-Fetch-Site") == "same-site":
         return "the browser sent it from another origin of this site"
     return None
 
 
-def own_origins(request):
-    """The origins Parseq's pages are served from: the request's own, PARSEQ_PUBLIC_URL's, CSRF_TRUSTED_ORIGINS."""
+def is_own_origin(origin, request):
+    """Whether `origin` serves Parseq's pages: the request's own, PARSEQ_PUBLIC_URL's, or one of CSRF_TRUSTED_ORIGINS,
+    where, as for Django's CSRF check, `https://*.example.com` stands for every subdomain of example.com.
+    """
     public = urlsplit(settings.PUBLIC_URL)
-    return {
-        f"{request.scheme}://{request.get_host()}",
-        f"{public.scheme}://{public.netloc}",
-        *settings.CSRF_TRUSTED_ORIGINS,
-    }
+    if origin in {f"{request.scheme}://{request.get_host()}", f"{public.scheme}://{public.netloc}"}:
+        return True
+    scheme, _, netloc = origin.partition("://")
+    for trusted in settings.CSRF_TRUSTED_ORIGINS:
+        trusted_scheme, _, trusted_netloc = trusted.partition("://")
+        if "*" in trusted_netloc:
+            if scheme == trusted_scheme and is_same_domain(netloc, trusted_netloc.removeprefix("*")):
+                return True
+        elif origin == trusted:
+            return True
+    return False
