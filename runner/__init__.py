@@ -72,6 +72,7 @@ def run_script(
     network="internet",
     allowed_networks=(),
     refused_networks=(),
+    extra_ports=(),
     restricted_modules=None,
     cancelled=None,
     warm=False,
@@ -83,7 +84,8 @@ def run_script(
     is deleted when the run ends; `variables` are added to its environment, and
     `network` is "internet" or "none" (bwrap only). With "internet", the egress proxy also lets
     through the `allowed_networks` (networks, or CIDR texts) that runner.addresses refuses otherwise, and
-    keeps out the `refused_networks` it would let through; the docker backend has no proxy and ignores both.
+    keeps out the `refused_networks` it would let through; requests go to ports 80 and 443, and the
+    `extra_ports`. The docker backend has no proxy and ignores all three.
     With `restricted_modules`, the script runs under the RestrictedPython policy and may import only
     those. `cancelled`, a callable, is asked about twice a second whether to stop: once it answers true,
     the sandbox is killed and the outcome is CANCELLED. With `warm` (subprocess and bwrap), the sandbox is a fork of
@@ -114,6 +116,7 @@ def run_script(
             network=network,
             allowed_networks=tuple(allowed_networks),
             refused_networks=tuple(refused_networks),
+            extra_ports=tuple(extra_ports),
             restricted_modules=restricted_modules,
             cancelled=cancelled or _never,
         )

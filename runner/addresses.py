@@ -88,7 +88,14 @@ _REFUSED = {4: _most_specific_first(IPV4_REFUSED), 6: _most_specific_first(IPV6_
 
 
 class Refused(Exception):
-    """A destination Parseq does not connect to; the message, for users, names the host, the address and why."""
+    """A destination Parseq does not connect to; the message, for users, names the host, the address and why.
+
+    `reason` is the why alone, when the policy refused an address ("127.0.0.1 is a loopback address").
+    """
+
+    def __init__(self, message, reason=None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class Unresolvable(Refused):
@@ -144,7 +151,7 @@ def resolve(host, port, *, allowed=(), refused=()):
     for _, _, _, _, sockaddr in infos:
         reason = refusal(sockaddr[0], allowed=allowed, refused=refused)
         if reason is not None:
-            raise Refused(f"connections to {authority(host, port)} are not allowed: {reason}")
+            raise Refused(f"connections to {authority(host, port)} are not allowed: {reason}", reason)
     return infos[0][4][:2]
 
 

@@ -114,6 +114,7 @@ class DockerBackend:
         # No egress proxy here: Docker's bridge is the network of "internet", with no address policy (README).
         allowed_networks=(),
         refused_networks=(),
+        extra_ports=(),
     ):
         try:
             client = self.client or docker_client()

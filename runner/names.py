@@ -2,6 +2,14 @@
 
 RESERVED_NAMES = frozenset({"error.txt"})
 MAX_NAME_BYTES = 255
+# Bidirectional controls make a name read as something else (`invoice\u202egpj.exe` shows as invoiceexe.jpg).
+BIDI_CONTROLS = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _is_control(char):
+    """C0 and C1 controls and DEL: nothing a name shows, and things terminals and logs act on."""
+    code = ord(char)
+    return code < 32 or 127 <= code <= 159
 
 
 def filename_problem(name):
@@ -12,8 +20,10 @@ def filename_problem(name):
         return "a file name is empty"
     if "/" in name or "\\" in name:
         return f"file name {name!r} contains a path separator"
-    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+    if any(_is_control(char) for char in name):
         return f"file name {name!r} contains a control character"
+    if any(char in BIDI_CONTROLS for char in name):
+        return f"file name {name!r} contains a bidirectional control character, which makes it read as another"
     if name.startswith("."):
         return f"file name {name!r} starts with a dot"
     if name.lower() in RESERVED_NAMES:

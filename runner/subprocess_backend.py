@@ -194,7 +194,7 @@ class SubprocessBackend:
         chown_tree(workdir, uid, uid)
         return uid
 
-    def run(self, *, workdir, network, allowed_networks=(), refused_networks=(), **kwargs):
+    def run(self, *, workdir, network, allowed_networks=(), refused_networks=(), extra_ports=(), **kwargs):
         """Run in the sandbox; with the policy "internet" and an isolated network, behind the egress proxy.
 
         The proxy refuses what runner.addresses refuses, except inside `allowed_networks`, and `refused_networks` too.
@@ -216,6 +216,7 @@ class SubprocessBackend:
             on_refusal=refusals.append,
             allowed_networks=allowed_networks,
             refused_networks=refused_networks,
+            extra_ports=extra_ports,
         )
         self.egress_socket = self.egress_socket_in_sandbox(workdir)
         try:
@@ -223,6 +224,9 @@ class SubprocessBackend:
         finally:
             proxy.close()
         outcome.log += "".join(f"[parseq] refused: {refusal}\n" for refusal in refusals)
+        if outcome.status == SCRIPT_ERROR and proxy.last_failure:
+            # The script's own last line says "ProxyError ... 403 Forbidden"; this one says why.
+            outcome.error = f"{outcome.error.rstrip()}\n{proxy.last_failure}"
         return outcome
 
     def run_sandbox(

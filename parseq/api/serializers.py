@@ -11,7 +11,7 @@ from rest_framework import serializers
 from parseq.api.permissions import may_read_secrets
 from parseq.core import services
 from parseq.core.environment import MASK, masked, merge_environment
-from parseq.core.models import AuditEntry, Parser, Run
+from parseq.core.models import AuditEntry, Parser, Run, validate_egress_ports
 from parseq.scheduling.selectors import next_run_time
 
 SCRIPT_FIELDS = ("script", "script_text")
@@ -40,6 +40,12 @@ class ParserSerializer(serializers.ModelSerializer):
         required=False,
         help_text=f"Variables for this parser's runs only. Values are shown as {MASK}; send {MASK} to keep a value. "
         "Those who may change the parser read the values at /api/parsers/{id}/environment/.",
+    )
+    extra_egress_ports = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=65535),
+        required=False,
+        validators=[validate_egress_ports],
+        help_text=Parser._meta.get_field("extra_egress_ports").help_text,
     )
     next_run_time = serializers.SerializerMethodField()
     runs_url = serializers.SerializerMethodField()

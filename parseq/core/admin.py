@@ -29,6 +29,20 @@ def _owned_objects_go_along(self, objs, request):
     return deleted, counts, set(), protected
 
 
+class PortsField(forms.CharField):
+    """Ports as people write them, `8080, 8443`; a list of numbers for the model."""
+
+    def prepare_value(self, value):
+        return ", ".join(str(port) for port in value) if isinstance(value, list) else value
+
+    def to_python(self, value):
+        text = super().to_python(value) or ""
+        words = [word for word in text.replace(",", " ").split() if word]
+        if not all(word.isascii() and word.isdigit() for word in words):
+            raise forms.ValidationError("Give port numbers separated by commas, as 8080, 8443.")
+        return [int(word) for word in words]
+
+
 class ParserForm(forms.ModelForm):
     script_text = forms.CharField(
         label="Script as text",
@@ -36,6 +50,11 @@ class ParserForm(forms.ModelForm):
         strip=False,
         widget=forms.Textarea(attrs={"rows": 20, "cols": 100, "spellcheck": "false", "class": "parseq-editor"}),
         help_text="Edit the script here, or upload a file above: either is checked the same way before it is saved.",
+    )
+    extra_egress_ports = PortsField(
+        label="Extra egress ports",
+        required=False,
+        help_text=Parser._meta.get_field("extra_egress_ports").help_text,
     )
     environment_text = forms.CharField(
         label="Environment",
@@ -560,7 +579,7 @@ class RunAdmin(admin.ModelAdmin):
 
 def _setting_text(value):
     if isinstance(value, list):
-        return ", ".join(value) or "none"
+        return ", ".join(str(item) for item in value) or "none"
     return value
 
 

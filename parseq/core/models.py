@@ -7,6 +7,7 @@ from django.db import models
 
 from parseq.core.validation import validate_webhook_url
 from parseq.scheduling.triggers import CRON_HELP, validate_cron, validate_timezone
+from runner.egress import egress_ports_problem
 
 MAX_INTERVAL_DAYS = 3660
 
@@ -27,6 +28,12 @@ def validate_interval(interval):
         raise ValidationError(f"The interval must be at most {MAX_INTERVAL_DAYS} days.")
 
 
+def validate_egress_ports(ports):
+    problem = egress_ports_problem(ports)
+    if problem:
+        raise ValidationError(problem)
+
+
 def validate_first_run(moment):
     # Far enough for any schedule, near enough that its times stay within what dates can hold.
     if moment.year >= 9000:
@@ -43,7 +50,7 @@ class Parser(models.Model):
     # What a user edits, by group, in the order forms show it (the admin's form, the API's serializer).
     SCRIPT_FIELDS = ("name", "description", "script")
     SCHEDULE_FIELDS = ("enabled", "scheduled_time", "repeat_after", "cron", "cron_timezone", "overlap")
-    SANDBOX_FIELDS = ("timeout", "memory_limit_mb", "restricted", "network")
+    SANDBOX_FIELDS = ("timeout", "memory_limit_mb", "restricted", "network", "extra_egress_ports")
     ALERT_FIELDS = ("webhook_url", "webhook_on")
     RETENTION_FIELDS = ("keep_last_runs", "keep_days")
     EDITABLE_FIELDS = SCRIPT_FIELDS + SCHEDULE_FIELDS + SANDBOX_FIELDS + ALERT_FIELDS + RETENTION_FIELDS
@@ -108,6 +115,12 @@ class Parser(models.Model):
         "imports). Turn off only for trusted authors; the sandbox holds either way.",
     )
     network = models.CharField(max_length=16, choices=Network.choices, default=Network.INTERNET)
+    extra_egress_ports = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_egress_ports],
+        help_text="Ports besides 80 and 443 that this parser's requests may go to, as in 8080, 8443.",
+    )
     environment = models.JSONField(
         default=dict,
         blank=True,

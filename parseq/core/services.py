@@ -200,6 +200,7 @@ def execute_run(*, run_id):
                 variables=run.parser.environment,
                 network=run.parser.network,
                 refused_networks=settings.REFUSED_NETWORKS,
+                extra_ports=run.parser.extra_egress_ports,
                 restricted_modules=allowed_modules() if run.parser.restricted else None,
                 cancelled=cancelled.is_set,
                 warm=warm_start(backend=backend),
@@ -222,6 +223,7 @@ def settings_used(*, parser, backend):
         "memory_limit_mb": parser.memory_limit_mb or settings.MEMORY_LIMIT_MB,
         "restricted": parser.restricted,
         "network": parser.network,
+        "extra_egress_ports": parser.extra_egress_ports,
         "environment": sorted(parser.environment or {}),
     }
 

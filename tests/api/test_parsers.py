@@ -182,6 +182,30 @@ class ScheduleTests(ParserApiTestCase):
         self.assertFalse(Parser.objects.exists())
 
 
+class EgressPortTests(ParserApiTestCase):
+    def test_extra_egress_ports_are_a_list_of_ports_besides_80_and_443_each_once(self):
+        parser = make_parser("def parse():\n    return {}\n")
+
+        accepted = self.client.patch(self.detail(parser), {"extra_egress_ports": [8080, 8443]}, format="json")
+
+        self.assertEqual(accepted.status_code, 200, accepted.content)
+        self.assertEqual(accepted.json()["extra_egress_ports"], [8080, 8443])
+        for ports, reason in [
+            ([443], "always open"),
+            ([70000], "less than or equal to 65535"),
+            ([8080, 8080], "listed twice"),
+            ("8080", "list"),
+            (list(range(2000, 2021)), "At most 20"),
+        ]:
+            with self.subTest(ports=ports):
+                refused = self.client.patch(self.detail(parser), {"extra_egress_ports": ports}, format="json")
+
+                self.assertEqual(refused.status_code, 400)
+                self.assertIn(reason, str(refused.json()["errors"]["extra_egress_ports"]))
+        parser.refresh_from_db()
+        self.assertEqual(parser.extra_egress_ports, [8080, 8443])
+
+
 class EnvironmentTests(ParserApiTestCase):
     def test_values_are_stored_shown_masked_and_kept_when_sent_back_masked(self):
         response = self.client.post(

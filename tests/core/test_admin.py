@@ -32,6 +32,16 @@ class AdminTestCase(TemporaryMediaMixin, TestCase):
 
 
 class ParserUploadTests(AdminTestCase):
+    def test_extra_egress_ports_are_written_as_people_write_them(self):
+        response = self.add_parser(VALID, extra_egress_ports="8080, 8443")
+
+        self.assertEqual(response.status_code, 302)
+        self.assertEqual(Parser.objects.get(name="weather").extra_egress_ports, [8080, 8443])
+        refused = self.add_parser(VALID, name="other", extra_egress_ports="8080, http")
+        self.assertContains(refused, "Give port numbers separated by commas")
+        refused = self.add_parser(VALID, name="other", extra_egress_ports="80")
+        self.assertContains(refused, "Port 80 is always open")
+
     def test_a_valid_script_is_accepted_and_stored(self):
         response = self.add_parser(VALID)
 

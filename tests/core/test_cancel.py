@@ -89,7 +89,7 @@ class CancelTests(TemporaryMediaMixin, TransactionTestCase):
 
     def test_a_run_records_the_hash_of_the_script_it_ran_and_the_settings_it_went_by(self):
         source = "def parse():\n    return {'a.txt': b'a'}\n"
-        parser = make_parser(source, timeout=42, environment={"API_KEY": "secret-value"})
+        parser = make_parser(source, timeout=42, environment={"API_KEY": "secret-value"}, extra_egress_ports=[8080])
         run = Run.objects.create(parser=parser)
 
         services.execute_run(run_id=run.run_id)
@@ -97,6 +97,7 @@ class CancelTests(TemporaryMediaMixin, TransactionTestCase):
         run.refresh_from_db()
         self.assertEqual(run.script_sha256, hashlib.sha256(source.encode()).hexdigest())
         self.assertEqual(run.parser_settings["timeout"], 42)
+        self.assertEqual(run.parser_settings["extra_egress_ports"], [8080])
         self.assertEqual(run.parser_settings["environment"], ["API_KEY"])
         self.assertNotIn("secret-value", str(run.parser_settings))
         self.assertEqual(run.parser_settings["script"], "demo.py")

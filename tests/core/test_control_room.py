@@ -77,13 +77,14 @@ class RunPageTests(ControlRoomTestCase):
         self.assertContains(self.run_page(older), "(the script has changed since this run)")
 
     def test_the_page_shows_the_settings_the_run_went_by_without_values(self):
-        used = {"timeout": 42, "network": "none", "environment": ["API_KEY", "CITY"]}
+        used = {"timeout": 42, "network": "none", "extra_egress_ports": [8080], "environment": ["API_KEY", "CITY"]}
         run = Run.objects.create(parser=self.parser, status="completed", parser_settings=used)
 
         response = self.run_page(run)
 
         self.assertContains(response, "<tr><th>timeout</th><td>42</td></tr>", html=True)
         self.assertContains(response, "<tr><th>environment</th><td>API_KEY, CITY</td></tr>", html=True)
+        self.assertContains(response, "<tr><th>extra egress ports</th><td>8080</td></tr>", html=True)
 
     def test_a_running_run_shows_how_long_it_has_been_running_in_a_live_region(self):
         started = timezone.now() - timedelta(seconds=12)

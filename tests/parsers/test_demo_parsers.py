@@ -19,7 +19,7 @@ from PIL import Image
 import runner
 from parseq.core.validation import allowed_modules, validate_script
 from tests.helpers import require
-from tests.hosts import CAN_MAKE_HOSTS, TestHost
+from tests.hosts import CAN_MAKE_HOSTS, PORT, TestHost
 
 PARSERS = Path(settings.BASE_DIR) / "parsers"
 FIXTURES = Path(__file__).with_name("fixtures")
@@ -64,6 +64,7 @@ class DemoParserTests:
             variables=variables,
             network="internet",
             allowed_networks=[self.host.network],  # the test host's TEST-NET-2 address, refused otherwise
+            extra_ports=[PORT],  # and its port, 8080
             restricted_modules=allowed_modules(),
         )
 

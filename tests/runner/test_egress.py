@@ -11,17 +11,20 @@ import ipaddress
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import unittest
 
 from django.conf import settings
 
 import runner
 from runner import addresses, egress
-from tests.helpers import require
-from tests.hosts import CAN_MAKE_HOSTS, TestHost
+from tests.helpers import require, wait_until
+from tests.hosts import CAN_MAKE_HOSTS, PORT, TestHost
 from tests.runner.test_sandbox import ISOLATING_SUBPROCESS, SandboxTestCase, warm_under_bwrap
 
 JAIL = require(runner.bwrap_works(), "needs bubblewrap with user namespaces: apt-get install bubblewrap")
@@ -357,6 +360,30 @@ class RefusedDestinationTests(SandboxTestCase):
         self.assertEqual(lines[5], "https refused")
         self.assertIn("[parseq] refused: connections to 127.0.0.1:5672 are not allowed", outcome.log)
 
+    def test_a_run_that_fails_on_a_refused_request_ends_with_the_proxys_reason(self):
+        for url, last_line in [
+            (
+                "http://127.0.0.1:8197/data",
+                "egress refused http://127.0.0.1:8197/data: 127.0.0.1 is a loopback address",
+            ),
+            ("https://10.1.2.3/", "egress refused 10.1.2.3:443: 10.1.2.3 is a private address"),
+            (
+                "http://no-such-host.invalid/",
+                "egress refused http://no-such-host.invalid/: cannot resolve no-such-host.",
+            ),
+        ]:
+            with self.subTest(url=url):
+                outcome = self.run_source(f"""
+                    import requests
+
+                    def parse():
+                        requests.get("{url}", timeout=5).raise_for_status()
+                        return {{}}
+                """)
+
+                self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+                self.assertTrue(outcome.error.splitlines()[-1].startswith(last_line), outcome.error[-300:])
+
     def test_a_direct_connection_that_skips_the_proxy_goes_nowhere(self):
         outcome = self.run_source("""
             import socket
@@ -401,6 +428,7 @@ class AllowedDestinationTests(SandboxTestCase):
             """,
             restricted=True,
             allowed_networks=[self.host.network],
+            extra_ports=[PORT],
         )
 
         self.assertEqual(outcome.status, runner.COMPLETED, outcome.error + outcome.log)
@@ -420,11 +448,31 @@ class AllowedDestinationTests(SandboxTestCase):
                 return {{"page.html": connection.getresponse().read()}}
         """,
             allowed_networks=[self.host.network],
+            extra_ports=[PORT],
         )
 
         self.assertEqual(outcome.status, runner.COMPLETED, outcome.error + outcome.log)
         with open(os.path.join(self.out_dir, "page.html")) as file:
             self.assertIn("served by the test host", file.read())
+
+    def test_a_port_besides_80_and_443_needs_to_be_one_of_the_parsers_extra_ports(self):
+        source = f"""
+            import requests
+
+            def parse():
+                page = requests.get("http://{self.host.address}:{PORT}/page.html", timeout=10)
+                return {{"r.txt": f"{{page.status_code}} {{page.text.strip()}}".encode()}}
+        """
+
+        refused = self.run_source(source, allowed_networks=[self.host.network])
+        with open(os.path.join(self.out_dir, "r.txt")) as file:
+            answer = file.read()
+
+        self.assertEqual(refused.status, runner.COMPLETED, refused.error + refused.log)
+        self.assertEqual(
+            answer,
+            f"403 parseq: port {PORT} is not open to this parser's requests (only 80, 443; see its extra egress ports)",
+        )
 
     def test_an_operators_refused_network_wins_over_an_allowed_one(self):
         outcome = self.run_source(
@@ -436,6 +484,7 @@ class AllowedDestinationTests(SandboxTestCase):
                 return {{"r.txt": f"{{page.status_code}} {{page.text.strip()}}".encode()}}
             """,
             allowed_networks=[self.host.network],
+            extra_ports=[PORT],
             refused_networks=[self.host.network],
         )
 
@@ -481,6 +530,70 @@ class ProxyLimitTests(SandboxTestCase):
 
         self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
         self.assertIn("[parseq] refused: more than 32 connections at once", outcome.log)
+
+    def test_what_a_run_opened_through_the_proxy_is_closed_when_it_ends(self):
+        # Given a site that accepts connections and never answers nor closes them (a process of its own)
+        silent = subprocess.Popen(
+            [sys.executable, "-c", SILENT_SERVER], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        self.addCleanup(silent.wait)
+        self.addCleanup(silent.kill)
+        port = int(silent.stdout.readline())
+        self.run_source("def parse():\n    return {}\n")  # a warm start's zygote is made by the first run
+        threads, descriptors = threading.active_count(), open_descriptors()
+
+        # When a run tunnels 30 connections to it, and opens 2 more that never say what they want
+        outcome = self.run_source(
+            f"""
+            import os, socket
+
+            def parse():
+                held = []
+                for number in range(32):
+                    connection = socket.socket(socket.AF_UNIX)
+                    connection.connect(os.path.join(os.environ["HOME"], ".parseq-egress.sock"))
+                    if number < 30:
+                        connection.sendall(b"CONNECT 127.0.0.1:{port} HTTP/1.1\\r\\n\\r\\n")
+                        assert connection.recv(100).startswith(b"HTTP/1.1 200")
+                    held.append(connection)
+                return {{}}
+            """,
+            allowed_networks=["127.0.0.0/8"],
+            extra_ports=[port],
+        )
+
+        # Then the worker is back to its threads and descriptors of before (found: 60 threads left for good)
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error + outcome.log)
+        wait_until(
+            lambda: threading.active_count() <= threads and open_descriptors() <= descriptors,
+            timeout=5,
+            message=f"{threads} threads and {descriptors} descriptors, as before the run",
+        )
+
+    def test_a_relayed_connection_idle_both_ways_is_closed(self):
+        left, right = socket.socketpair()
+        far, near = socket.socketpair()
+        started = time.monotonic()
+
+        egress.relay(right, near, idle_timeout=0.4)  # nobody sends anything
+
+        self.assertLess(time.monotonic() - started, 2)
+        for sock in (left, right, far, near):
+            sock.close()
+
+
+SILENT_SERVER = """
+import socket, time
+server = socket.create_server(("127.0.0.1", 0))
+print(server.getsockname()[1], flush=True)
+held = []
+while True:
+    held.append(server.accept()[0])
+"""
+
+
+def open_descriptors():
+    return len(os.listdir("/proc/self/fd"))
 
 
 def under_isolating_subprocess(test_class):

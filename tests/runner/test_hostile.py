@@ -45,6 +45,16 @@ class HostileScriptTests(SandboxTestCase):
         self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
         self.assertIn("path separator", outcome.error)
 
+    def test_names_that_read_as_other_names_are_refused(self):
+        # U+202E shows "invoice\u202egpj.exe" as "invoiceexe.jpg"; U+0085 is a C1 control, a line break to some
+        for name in ["invoice\u202egpj.exe", "report\u2066.pdf", "a\u200fb.txt", "line\u0085break.txt"]:
+            with self.subTest(name=name):
+                outcome = self.run_source(f"def parse():\n    return {{{name!r}: b'x'}}\n")
+
+                self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+                self.assertRegex(outcome.error, "control character")
+                self.assertEqual(self.written(), [])
+
     @unittest.skipUnless(SEPARATED, "needs a sandbox user of its own (root) or the bwrap backend")
     def test_files_left_in_shared_temporary_directories_are_gone_before_the_next_run(self):
         marker = f"planted-{uuid.uuid4().hex}"

@@ -34,7 +34,14 @@ class SandboxTestCase(unittest.TestCase):
         os.mkdir(self.out_dir)
 
     def run_source(
-        self, source, name="parser.py", restricted=False, allowed_networks=(), refused_networks=(), **limits
+        self,
+        source,
+        name="parser.py",
+        restricted=False,
+        allowed_networks=(),
+        refused_networks=(),
+        extra_ports=(),
+        **limits,
     ):
         path = write_script(self.tempdir.name, source, name=name)
         return runner.run_script(
@@ -45,6 +52,7 @@ class SandboxTestCase(unittest.TestCase):
             limits=runner.Limits(**limits),
             allowed_networks=allowed_networks,
             refused_networks=refused_networks,
+            extra_ports=extra_ports,
             restricted_modules=allowed_modules() if restricted else None,
             warm=self.warm,
             preload=warm_preload() if self.warm else (),
