@@ -19,8 +19,18 @@ from RestrictedPython import RestrictingNodeTransformer, compile_restricted_exec
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence, safer_getattr
 from RestrictedPython.transformer import IOPERATOR_TO_STR, copy_locations
 
-# Modules that only serve to get around the policy, even when the standard library is allowed.
-DENIED_MODULES = frozenset({"builtins", "code", "codeop", "ctypes", "gc", "importlib", "inspect", "marshal", "runpy"})
+# Modules that only serve to get around the policy, even when the standard library is allowed: they reach the real
+# builtins, frames and code objects, or import and run code the policy never saw.
+DENIED_MODULES = frozenset(
+    {
+        "builtins", "code", "codeop", "ctypes", "gc", "imp", "importlib", "inspect", "marshal", "modulefinder",
+        "pkgutil", "pydoc", "runpy", "zipimport",
+    }
+)  # fmt: skip
+# What sys holds that leads to every module already imported, or to the import machinery.
+DENIED_SYS_ATTRIBUTES = frozenset({"modules", "meta_path", "path_hooks", "path_importer_cache"})
+# Objects that lead to a function's globals, its code or the interpreter's stack.
+DENIED_TYPES = (types.FrameType, types.CodeType, types.TracebackType)
 # Private modules the standard library imports by itself when a script calls it
 # (datetime.strptime and time.strptime import _strptime on first use).
 STDLIB_LAZY_IMPORTS = frozenset({"_strptime"})
@@ -140,10 +150,28 @@ def namespace(allowed_modules, name):
             raise ImportError(f"module {module!r} is not allowed in restricted mode")
         return builtins.__import__(module, globals, locals, fromlist, level)
 
+    def vetted(obj, attribute, value):
+        """`value`, unless it leads where the policy does not go: a denied or private module, sys's module map, a frame.
+
+        The libraries' own dependencies stay reachable (`requests.packages.urllib3.disable_warnings()`).
+        """
+        if obj is sys and attribute in DENIED_SYS_ATTRIBUTES:
+            raise AttributeError(f"sys.{attribute} is not allowed in restricted mode")
+        if isinstance(value, types.ModuleType) and is_denied_module(value.__name__):
+            raise AttributeError(f"{attribute!r} is the module {value.__name__!r}, not allowed in restricted mode")
+        if isinstance(value, DENIED_TYPES):
+            raise AttributeError(f"{attribute!r} is a {type(value).__name__} object, not allowed in restricted mode")
+        return value
+
+    def guarded_attribute(obj, attribute, default=None):
+        """`obj.attribute` in a script: RestrictedPython's guard (no "_" names, no str.format), then `vetted`."""
+        return vetted(obj, attribute, safer_getattr(obj, attribute, default))
+
     def guarded_getattr(obj, attribute, *default):
+        """The builtin getattr(): no name starting with "_", then `vetted`."""
         if isinstance(attribute, str) and attribute.startswith("_"):
             raise AttributeError(f"{attribute!r} starts with '_' and is not allowed in restricted mode")
-        return getattr(obj, attribute, *default)
+        return vetted(obj, attribute, getattr(obj, attribute, *default))
 
     allowed_builtins = {**safe_builtins, **limited_builtins}
     allowed_builtins.update({builtin: getattr(builtins, builtin) for builtin in EXTRA_BUILTINS})
@@ -152,7 +180,7 @@ def namespace(allowed_modules, name):
         "__builtins__": allowed_builtins,
         "__name__": name,
         "__metaclass__": type,
-        "_getattr_": safer_getattr,
+        "_getattr_": guarded_attribute,
         "_getitem_": operator.getitem,
         "_getiter_": iter,
         "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
@@ -162,6 +190,11 @@ def namespace(allowed_modules, name):
         "_apply_": lambda function, *args, **kwargs: function(*args, **kwargs),
         "_print_": LogPrinter,
     }
+
+
+def is_denied_module(name):
+    top = name.split(".")[0]
+    return top in DENIED_MODULES or (top.startswith("_") and top not in STDLIB_LAZY_IMPORTS)
 
 
 def guarded_write(obj):

@@ -53,6 +53,48 @@ class RestrictedRunTests(SandboxTestCase):
                 self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
                 self.assertIn(expected, outcome.error)
 
+    def test_no_route_reaches_the_real_builtins_the_import_machinery_or_a_frame(self):
+        # Each was a way out once (found by an attacker): sys.modules["builtins"].eval, a module's own imports...
+        for body, expected in [
+            ("import sys\n    sys.modules['builtins'].eval('1')", "sys.modules is not allowed"),
+            ("import sys\n    getattr(sys, 'modules')", "sys.modules is not allowed"),
+            ("import os\n    os.sys.meta_path", "sys.meta_path is not allowed"),
+            ("import dataclasses\n    dataclasses.builtins.eval('1')", "the module 'builtins', not allowed"),
+            ("import enum\n    enum.bltns.eval('1')", "the module 'builtins', not allowed"),
+            ("import zipfile\n    zipfile.importlib.import_module('ctypes')", "the module 'importlib', not allowed"),
+            ("import pkgutil", "module 'pkgutil' is not allowed"),
+            ("import zipimport", "module 'zipimport' is not allowed"),
+            (
+                # RestrictedPython refuses these names as written; getattr() with a computed name reaches the value
+                "import sys\n    try:\n        1 / 0\n    except ZeroDivisionError:\n"
+                "        getattr(sys.exc_info()[2], 'tb_' + 'frame')",
+                "'tb_frame' is a frame object, not allowed",
+            ),
+            ("g = (x for x in [1])\n    getattr(g, 'gi_' + 'frame')", "'gi_frame' is a frame object, not allowed"),
+            ("g = (x for x in [1])\n    getattr(g, 'gi_' + 'code')", "'gi_code' is a code object, not allowed"),
+        ]:
+            with self.subTest(body=body):
+                outcome = self.run_restricted(f"def parse():\n    {body}\n    return {{}}\n")
+
+                self.assertEqual(outcome.status, runner.SCRIPT_ERROR, outcome.error)
+                self.assertIn(expected, outcome.error)
+
+    def test_allowed_modules_and_their_ordinary_attributes_still_work(self):
+        outcome = self.run_restricted("""
+            import os, sys, json, dataclasses, zipfile, io
+            import requests
+
+            def parse():
+                requests.packages.urllib3.disable_warnings()  # a library's own dependency, as scrapers reach it
+                buffer = io.BytesIO()
+                with zipfile.ZipFile(buffer, "w") as archive:
+                    archive.writestr("a.txt", "a")
+                parts = [sys.version_info.major, os.path.join("a", "b"), json.dumps({"ok": True})]
+                return {"r.txt": repr(parts).encode(), "a.zip": buffer.getvalue()}
+        """)
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+
     def test_the_same_script_unrestricted_may_use_any_name(self):
         outcome = self.run_source("def parse():\n    return {'c.txt': ().__class__.__name__.encode()}\n")
 
