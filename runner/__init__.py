@@ -10,6 +10,7 @@ import tempfile
 import time
 
 from runner.bwrap_backend import BwrapBackend, WarmBwrapBackend, bwrap_works
+from runner.cgroups import availability as cgroups_availability
 from runner.docker_backend import DockerBackend
 from runner.names import filename_problem
 from runner.outcome import (
@@ -36,6 +37,7 @@ __all__ = [
     "CANCELLED",
     "COMPLETED",
     "LIMIT_EXCEEDED",
+    "NO_BACKEND",
     "PROTOCOL_ERROR",
     "SANDBOX_ERROR",
     "SCRIPT_ERROR",
@@ -46,14 +48,24 @@ __all__ = [
     "ResultFile",
     "best_backend",
     "bwrap_works",
+    "cgroups_availability",
     "filename_problem",
     "run_script",
 ]
 
 
+NO_BACKEND = (
+    "no sandbox is safe enough here: bubblewrap cannot make a jail, and the subprocess backend hides the host's "
+    "sockets (/run, /tmp) only from a worker running as root; install bubblewrap, run the worker as root, "
+    "or choose the subprocess backend explicitly (PARSEQ_SANDBOX=subprocess, --backend subprocess) to accept that"
+)
+
+
 def best_backend():
-    """The strongest backend that works here: bwrap, else the plain subprocess."""
-    return "bwrap" if bwrap_works() else "subprocess"
+    """The strongest backend that works here: bwrap; else, as root, the subprocess backend; else None (NO_BACKEND)."""
+    if bwrap_works():
+        return "bwrap"
+    return "subprocess" if os.geteuid() == 0 else None
 
 
 def _never():
@@ -65,7 +77,7 @@ def run_script(
     out_dir,
     *,
     python,
-    backend="subprocess",
+    backend="subprocess",  # None: best_backend() found none (NO_BACKEND)
     limits=None,
     timezone="UTC",
     variables=None,
@@ -82,10 +94,11 @@ def run_script(
 
     The script gets a fresh working directory, which is also its HOME, and which
     is deleted when the run ends; `variables` are added to its environment, and
-    `network` is "internet" or "none" (bwrap only). With "internet", the egress proxy also lets
-    through the `allowed_networks` (networks, or CIDR texts) that runner.addresses refuses otherwise, and
-    keeps out the `refused_networks` it would let through; requests go to ports 80 and 443, and the
-    `extra_ports`. The docker backend has no proxy and ignores all three.
+    `network` is "internet" or "none" ("none" needs bwrap, docker, or a subprocess worker running as
+    root). With "internet", every backend that isolates the network sends requests through the egress
+    proxy, which also lets through the `allowed_networks` (networks, or CIDR texts) that
+    runner.addresses refuses otherwise, and keeps out the `refused_networks` it would let through;
+    requests go to ports 80 and 443, and the `extra_ports`.
     With `restricted_modules`, the script runs under the RestrictedPython policy and may import only
     those. `cancelled`, a callable, is asked about twice a second whether to stop: once it answers true,
     the sandbox is killed and the outcome is CANCELLED. With `warm` (subprocess and bwrap), the sandbox is a fork of
@@ -95,6 +108,8 @@ def run_script(
     """
     limits = limits or Limits()
     started = time.monotonic()
+    if backend is None:
+        return Outcome(SANDBOX_ERROR, error=NO_BACKEND)
     if warm and backend not in WARM_BACKENDS:
         return Outcome(SANDBOX_ERROR, error=f"a warm start needs the subprocess or bwrap backend, not {backend}")
     sandbox = WARM_BACKENDS[backend](python, preload=preload) if warm else BACKENDS[backend](python)

@@ -15,6 +15,7 @@ process it starts inherits and none can raise.
 """
 
 import base64
+import ctypes
 import errno
 import importlib.util
 import json
@@ -30,6 +31,7 @@ import types
 
 CHUNK_BYTES = 1024 * 1024  # as runner.protocol.CHUNK_BYTES, which this file cannot import
 RESTRICTED_POLICY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "restricted.py")
+PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
 
 
 def main():
@@ -40,6 +42,8 @@ def main():
 
 def run(script_path, display_name, result_fd, lifeline_fd, limits):
     """Everything after the arguments: the warm start's zygote calls this in each forked child."""
+    join_cgroup(limits.get("cgroup_fds", ()))
+    install_syscall_filter(limits.get("seccomp"))  # while this is the only thread: a filter holds for its thread
     os.set_inheritable(result_fd, False)
     if lifeline_fd >= 0:  # a container has no parent process to watch
         os.set_inheritable(lifeline_fd, False)
@@ -69,6 +73,35 @@ class ScriptFailure(Exception):
     """The script raised, or returned something that breaks the contract."""
 
 
+def join_cgroup(entry_fds):
+    """Move into the run's cgroups (runner/cgroups.py) through the descriptors the worker opened for it."""
+    for fd in entry_fds:
+        os.write(fd, b"0")
+        os.close(fd)
+
+
+class _Filter(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_char_p))
+
+
+def install_syscall_filter(program):
+    """Put this process, and every process it starts, under the seccomp filter (runner/syscall_filter.py).
+
+    `program` is the filter's BPF program in base64. No new privileges first: the kernel requires it,
+    and no set-user-id program may undo the filter.
+    """
+    if not program:
+        return
+    code = base64.b64decode(program)
+    libc = ctypes.CDLL(None, use_errno=True)
+    for option, *arguments in (
+        (PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
+        (PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(_Filter(len(code) // 8, code)), 0, 0),
+    ):
+        if libc.prctl(option, *arguments) != 0:
+            raise OSError(ctypes.get_errno(), f"the seccomp filter could not be installed (prctl {option})")
+
+
 def apply_limits(limits):
     """Limits are {"memory": [bytes, "1 GiB"], "cpu": seconds, ...}; a missing or null one is not applied."""
     for key, rlimit in (("memory", resource.RLIMIT_AS), ("file_size", resource.RLIMIT_FSIZE)):
@@ -96,6 +129,8 @@ def limit_breach(error, limits):
         if isinstance(error, OSError) and error.errno == errno.EMFILE and limits.get("open_files"):
             return f"open files limit {limits['open_files']} exceeded"
         cannot_start = isinstance(error, BlockingIOError) or "can't start new thread" in str(error)
+        if cannot_start and limits.get("pids"):
+            return f"process limit {limits['pids']} (processes and threads) exceeded"
         if cannot_start and limits.get("processes"):
             whose = (
                 "processes and threads of one worker's runs together"

@@ -12,6 +12,7 @@ with the policy "internet" its HTTP(S) goes out through the egress proxy
 "none" nothing goes out at all.
 """
 
+import contextlib
 import functools
 import json
 import os
@@ -20,10 +21,11 @@ import shutil
 import subprocess
 import tempfile
 
+from runner import self_jail
+from runner.egress import EGRESS_SOCKET
 from runner.sandbox_user import SANDBOX_UIDS, chown_tree
 from runner.subprocess_backend import (
     BOOTSTRAP,
-    EGRESS_SOCKET,
     RESTRICTED_POLICY,
     SubprocessBackend,
 )
@@ -34,6 +36,8 @@ JAIL_RUNS = "/sandbox/runs"  # a warm zygote's runs' directories (runner/self_ja
 # A warm zygote's runs together may have this many times the processes one run may have.
 WARM_PROCESS_BUDGET = 16
 JAIL_BOOTSTRAP = "/sandbox/bootstrap.py"
+SCRATCH_PREFIX = "parseq-scratch-"
+MNT_DETACH = 2
 # Files of /etc an ordinary scraper needs: name resolution and certificates.
 ETC_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl", "/etc/ca-certificates")
 
@@ -48,6 +52,8 @@ class BwrapBackend(SubprocessBackend):
         return [
             shutil.which("bwrap") or "bwrap",
             "--unshare-all",
+            "--unshare-user",
+            "--disable-userns",  # no user namespace inside the jail's, as the seccomp filter also says
             "--die-with-parent",
             "--new-session",
             "--cap-drop",
@@ -77,10 +83,17 @@ class BwrapBackend(SubprocessBackend):
 
     def run(self, *, limits, **kwargs):
         self.disk_bytes = limits.disk_bytes
-        return super().run(limits=limits, **kwargs)
+        with scratch_tmpfs(self.disk_bytes) as self.scratch_dir:
+            return super().run(limits=limits, **kwargs)
+
+    def sandbox_user(self, workdir):
+        uid = super().sandbox_user(workdir)
+        if uid is not None and self.scratch_dir:
+            os.chown(os.path.join(self.scratch_dir, "home"), uid, uid)
+        return uid
 
     def filesystem(self, workdir):
-        mounts = system_mounts(tmp_bytes=self.disk_bytes)
+        mounts = system_mounts(tmp_bytes=self.disk_bytes, scratch=self.scratch_dir)
         for path in self.interpreter_paths():
             mounts += ["--ro-bind", path, path]
         policy = ["--ro-bind", RESTRICTED_POLICY, os.path.join(os.path.dirname(JAIL_BOOTSTRAP), "restricted.py")]
@@ -89,31 +102,72 @@ class BwrapBackend(SubprocessBackend):
         return [*mounts, "--ro-bind", BOOTSTRAP, JAIL_BOOTSTRAP, *policy, *self.scratch(workdir), *read_only]
 
     def scratch(self, workdir):
-        """The script's HOME: a tmpfs of the disk limit's size, like /tmp.
+        """The script's HOME: on the run's scratch tmpfs with /tmp and /dev/shm, or a tmpfs of its own.
 
         The files the run starts with (the script, the egress socket) are bound into it.
         """
-        mounts = ["--size", str(self.disk_bytes), "--tmpfs", JAIL_WORKDIR]
+        if self.scratch_dir:
+            mounts = ["--bind", os.path.join(self.scratch_dir, "home"), JAIL_WORKDIR]
+        else:
+            mounts = ["--size", str(self.disk_bytes), "--tmpfs", JAIL_WORKDIR]
         for entry in os.scandir(workdir):
             kind = "--ro-bind" if entry.is_file(follow_symlinks=False) else "--bind"
             mounts += [kind, entry.path, os.path.join(JAIL_WORKDIR, entry.name)]
         return mounts
 
-    def interpreter_paths(self):
-        """The sandbox environment, and the Python it was made from when that lives outside /usr."""
-        venv = os.path.dirname(os.path.dirname(os.path.abspath(self.python)))
-        paths = [venv]
-        base = os.path.dirname(os.path.dirname(os.path.realpath(self.python)))
-        if not base.startswith("/usr/") and base != "/usr" and not base.startswith(venv):
-            paths.append(base)
-        return paths
-
     def environment(self, workdir, timezone):
         return {**super().environment(workdir, timezone), "HOME": JAIL_WORKDIR, "TMPDIR": "/tmp"}
 
 
-def system_mounts(*, tmp_bytes=None):
-    """Read-only /usr (with the /lib, /bin... links of a merged-/usr system), a little of /etc, /proc, /dev, /tmp."""
+@contextlib.contextmanager
+def scratch_tmpfs(size):
+    """As root, one tmpfs for a cold run's HOME, /tmp and /dev/shm: `size` bytes and a number of files together.
+
+    bubblewrap's own tmpfs has a size but no limit on files, whose inodes cost kernel memory. Without
+    root this yields None, and the jail has bubblewrap's tmpfs (README: Isolation).
+    """
+    if os.geteuid() != 0:
+        yield None
+        return
+    sweep_scratch()
+    scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
+    try:
+        options = f"size={size},nr_inodes={self_jail.FILES_PER_TMPFS},mode=0711"
+        self_jail.mount("tmpfs", scratch, "tmpfs", self_jail.MS_NOSUID | self_jail.MS_NODEV, options)
+    except OSError:
+        os.rmdir(scratch)
+        raise
+    try:
+        for name, mode in (("home", 0o700), ("tmp", 0o1777), ("shm", 0o1777)):
+            os.mkdir(os.path.join(scratch, name))
+            os.chmod(os.path.join(scratch, name), mode)
+        yield scratch
+    finally:
+        self_jail.libc.umount2(scratch.encode(), MNT_DETACH)
+        os.rmdir(scratch)
+
+
+@functools.cache
+def sweep_scratch():
+    """Unmount the scratch tmpfs that a worker which died left behind (once per process)."""
+    with open("/proc/self/mountinfo") as mounts:
+        points = [line.split()[4] for line in mounts]
+    for point in points:
+        name = os.path.basename(point)
+        if not name.startswith(SCRATCH_PREFIX):
+            continue
+        owner = name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
+        if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+            self_jail.libc.umount2(point.encode(), MNT_DETACH)
+            with contextlib.suppress(OSError):
+                os.rmdir(point)
+
+
+def system_mounts(*, tmp_bytes=None, scratch=None):
+    """Read-only /usr (with the /lib, /bin... links of a merged-/usr system), a little of /etc, /proc, /dev, /tmp.
+
+    /tmp and /dev/shm are on the run's `scratch` tmpfs when it has one, else tmpfs of `tmp_bytes` each.
+    """
     mounts = ["--ro-bind", "/usr", "/usr"]
     for link in ("/lib", "/lib64", "/bin", "/sbin"):
         if os.path.islink(link):
@@ -126,6 +180,10 @@ def system_mounts(*, tmp_bytes=None):
     # /tmp comes before any bind below it (a sandbox environment under /tmp), or it would hide them.
     size = ["--size", str(tmp_bytes)] if tmp_bytes else []
     tmp = [*size, "--tmpfs", "/tmp", *size, "--tmpfs", "/dev/shm"]
+    if scratch:
+        tmp = ["--bind", os.path.join(scratch, "tmp"), "/tmp", "--dev", "/dev"]
+        tmp += ["--bind", os.path.join(scratch, "shm"), "/dev/shm"]
+        return [*mounts, "--proc", "/proc", *tmp]
     return [*mounts, "--proc", "/proc", "--dev", "/dev", *tmp]
 
 
@@ -169,7 +227,8 @@ class WarmBwrapBackend(BwrapBackend):
         self.zygote_in_use = self.zygote(limits)
         if not self.zygote_in_use.jails_work:  # the zygote warned when it started
             return BwrapBackend(self.python).run(limits=limits, **kwargs)
-        return super().run(limits=limits, **kwargs)
+        self.disk_bytes = limits.disk_bytes  # the fork mounts its own tmpfs (runner/self_jail.py)
+        return SubprocessBackend.run(self, limits=limits, **kwargs)
 
     def sandbox_user(self, workdir):
         """No user of its own: the run is the zygote's user, in namespaces of its own."""
@@ -178,8 +237,8 @@ class WarmBwrapBackend(BwrapBackend):
             chown_tree(workdir, uid, uid)
         return None
 
-    def start(self, *, workdir, script_path, display_name, pipes, limits_json, uid, environment):
-        limits = json.loads(limits_json)
+    def start(self, *, workdir, script_path, display_name, pipes, limits_json, uid, environment, cgroup_fds=()):
+        limits = {**json.loads(limits_json), "cgroup_fds": []}  # the fork joins the cgroup itself, before its jail
         if self.zygote_in_use.jail.process_budget:
             limits.update(processes=self.zygote_in_use.jail.process_budget, shared=True)
         request = {
@@ -197,7 +256,11 @@ class WarmBwrapBackend(BwrapBackend):
             },
         }
         return self.zygote_in_use.spawn(
-            request=request, log_w=pipes["log"], result_w=pipes["result"], lifeline_r=pipes["lifeline"]
+            request=request,
+            log_w=pipes["log"],
+            result_w=pipes["result"],
+            lifeline_r=pipes["lifeline"],
+            cgroup_fds=cgroup_fds,
         )
 
 

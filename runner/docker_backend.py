@@ -3,7 +3,10 @@
 The container runs the same bootstrap, bind-mounted read-only, as a non-root
 user on a read-only root filesystem with every capability dropped,
 no-new-privileges, memory and pids limits from the engine, the other limits as
-ulimits, and no network unless the parser's policy is "internet". The result
+ulimits. Its network namespace has only a loopback (Docker's "none"); with the
+policy "internet" its HTTP(S) goes out through the same egress proxy as the
+bwrap jail's, whose socket is in the run's directory: no bridge, so neither the
+host, its metadata service nor another container is reachable. The result
 channel is a file in the run's directory that the bootstrap writes through fd 3,
 never the container's output, which becomes the log. The wall deadline is
 enforced here: the SDK's wait timeout is only an HTTP timeout, so on the
@@ -14,9 +17,11 @@ import contextlib
 import os
 import time
 
+from runner.egress import EGRESS_SOCKET, behind_egress_proxy
 from runner.outcome import CANCELLED, COMPLETED, PROTOCOL_ERROR, SANDBOX_ERROR, SCRIPT_ERROR, TIMEOUT, Outcome
 from runner.protocol import LimitExceeded, ProtocolViolation, ResultReader, ScriptReportedError
 from runner.sandbox_user import chown_tree
+from runner.self_jail import FILES_PER_TMPFS
 from runner.subprocess_backend import (
     BOOTSTRAP,
     CANCEL_CHECK_SECONDS,
@@ -63,6 +68,8 @@ class DockerBackend:
             "TMPDIR": "/tmp",
             "MALLOC_ARENA_MAX": "2",
         }
+        if network == "internet":
+            environment["PARSEQ_EGRESS_SOCKET"] = f"{JAIL_WORKDIR}/{EGRESS_SOCKET}"
         cpu = limits.cpu_seconds
         return {
             "image": self.image,
@@ -76,9 +83,9 @@ class DockerBackend:
             "user": SANDBOX_USER,
             "working_dir": JAIL_WORKDIR,
             "environment": environment,
-            "network_mode": "bridge" if network == "internet" else "none",
+            "network_mode": "none",  # "internet" is the egress proxy, over a socket in the run's directory
             "read_only": True,
-            "tmpfs": {"/tmp": "rw,nosuid,nodev,size=64m,mode=1777"},
+            "tmpfs": {"/tmp": f"rw,nosuid,nodev,size=64m,nr_inodes={FILES_PER_TMPFS},mode=1777"},
             "volumes": {
                 workdir: {"bind": JAIL_WORKDIR, "mode": "rw"},
                 BOOTSTRAP: {"bind": JAIL_BOOTSTRAP, "mode": "ro"},
@@ -98,7 +105,23 @@ class DockerBackend:
             "detach": True,
         }
 
-    def run(
+    def run(self, *, workdir, network, allowed_networks=(), refused_networks=(), extra_ports=(), **arguments):
+        """Run the container; with the policy "internet", behind the run's egress proxy (runner/egress.py)."""
+
+        def run_container():
+            return self.run_container(workdir=workdir, network=network, **arguments)
+
+        if network != "internet":
+            return run_container()
+        return behind_egress_proxy(
+            run_container,
+            workdir=workdir,
+            allowed_networks=allowed_networks,
+            refused_networks=refused_networks,
+            extra_ports=extra_ports,
+        )
+
+    def run_container(
         self,
         *,
         script_path,
@@ -111,10 +134,6 @@ class DockerBackend:
         network,
         restricted_modules,
         cancelled=None,
-        # No egress proxy here: Docker's bridge is the network of "internet", with no address policy (README).
-        allowed_networks=(),
-        refused_networks=(),
-        extra_ports=(),
     ):
         try:
             client = self.client or docker_client()

@@ -10,11 +10,16 @@ https, absolute URIs for http, as HTTP(S)_PROXY.
 """
 
 import contextlib
+import os
 import socket
 import threading
 import time
 
 from runner.addresses import Refused, Unresolvable, as_networks, resolve
+from runner.outcome import SCRIPT_ERROR
+
+# The proxy's socket in a run's directory, where the jail or the container finds it.
+EGRESS_SOCKET = ".parseq-egress.sock"
 
 __all__ = ["EgressProxy", "Refused"]
 
@@ -253,3 +258,27 @@ def relay(first, second, *, idle_timeout=IDLE_TIMEOUT):
     other.start()
     pump(first, second)
     other.join()
+
+
+def behind_egress_proxy(run, *, workdir, allowed_networks=(), refused_networks=(), extra_ports=()):
+    """`run()`'s Outcome, with the run's egress proxy listening in `workdir` meanwhile (EGRESS_SOCKET).
+
+    What the proxy refused goes to the end of the log; a failed run's error ends with the proxy's reason,
+    since the script's own last line only says "ProxyError ... 403 Forbidden".
+    """
+    refusals = []
+    proxy = EgressProxy(
+        os.path.join(workdir, EGRESS_SOCKET),
+        on_refusal=refusals.append,
+        allowed_networks=allowed_networks,
+        refused_networks=refused_networks,
+        extra_ports=extra_ports,
+    )
+    try:
+        outcome = run()
+    finally:
+        proxy.close()
+    outcome.log += "".join(f"[parseq] refused: {refusal}\n" for refusal in refusals)
+    if outcome.status == SCRIPT_ERROR and proxy.last_failure:
+        outcome.error = f"{outcome.error.rstrip()}\n{proxy.last_failure}"
+    return outcome

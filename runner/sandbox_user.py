@@ -8,7 +8,6 @@ directories, can be found and removed.
 """
 
 import contextlib
-import functools
 import os
 import shutil
 import signal
@@ -97,9 +96,3 @@ def chown_tree(path, uid, gid):
         os.chown(directory, uid, gid)
         for name in files:
             os.chown(os.path.join(directory, name), uid, gid)
-
-
-@functools.cache
-def network_tools_available():
-    """Whether the tools that give a root-run sandbox a network namespace of its own are installed."""
-    return all(shutil.which(tool) for tool in ("unshare", "setpriv", "ip"))

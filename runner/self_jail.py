@@ -7,10 +7,12 @@ Runs in the sandbox's interpreter: only the standard library.
 
 import ctypes
 import fcntl
+import json
 import os
 import signal
 import socket
 import struct
+import sys
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -23,6 +25,11 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 CAPABILITY_VERSION_3 = 0x20080522
 # The jail's places (runner/bwrap_backend.py): each run's directory under RUNS, its HOME at WORK.
 JAIL_RUNS, JAIL_WORK = "/sandbox/runs", "/sandbox/work"
+# Files (and directories) a run's tmpfs may hold: each costs kernel memory that its size does not count.
+FILES_PER_TMPFS = 20_000
+# Where a host keeps its Unix sockets (databases, brokers, Docker) and shared scratch space: the subprocess
+# backend's sandbox sees empty tmpfs there.
+HOST_SOCKET_PLACES = ("/run", "/var/run", "/tmp", "/var/tmp", "/dev/shm")
 libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -37,6 +44,26 @@ def loopback_up():
         request = struct.pack("16sH", b"lo", 0)
         flags = struct.unpack("16sH", fcntl.ioctl(probe, SIOCGIFFLAGS, request))[1]
         fcntl.ioctl(probe, SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP))
+
+
+def hide_host_paths(keep=()):
+    """Mount and IPC namespaces of this process's own, with HOST_SOCKET_PLACES covered by empty tmpfs.
+
+    `keep` are paths below them that the sandbox needs (its working directory, an interpreter under
+    /tmp): they are bound again on top. Needs root; the subprocess backend's sandboxes only.
+    """
+    # Its own IPC namespace too: System V shared memory and message queues would outlive the run on the host.
+    call(libc.unshare, CLONE_NEWNS | CLONE_NEWIPC)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    kept = [(path, os.open(path, os.O_PATH | os.O_DIRECTORY)) for path in keep]  # before they are covered
+    for path in HOST_SOCKET_PLACES:
+        if os.path.isdir(path) and not os.path.islink(path):
+            mode = "1777" if path != "/run" else "0755"
+            mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size=64k,nr_inodes=256,mode={mode}")
+    for path, fd in kept:
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+        os.close(fd)
 
 
 def become_user(uid):
@@ -59,7 +86,7 @@ def enter_run_jail(*, run_dir, disk_bytes, keep=()):
     returns to run the script.
     """
     new_namespaces()
-    size = f"size={disk_bytes}"
+    size = f"size={disk_bytes},nr_inodes={FILES_PER_TMPFS}"
     mount("tmpfs", JAIL_WORK, "tmpfs", MS_NOSUID | MS_NODEV, f"{size},mode=0700")
     for entry in os.scandir(run_dir):
         target = os.path.join(JAIL_WORK, entry.name)
@@ -67,7 +94,7 @@ def enter_run_jail(*, run_dir, disk_bytes, keep=()):
         mount(entry.path, target, None, MS_BIND)
         if entry.is_file(follow_symlinks=False):
             read_only(target)
-    mount("tmpfs", JAIL_RUNS, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=0500")
+    mount("tmpfs", JAIL_RUNS, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,nr_inodes=16,mode=0500")
     kept = [(path, os.open(path, os.O_PATH | os.O_DIRECTORY)) for path in keep]  # before they are covered
     for path in ("/tmp", "/dev/shm"):
         mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"{size},mode=1777")
@@ -165,3 +192,20 @@ def call(function, *arguments):
     if function(*arguments) != 0:
         error = ctypes.get_errno()
         raise OSError(error, f"{function.__name__}: {os.strerror(error)}")
+
+
+def main():
+    """`python self_jail.py SETTINGS_JSON COMMAND...`: what a cold subprocess sandbox is made of, then COMMAND.
+
+    As root: a network namespace with only a loopback, the host's socket places hidden
+    (SETTINGS_JSON's "keep" bound again), and the run's user id ("uid") for good.
+    """
+    settings = json.loads(sys.argv[1])
+    take_own_network()
+    hide_host_paths(settings["keep"])
+    become_user(settings["uid"])
+    os.execv(sys.argv[2], sys.argv[2:])  # noqa: S606 - the bootstrap, with its arguments
+
+
+if __name__ == "__main__":
+    main()

@@ -14,7 +14,8 @@ import signal
 import subprocess
 import time
 
-from runner.egress import EgressProxy
+from runner import cgroups, syscall_filter
+from runner.egress import EGRESS_SOCKET, behind_egress_proxy
 from runner.outcome import (
     CANCELLED,
     COMPLETED,
@@ -31,21 +32,22 @@ from runner.sandbox_user import (
     bytes_written,
     chown_tree,
     kill_all_processes_of,
-    network_tools_available,
     remove_files_of,
     unreachable_parent,
 )
+from runner.self_jail import HOST_SOCKET_PLACES
 from runner.warm import ZygoteError, zygote_for
 
 BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap.py")
 RESTRICTED_POLICY = os.path.join(os.path.dirname(BOOTSTRAP), "restricted.py")
+SELF_JAIL = os.path.join(os.path.dirname(BOOTSTRAP), "self_jail.py")
+HIDDEN_PREFIXES = tuple(f"{place}/" for place in HOST_SOCKET_PLACES)
 READ_SIZE = 64 * 1024
 # Once the child has exited, how long stragglers may keep its pipes open.
 DRAIN_SECONDS = 2.0
 # Where no filesystem holds the disk limit, how often the supervisor measures what a run wrote.
 DISK_CHECK_SECONDS = 0.5
 CANCEL_CHECK_SECONDS = 0.5
-EGRESS_SOCKET = ".parseq-egress.sock"
 # A warm start's zygote keeps these from its start; a run's whole environment comes with its request.
 ZYGOTE_VARIABLES = ("PATH", "LANG", "MALLOC_ARENA_MAX")
 
@@ -54,11 +56,18 @@ class SandboxSetupError(Exception):
     """The sandbox cannot be prepared on this machine; the message says how to fix it."""
 
 
-def child_limits(limits, *, own_uid, restricted_modules=None):
-    """The rlimits the bootstrap applies to itself, and the RestrictedPython policy, as its LIMITS_JSON."""
+def child_limits(limits, *, own_uid, restricted_modules=None, cgroup=None):
+    """What the bootstrap applies to itself before the script, as its LIMITS_JSON.
+
+    The rlimits, the RestrictedPython policy, the seccomp filter, and the descriptors to join the
+    run's cgroup by (`cgroup`, a cgroups.RunCgroup) with the process limit it holds.
+    """
     return json.dumps(
         {
             "restricted": sorted(restricted_modules) if restricted_modules is not None else None,
+            "seccomp": syscall_filter.program(),
+            "cgroup_fds": cgroup.entry_fds if cgroup else [],
+            "pids": limits.processes if cgroup else None,
             "memory": [limits.memory_bytes, format_size(limits.memory_bytes)],
             "file_size": [limits.file_bytes, format_size(limits.file_bytes)],
             "disk": [limits.disk_bytes, format_size(limits.disk_bytes)],
@@ -107,7 +116,25 @@ class SubprocessBackend:
         self.python = os.path.abspath(python)  # not realpath: a venv's python must stay in its venv
 
     def isolates_network(self):
-        return os.geteuid() == 0 and network_tools_available()
+        return os.geteuid() == 0
+
+    def kept_paths(self, workdir):
+        """What the sandbox must still see below the host's socket places it hides.
+
+        Its directory, and where they are below those places (a checkout in /tmp), its Python and the
+        bootstrap's own directory.
+        """
+        needed = [*self.interpreter_paths(), os.path.dirname(BOOTSTRAP)]
+        return [workdir, *(path for path in needed if path.startswith(HIDDEN_PREFIXES))]
+
+    def interpreter_paths(self):
+        """The sandbox environment, and the Python it was made from when that lives outside /usr."""
+        venv = os.path.dirname(os.path.dirname(os.path.abspath(self.python)))
+        paths = [venv]
+        base = os.path.dirname(os.path.dirname(os.path.realpath(self.python)))
+        if not base.startswith("/usr/") and base != "/usr" and not base.startswith(venv):
+            paths.append(base)
+        return paths
 
     def egress_socket_in_sandbox(self, workdir):
         return os.path.join(workdir, EGRESS_SOCKET)
@@ -115,18 +142,21 @@ class SubprocessBackend:
     def command(self, *, workdir, script_path, display_name, result_fd, lifeline_fd, limits_json, uid):
         arguments = [script_path, display_name, str(result_fd), str(lifeline_fd), limits_json]
         interpreter = [self.python, "-I", "-B", BOOTSTRAP, *arguments]
-        if uid is None or not self.isolates_network():
+        if uid is None:
             return interpreter
-        # Root makes a network namespace with only a loopback, then becomes the sandbox's user for good.
-        become_user = f'ip link set lo up && exec setpriv --reuid={uid} --regid={uid} --clear-groups -- "$@"'
-        return ["unshare", "--net", "--", "/bin/sh", "-c", become_user, "sh", *interpreter]
+        # Root makes the namespaces (runner/self_jail.py), then becomes the sandbox's user for good.
+        settings = json.dumps({"uid": uid, "keep": self.kept_paths(workdir)})
+        return [self.python, "-I", "-B", SELF_JAIL, settings, *interpreter]
 
     def workdir_parent(self, limits):
         """Where the run's working directory goes: None, the usual temporary directory."""
         return None
 
-    def start(self, *, workdir, script_path, display_name, pipes, limits_json, uid, environment):
-        """Start the sandbox's process with the bootstrap; returns its ColdChild (or WarmChild)."""
+    def start(self, *, workdir, script_path, display_name, pipes, limits_json, uid, environment, cgroup_fds=()):
+        """Start the sandbox's process with the bootstrap; returns its ColdChild (or WarmChild).
+
+        `cgroup_fds` are the run's cgroups' entries: the bootstrap joins them first (they are in `limits_json`).
+        """
         command = self.command(
             workdir=workdir,
             script_path=script_path,
@@ -141,7 +171,7 @@ class SubprocessBackend:
             stdin=subprocess.DEVNULL,
             stdout=pipes["log"],
             stderr=pipes["log"],
-            pass_fds=(pipes["result"], pipes["lifeline"]),
+            pass_fds=(pipes["result"], pipes["lifeline"], *cgroup_fds),
             cwd=workdir,
             env=environment,
             start_new_session=True,
@@ -154,13 +184,8 @@ class SubprocessBackend:
         return lambda: bytes_written(workdir, uid)
 
     def user_switch(self, uid):
-        """Popen's arguments to become `uid`, unless command() does it itself.
-
-        Popen sets them in C between fork and exec: safe in the threaded worker, unlike preexec_fn.
-        """
-        if uid is None or self.isolates_network():
-            return {}
-        return {"user": uid, "group": uid, "extra_groups": []}
+        """Popen's arguments to become `uid`, unless command() does it itself (the subprocess backend does)."""
+        return {}
 
     def zygote_environment(self):
         """A warm start's zygote's own environment: what must hold from the interpreter's start."""
@@ -210,36 +235,63 @@ class SubprocessBackend:
             return self.run_sandbox(workdir=workdir, **kwargs)
         if network == "none":
             return self.run_sandbox(workdir=workdir, **kwargs)
-        refusals = []
-        proxy = EgressProxy(
-            os.path.join(workdir, EGRESS_SOCKET),
-            on_refusal=refusals.append,
+        self.egress_socket = self.egress_socket_in_sandbox(workdir)
+        return behind_egress_proxy(
+            lambda: self.run_sandbox(workdir=workdir, **kwargs),
+            workdir=workdir,
             allowed_networks=allowed_networks,
             refused_networks=refused_networks,
             extra_ports=extra_ports,
         )
-        self.egress_socket = self.egress_socket_in_sandbox(workdir)
-        try:
-            outcome = self.run_sandbox(workdir=workdir, **kwargs)
-        finally:
-            proxy.close()
-        outcome.log += "".join(f"[parseq] refused: {refusal}\n" for refusal in refusals)
-        if outcome.status == SCRIPT_ERROR and proxy.last_failure:
-            # The script's own last line says "ProxyError ... 403 Forbidden"; this one says why.
-            outcome.error = f"{outcome.error.rstrip()}\n{proxy.last_failure}"
-        return outcome
 
-    def run_sandbox(
-        self, *, script_path, display_name, workdir, out_dir, limits, timezone, variables, restricted_modules, cancelled
-    ):
+    def run_sandbox(self, *, workdir, limits, **arguments):
+        """Prepare the run's user and cgroup, run in them, and clean both up however the run ends."""
         if not os.access(self.python, os.X_OK):
             missing = f"the sandbox interpreter {self.python} does not exist; run `make sandbox`"
             return Outcome(SANDBOX_ERROR, error=missing)
         try:
             uid = self.sandbox_user(workdir)
+            cgroup = self.run_cgroup(limits)
         except SandboxSetupError as error:
             return Outcome(SANDBOX_ERROR, error=str(error))
-        limits_json = child_limits(limits, own_uid=uid is not None, restricted_modules=restricted_modules)
+        try:
+            return self.run_in_cgroup(cgroup, uid=uid, workdir=workdir, limits=limits, **arguments)
+        finally:
+            if cgroup is not None:
+                cgroup.remove()
+            if uid is not None:
+                remove_files_of(uid)
+
+    def run_cgroup(self, limits):
+        """The run's own cgroup where the host has them (runner/cgroups.py), else None: the rlimits hold alone."""
+        if not cgroups.availability()[0]:
+            return None
+        try:
+            return cgroups.RunCgroup(memory_bytes=limits.memory_bytes, processes=limits.processes)
+        except OSError as error:
+            raise SandboxSetupError(f"could not make the run's cgroup: {error}") from None
+
+    def run_in_cgroup(
+        self,
+        cgroup,
+        *,
+        uid,
+        script_path,
+        display_name,
+        workdir,
+        out_dir,
+        limits,
+        timezone,
+        variables,
+        restricted_modules,
+        cancelled,
+    ):
+        try:
+            limits_json = child_limits(
+                limits, own_uid=uid is not None, restricted_modules=restricted_modules, cgroup=cgroup
+            )
+        except syscall_filter.FilterError as error:
+            return Outcome(SANDBOX_ERROR, error=str(error))
         log_r, log_w = os.pipe()
         result_r, result_w = os.pipe()
         lifeline_r, lifeline_w = os.pipe()
@@ -253,6 +305,7 @@ class SubprocessBackend:
                 uid=uid,
                 # The parser's own variables never replace the ones the sandbox sets.
                 environment={**variables, **self.environment(workdir, timezone)},
+                cgroup_fds=cgroup.entry_fds if cgroup else (),
             )
         except (OSError, ZygoteError) as error:
             for fd in (log_r, result_r, lifeline_w):
@@ -261,6 +314,8 @@ class SubprocessBackend:
         finally:
             for fd in (log_w, result_w, lifeline_r):
                 os.close(fd)
+            if cgroup is not None:
+                cgroup.close_entry_fds()
         try:
             supervisor = Supervisor(
                 child,
@@ -272,12 +327,11 @@ class SubprocessBackend:
                 wrapper_reports_signals=self.wrapper_reports_signals,
                 disk_usage=self.disk_usage(workdir, uid),
                 cancelled=cancelled,
+                cgroup=cgroup,
             )
             return supervisor.supervise()
         finally:
             os.close(lifeline_w)
-            if uid is not None:
-                remove_files_of(uid)
 
 
 class ColdChild:
@@ -289,6 +343,7 @@ class ColdChild:
         self.returncode = None
         self.cpu_seconds = 0.0
         self.pidfd = None
+        self.zygote_lost = False  # a cold child has no zygote
 
     def exit_fd(self):
         """A descriptor that wakes the loop when the child exits, where the kernel offers pidfds."""
@@ -330,8 +385,10 @@ class Supervisor:
         wrapper_reports_signals=False,
         disk_usage=None,
         cancelled=None,
+        cgroup=None,
     ):
         self.child = child
+        self.cgroup = cgroup
         self.cancelled = cancelled or (lambda: False)
         self.next_cancel_check = 0.0
         self.disk_usage = disk_usage
@@ -436,10 +493,24 @@ class Supervisor:
     def outcome(self):
         log = self.log.text()
         status, error = self.failure or self.final_status()
+        breach = self.cgroup_breach() if status in (SCRIPT_ERROR, PROTOCOL_ERROR) else None
+        if breach and not error.startswith(breach.split(" (")[0]):  # else the script saw it and the bootstrap said
+            status, error = LIMIT_EXCEEDED, f"{breach}\n\n{error}"
         if status != COMPLETED:
             self.result.discard()
             return Outcome(status, log=log, error=error)
         return Outcome(COMPLETED, log=log, files=list(self.result.files))
+
+    def cgroup_breach(self):
+        """The limit the run's cgroup says was hit (the kernel killed a process, or refused a fork), or None."""
+        if self.cgroup is None:
+            return None
+        if self.cgroup.memory_exceeded():
+            memory = format_size(self.limits.memory_bytes)
+            return f"memory limit {memory} exceeded (all of the run's processes together)"
+        if self.cgroup.processes_exceeded():
+            return f"process limit {self.limits.processes} (processes and threads) exceeded"
+        return None
 
     def final_status(self):
         try:
@@ -448,6 +519,8 @@ class Supervisor:
             return PROTOCOL_ERROR, f"protocol violation: {error}"
         if self.result.done:
             return COMPLETED, ""
+        if self.child.zygote_lost:
+            return SANDBOX_ERROR, "the sandbox was lost: the warm start's zygote exited during the run"
         code = self.child.returncode
         if self.wrapper_reports_signals and code > 128:
             code = 128 - code
@@ -473,18 +546,22 @@ class WarmSubprocessBackend(SubprocessBackend):
         super().__init__(python)
         self.preload = tuple(preload)
 
-    def isolates_network(self):
-        return os.geteuid() == 0  # the fork unshares its network itself: no util-linux needed
-
-    def start(self, *, workdir, script_path, display_name, pipes, limits_json, uid, environment):
+    def start(self, *, workdir, script_path, display_name, pipes, limits_json, uid, environment, cgroup_fds=()):
         request = {
             "script": script_path,
             "display_name": display_name,
-            "limits": json.loads(limits_json),
+            "limits": {**json.loads(limits_json), "cgroup_fds": []},  # the fork joins the cgroup itself
             "environment": environment,
             "cwd": workdir,
             "uid": uid,
-            "own_network": uid is not None and self.isolates_network(),
+            "own_network": uid is not None,
+            "hide_host_paths": self.kept_paths(workdir) if uid is not None else None,
         }
         zygote = zygote_for(python=self.python, modules=self.preload, environment=self.zygote_environment())
-        return zygote.spawn(request=request, log_w=pipes["log"], result_w=pipes["result"], lifeline_r=pipes["lifeline"])
+        return zygote.spawn(
+            request=request,
+            log_w=pipes["log"],
+            result_w=pipes["result"],
+            lifeline_r=pipes["lifeline"],
+            cgroup_fds=cgroup_fds,
+        )

@@ -114,16 +114,18 @@ class Zygote:
     def usable(self):
         return self.owner == os.getpid() and self.process.poll() is None
 
-    def spawn(self, *, request, log_w, result_w, lifeline_r):
+    def spawn(self, *, request, log_w, result_w, lifeline_r, cgroup_fds=()):
         """Fork a sandbox for one run and send it its request; returns the WarmChild.
 
         The request goes straight to the child over a pipe of its own, never through the zygote.
+        The child joins the run's cgroups through `cgroup_fds` before anything else.
         """
         status, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         request_r, request_w = os.pipe()
         try:
             with self.lock:
-                socket.send_fds(self.control, [b"run"], [theirs.fileno(), request_r, log_w, result_w, lifeline_r])
+                fds = [theirs.fileno(), request_r, log_w, result_w, lifeline_r, *cgroup_fds]
+                socket.send_fds(self.control, [b"run"], fds)
         except OSError as error:
             status.close()
             os.close(request_w)
@@ -137,7 +139,11 @@ class Zygote:
             if not answer:
                 status.close()
                 raise ZygoteError("the zygote closed the run's status socket without forking")
-            child = WarmChild(json.loads(answer)["pid"], status, pid_is_ours=self.pids_are_ours)
+            answer = json.loads(answer)
+            if "error" in answer:
+                status.close()
+                raise ZygoteError(f"the zygote could not fork the run's sandbox: {answer['error']}")
+            child = WarmChild(answer["pid"], status, pid_is_ours=self.pids_are_ours)
             with contextlib.suppress(BrokenPipeError):  # the child died at once: its exit tells the rest
                 write_all(request_w, json.dumps(request).encode())
         finally:
@@ -163,6 +169,7 @@ class WarmChild:
         self.returncode = None
         self.cpu_seconds = 0.0
         self.reaped = False  # by the zygote, which killed the child's group first
+        self.zygote_lost = False  # the zygote died before it could report the exit
 
     def exit_fd(self):
         return self.status.fileno()  # readable once the zygote reports the exit
@@ -198,7 +205,7 @@ class WarmChild:
         except ConnectionResetError:
             report = b""
         if not report:  # the zygote died; the supervisor kills what is left of the run's group
-            self.returncode = -signal.SIGKILL
+            self.returncode, self.zygote_lost = -signal.SIGKILL, True
             return
         report = json.loads(report)
         self.returncode, self.cpu_seconds, self.reaped = report["exit"], report["cpu"], True

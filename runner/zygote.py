@@ -36,9 +36,10 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I leaves the script's directory out
 import bootstrap
-from self_jail import become_user, enter_run_jail, jails_work, take_own_network
+from self_jail import become_user, enter_run_jail, hide_host_paths, jails_work, take_own_network
 
 FDS_PER_RUN = 5
+CGROUP_FDS = 2  # at most: the run's cgroups' entries follow the five (runner/cgroups.py)
 REQUEST_LIMIT = 16 * 1024 * 1024
 PR_SET_DUMPABLE = 4
 SETUP_FAILED = 71  # the child's exit code when it could not become the run's sandbox
@@ -66,11 +67,11 @@ def main():
     while True:
         for key, _ in selector.select():
             if key.fileobj is control:
-                message, fds, _, _ = socket.recv_fds(control, 16, FDS_PER_RUN)
+                message, fds, _, _ = socket.recv_fds(control, 16, FDS_PER_RUN + CGROUP_FDS)
                 if not message:
                     stop(children)
                     return
-                if len(fds) == FDS_PER_RUN:
+                if len(fds) >= FDS_PER_RUN:
                     spawn(fds, children, selector)
                 else:
                     for fd in fds:
@@ -123,15 +124,24 @@ def preload(modules):
 
 
 def spawn(fds, children, selector):
-    status, request, log, result, lifeline = fds
-    pid = os.fork()
+    """Fork the run's sandbox; when the fork fails, that run alone fails, and says why."""
+    status, request, log, result, lifeline, *cgroup_fds = fds
+    try:
+        pid = os.fork()
+    except OSError as error:
+        pid = None
+        with contextlib.suppress(OSError), socket.socket(fileno=os.dup(status)) as status_socket:
+            status_socket.send(json.dumps({"error": f"fork failed: {error.strerror}"}).encode())
     if pid == 0:
         try:
-            become_sandbox(request=request, log=log, result=result, lifeline=lifeline)
+            become_sandbox(request=request, log=log, result=result, lifeline=lifeline, cgroup_fds=cgroup_fds)
         finally:
             os._exit(SETUP_FAILED)
-    for fd in (request, log, result, lifeline):
+    for fd in (request, log, result, lifeline, *cgroup_fds):
         os.close(fd)
+    if pid is None:
+        os.close(status)
+        return
     status_socket = socket.socket(fileno=status)
     children[pid] = status_socket
     selector.register(status_socket, selectors.EVENT_READ, pid)
@@ -139,8 +149,9 @@ def spawn(fds, children, selector):
         status_socket.send(json.dumps({"pid": pid}).encode())
 
 
-def become_sandbox(*, request, log, result, lifeline):
+def become_sandbox(*, request, log, result, lifeline, cgroup_fds=()):
     """In the forked child: only this run's descriptors, its request applied, then the script. Never returns."""
+    bootstrap.join_cgroup(cgroup_fds)  # first: every process of the run is then in its cgroup
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setsid()
@@ -160,6 +171,8 @@ def become_sandbox(*, request, log, result, lifeline):
             enter_run_jail(**settings["jail"])  # only the script's process returns, in a jail of its own
         if settings["own_network"]:
             take_own_network()
+        if settings.get("hide_host_paths") is not None:
+            hide_host_paths(settings["hide_host_paths"])
         if settings["uid"] is not None:
             become_user(settings["uid"])
         os.chdir(settings["cwd"])

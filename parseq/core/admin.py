@@ -172,8 +172,9 @@ class ParserAdmin(admin.ModelAdmin):
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         extra_context = {**(extra_context or {}), **_scheduler_context(), "can_run": self.has_run_permission(request)}
         backend = services.sandbox_backend()
-        if backend == "subprocess":
+        if backend in ("subprocess", None):
             extra_context["sandbox_warning"] = selectors.SANDBOX_DESCRIPTIONS[backend]
+        extra_context["limits_warning"] = selectors.run_limits_warning(backend=backend)
         return super().changeform_view(request, object_id, form_url, extra_context)
 
     def changelist_view(self, request, extra_context=None):

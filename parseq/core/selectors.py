@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Max, OuterRef, Subquery
 
+import runner
 from parseq.core import services
 from parseq.core.models import Parser, Run
 from parseq.scheduling.selectors import scheduler_is_active
@@ -67,17 +68,33 @@ def dashboard(*, now):
 
 
 SANDBOX_DESCRIPTIONS = {
+    None: f"none: {runner.NO_BACKEND}",
     "bwrap": "bwrap",
     "docker": "docker",
     "subprocess": "subprocess (weaker: no filesystem, process or network isolation)",
 }
 
 
+def run_limits_description():
+    """How a run's memory and processes are bounded on this machine: its own cgroup, or rlimits alone and why."""
+    works, reason = runner.cgroups_availability()
+    if works:
+        return "a cgroup per run (memory of all its processes, processes)"
+    return f"rlimits only (weaker: memory per process, processes per user id): {reason}"
+
+
+def run_limits_warning(*, backend):
+    """What the admin says when runs have no cgroups of their own (docker's containers always have)."""
+    if backend == "docker" or runner.cgroups_availability()[0]:
+        return None
+    return run_limits_description()
+
+
 def health():
     """(healthy, {component: "ok" or the reason it is not}, plus which sandbox runs scripts and the scheduler)."""
     checks = {"database": _database_health(), "broker": _broker_health()}
     healthy = all(value == "ok" for value in checks.values())
-    info = {"sandbox": SANDBOX_DESCRIPTIONS[services.sandbox_backend()]}
+    info = {"sandbox": SANDBOX_DESCRIPTIONS[services.sandbox_backend()], "run_limits": run_limits_description()}
     if checks["database"] == "ok":
         # Informative, not a failure: the web keeps working while schedulers restart.
         info["scheduler"] = "active" if scheduler_is_active() else "none running"

@@ -27,13 +27,13 @@ from parseq.core import audit, cancellation
 from parseq.core.environment import mask_values
 from parseq.core.events import run_finished
 from parseq.core.models import AuditEntry, Parser, Run
-from parseq.core.validation import MAX_SCRIPT_BYTES, allowed_modules, sandbox_modules, validate_script
+from parseq.core.validation import MAX_SCRIPT_BYTES, allowed_modules, validate_script
+from runner import modules
 
 logger = logging.getLogger(__name__)
 ERROR_FILENAME = "error.txt"
 WORKER_TEMP_PREFIX = "parseq-worker-"
 # Imported by the warm start's zygote besides the sandbox's top-level packages: the parts scrapers load most.
-WARM_EXTRA_MODULES = ("PIL.Image", "csv", "datetime", "html.parser", "json", "lxml.html", "re", "urllib.parse")
 LOST_RUN_ERROR = "worker lost: the run did not finish by its deadline (its worker stopped or was killed)"
 
 
@@ -280,7 +280,7 @@ def warm_start(*, backend):
 
 def warm_preload():
     """What the warm start's zygote imports before any run: the sandbox's libraries and what scrapers use most."""
-    return sorted({*sandbox_modules(), *WARM_EXTRA_MODULES})
+    return modules.warm_preload(settings.SANDBOX_REQUIREMENTS)
 
 
 def claim_run(*, run_id):

@@ -5,16 +5,14 @@ script is refused the same way everywhere, with the line and the reason.
 """
 
 import ast
-import functools
 import re
-import sys
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from runner import addresses
+from runner import addresses, modules
 from runner.restricted import DENIED_MODULES, policy_errors
 
 MAX_SCRIPT_BYTES = 256 * 1024
@@ -108,28 +106,12 @@ def check_imports(tree, *, restricted=False):
 
 
 def allowed_modules():
-    return sys.stdlib_module_names | sandbox_modules()
+    return modules.allowed_modules(settings.SANDBOX_REQUIREMENTS)
 
 
-@functools.cache
 def sandbox_modules():
     """Top-level modules of the libraries in sandbox-image/requirements.txt."""
-    return frozenset(modules_of_requirements(settings.SANDBOX_REQUIREMENTS.read_text(encoding="utf-8")))
-
-
-def modules_of_requirements(text):
-    modules = set()
-    for raw_line in text.splitlines():
-        requirement, _, comment = raw_line.partition("#")
-        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
-        if not match:
-            continue
-        declared = re.match(r"\s*import:\s*(.+)", comment)
-        if declared:
-            modules.update(name.strip() for name in declared.group(1).split(",") if name.strip() not in ("", "-"))
-        else:
-            modules.add(match.group(1).lower().replace("-", "_").replace(".", "_"))
-    return modules
+    return modules.sandbox_modules(settings.SANDBOX_REQUIREMENTS)
 
 
 def validate_webhook_url(url):

@@ -1,10 +1,19 @@
 """`/healthz`: 200 when the database and the broker answer, 503 with the reason otherwise."""
 
+import json
+import os
+import subprocess
+import unittest
 from unittest import mock
 
+from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import connection
 from django.test import TestCase
+from django.urls import reverse
 
+import runner
+from parseq.core import selectors
 from parseq.scheduling.coordination import coordinator_for_database
 from tests.helpers import rabbitmq_url, require
 
@@ -17,7 +26,14 @@ class HealthTests(TestCase):
         self.assertEqual(response.status_code, 200)
         self.assertEqual(
             response.json(),
-            {"status": "ok", "database": "ok", "broker": "ok", "sandbox": "bwrap", "scheduler": "none running"},
+            {
+                "status": "ok",
+                "database": "ok",
+                "broker": "ok",
+                "sandbox": "bwrap",
+                "run_limits": selectors.run_limits_description(),
+                "scheduler": "none running",
+            },
         )
 
     def test_an_active_scheduler_is_reported(self):
@@ -35,6 +51,39 @@ class HealthTests(TestCase):
 
         self.assertEqual(response.status_code, 200)
         self.assertTrue(response.json()["sandbox"].startswith("subprocess (weaker:"))
+
+    @unittest.skipUnless(runner.cgroups_availability()[0], "this machine has no cgroup per run to compare with")
+    def test_a_cgroup_per_run_is_said_where_the_worker_can_make_them(self):
+        with self.settings(BROKER_URL=None):
+            response = self.client.get("/healthz")
+
+        self.assertEqual(response.json()["run_limits"], "a cgroup per run (memory of all its processes, processes)")
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to ask as another user")
+    def test_a_worker_that_cannot_make_cgroups_says_why_in_healthz_and_the_admin(self):
+        # What this machine answers to a worker without root, asked for real; then served as this process's answer.
+        asked = subprocess.run(
+            [settings.SANDBOX_PYTHON, "-I", os.path.join(settings.BASE_DIR, "runner", "cgroups.py")],
+            cwd=settings.BASE_DIR,
+            user=65534,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        works, reason = json.loads(asked.stdout)
+        self.assertFalse(works)
+        self.assertTrue(reason)
+        admin = User.objects.create_superuser("root", password="pw")
+        self.client.force_login(admin)
+
+        answer = mock.patch.object(runner, "cgroups_availability", return_value=(works, reason))
+        with answer, self.settings(BROKER_URL=None, SANDBOX_BACKEND="bwrap"):
+            response = self.client.get("/healthz")
+            page = self.client.get(reverse("admin:core_parser_add"))
+
+        expected = f"rlimits only (weaker: memory per process, processes per user id): {reason}"
+        self.assertEqual(response.json()["run_limits"], expected)
+        self.assertContains(page, f"Run limits: {expected}")
 
     def test_an_unreachable_broker_is_503_with_the_reason(self):
         with self.settings(BROKER_URL="amqp://guest:guest@127.0.0.1:1/%2F"):

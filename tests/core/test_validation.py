@@ -2,7 +2,8 @@
 
 from django.test import SimpleTestCase
 
-from parseq.core.validation import modules_of_requirements, validate_script
+from parseq.core.validation import validate_script
+from runner.modules import modules_of_requirements
 from tests.helpers import script
 
 

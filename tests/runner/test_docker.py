@@ -61,9 +61,15 @@ class ContainerSpecTests(unittest.TestCase):
             ["/sandbox/bootstrap.py", "/sandbox/restricted.py", "/sandbox/work"],
         )
 
-    def test_the_network_follows_the_parsers_policy(self):
-        self.assertEqual(spec(network="internet")["network_mode"], "bridge")
-        self.assertEqual(spec(network="none")["network_mode"], "none")
+    def test_its_tmp_is_a_tmpfs_with_a_size_and_a_number_of_files(self):
+        self.assertEqual(spec()["tmpfs"], {"/tmp": "rw,nosuid,nodev,size=64m,nr_inodes=20000,mode=1777"})
+
+    def test_the_container_has_no_network_and_internet_is_the_egress_proxys_socket(self):
+        internet, none = spec(network="internet"), spec(network="none")
+
+        self.assertEqual((internet["network_mode"], none["network_mode"]), ("none", "none"))
+        self.assertEqual(internet["environment"]["PARSEQ_EGRESS_SOCKET"], "/sandbox/work/.parseq-egress.sock")
+        self.assertNotIn("PARSEQ_EGRESS_SOCKET", none["environment"])
 
     def test_the_environment_is_scrubbed_and_the_parsers_variables_cannot_replace_the_sandboxs(self):
         os.environ["PARSEQ_TEST_SECRET"] = "hunter2"

@@ -153,6 +153,21 @@ class RestrictedUploadTests(SimpleTestCase):
             ['line 1: restricted mode: "__name__" is an invalid variable name because it starts with "_"'],
         )
 
+    def test_str_format_on_a_literal_or_on_str_is_refused_at_upload_with_its_line(self):
+        problems = self.problems(
+            "def parse():\n    a = '{}'.format(1)\n    b = str.format('{}', 2)\n"
+            "    c = '{x}'.format_map({})\n    return {f'{a}.txt': b''}\n"
+        )
+
+        self.assertEqual(
+            problems,
+            [
+                "line 2: restricted mode: str.format() is not allowed in restricted mode; use an f-string",
+                "line 3: restricted mode: str.format() is not allowed in restricted mode; use an f-string",
+                "line 4: restricted mode: str.format_map() is not allowed in restricted mode; use an f-string",
+            ],
+        )
+
     def test_without_restricted_mode_the_same_names_pass(self):
         content = script("def parse():\n    return {'a': ().__class__.__name__.encode()}\n")
 

@@ -8,6 +8,7 @@ import os
 import socket
 import tempfile
 import threading
+import time
 import unittest
 import uuid
 from unittest import mock
@@ -15,6 +16,7 @@ from unittest import mock
 from django.conf import settings
 
 import runner
+from parseq.core.services import warm_preload
 from runner import warm
 from runner.bwrap_backend import ZygoteJail
 from tests.helpers import live_processes_with, require, wait_until, write_script
@@ -146,8 +148,8 @@ class WarmStartTests(SandboxTestCase):
 
         outcome = stop_the_zygote_during_a_run(self, marker)
 
-        self.assertEqual(outcome.status, runner.PROTOCOL_ERROR)
-        self.assertIn("killed by signal 9", outcome.error)
+        self.assertEqual(outcome.status, runner.SANDBOX_ERROR)
+        self.assertEqual(outcome.error, "the sandbox was lost: the warm start's zygote exited during the run")
         wait_until(lambda: not live_processes_with(f"sleep {marker}"), timeout=5, message="the sandbox to die")
 
     def test_a_module_that_fails_to_preload_does_not_stop_the_zygote(self):
@@ -225,6 +227,58 @@ class WarmJailTests(SandboxTestCase):
         with open(os.path.join(self.out_dir, name)) as file:
             return file.read()
 
+    @unittest.skipUnless(AS_ROOT and runner.cgroups_availability()[0], "needs root and a cgroup per run")
+    def test_when_the_zygote_cannot_fork_only_that_run_fails_and_the_zygote_goes_on(self):
+        # Runs of 2 processes share a budget of 32; each fills its cgroup's 6 and waits, so the 6th finds none left.
+        filler = """
+            import os, time, uuid
+
+            def parse():
+                while True:
+                    try:
+                        if os.fork() == 0:
+                            time.sleep(4)
+                            os._exit(0)
+                    except OSError:
+                        break
+                time.sleep(3)
+                return {f"{uuid.uuid4()}.txt": b"x"}
+        """
+        path = write_script(self.tempdir.name, filler, name="filler.py")
+        outcomes = []
+
+        def run():
+            outcome = runner.run_script(
+                path,
+                self.out_dir,
+                python=settings.SANDBOX_PYTHON,
+                backend="bwrap",
+                warm=True,
+                limits=runner.Limits(processes=2, wall_time=30),
+                network="none",
+                preload=warm_preload(),
+            )
+            outcomes.append((outcome.status, outcome.error))
+
+        self.run_source("def parse():\n    return {}\n", processes=2)  # the zygote is up
+        zygote = the_zygote()
+        threads = [threading.Thread(target=run) for _ in range(9)]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.3)
+        for thread in threads:
+            thread.join()
+        after = self.run_source("def parse():\n    return {'after.txt': b'ok'}\n", processes=2)
+
+        no_fork = "could not start the sandbox: the zygote could not fork the run's sandbox: fork failed:"
+        self.assertIn((runner.COMPLETED, ""), outcomes)
+        self.assertTrue(any(error.startswith(no_fork) for _, error in outcomes), outcomes)
+        for status, error in outcomes:
+            self.assertTrue(status == runner.COMPLETED or error.startswith(no_fork), (status, error))
+        self.assertEqual(after.status, runner.COMPLETED, after.error)
+        self.assertIs(the_zygote(), zygote)
+        self.assertTrue(zygote.usable())
+
     def test_a_run_sees_nothing_of_a_run_going_on_beside_it(self):
         marker = f"beside-{uuid.uuid4().hex}"
         beside = f"""
@@ -290,7 +344,7 @@ class WarmJailTests(SandboxTestCase):
         )
 
     @unittest.skipUnless(AS_ROOT, "the zygote's jail has a user id of its own only when the worker is root")
-    def test_a_fork_bomb_is_stopped_by_the_runs_shared_process_budget_and_the_next_run_works(self):
+    def test_a_fork_bomb_is_stopped_by_a_process_limit_and_the_next_run_works(self):
         bomb = """
             import os, time
 
@@ -304,13 +358,14 @@ class WarmJailTests(SandboxTestCase):
         outcome = self.run_source(bomb, processes=8, wall_time=20)
         after = self.run_source("def parse():\n    return {'ok.txt': b'ok'}\n", processes=8)
 
-        self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
-        self.assertTrue(
-            outcome.error.startswith(
-                "process limit 128 (processes and threads of one worker's runs together) exceeded"
-            ),
-            outcome.error,
+        # The run's own cgroup stops it at its own limit; without one, the zygote's runs share a budget.
+        expected = (
+            "process limit 8 (processes and threads) exceeded"
+            if runner.cgroups_availability()[0]
+            else "process limit 128 (processes and threads of one worker's runs together) exceeded"
         )
+        self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+        self.assertTrue(outcome.error.startswith(expected), outcome.error)
         self.assertEqual(after.status, runner.COMPLETED, after.error)
 
     def test_when_the_zygote_is_stopped_its_runs_die_with_its_jail(self):
