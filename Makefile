@@ -8,7 +8,7 @@ SANDBOX_VENV := .venv-sandbox
 APP_PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: run test lint format deps sandbox clean bench
+.PHONY: run test test-fast lint format deps sandbox clean bench lock
 
 run: deps sandbox
 	DEBUG=$${DEBUG:-true} $(APP_PY) manage.py migrate --noinput
@@ -18,6 +18,13 @@ run: deps sandbox
 
 test: deps sandbox lint
 	SECRET_KEY=$${SECRET_KEY:-parseq-test-only} LOG_LEVEL=$${LOG_LEVEL:-ERROR} $(APP_PY) manage.py test tests --noinput
+
+# The edit-test loop, in about a minute: no real sandbox, browser, worker process or fuzzing (README: Tests).
+FAST_TESTS := tests.access tests.alerts tests.api tests.core tests.scheduling tests.storage tests.deploy \
+	tests.test_settings tests.test_logs tests.runner.test_protocol
+test-fast: deps sandbox lint
+	SECRET_KEY=$${SECRET_KEY:-parseq-test-only} LOG_LEVEL=$${LOG_LEVEL:-ERROR} \
+		$(APP_PY) manage.py test $(FAST_TESTS) --exclude-tag slow --noinput
 
 # Several minutes; needs PostgreSQL and RabbitMQ (README: Performance). Tables go to bench/results/.
 bench: deps sandbox
@@ -30,6 +37,7 @@ bench: deps sandbox
 lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: deps
 	$(VENV)/bin/ruff format .
@@ -38,17 +46,29 @@ format: deps
 deps: $(VENV)/.installed
 sandbox: $(SANDBOX_VENV)/.installed
 
+# The locks (*.txt, with hashes) are what gets installed; `make lock` writes them from the *.in files.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(APP_PY) || $(PYTHON) -m venv $(VENV)
-	$(APP_PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(APP_PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.txt -r requirements-dev.txt
 	touch $@
 
 # The interpreter that runs parser scripts: only the libraries scripts may import.
 $(SANDBOX_VENV)/.installed: sandbox-image/requirements.txt
 	grep -qx "executable = $(realpath $(SANDBOX_BASE_PYTHON))" $(SANDBOX_VENV)/pyvenv.cfg 2>/dev/null || rm -rf $(SANDBOX_VENV)
 	test -x $(SANDBOX_VENV)/bin/python || $(SANDBOX_BASE_PYTHON) -m venv $(SANDBOX_VENV)
-	$(SANDBOX_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r sandbox-image/requirements.txt
+	$(SANDBOX_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r sandbox-image/requirements.txt
 	touch $@
 
+# After changing a pin in requirements.in, requirements-dev.in or sandbox-image/requirements.in: the locks again.
+# The sandbox's is resolved by its own interpreter (its Python version decides which releases fit).
+PIP_COMPILE_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
+lock: deps
+	$(APP_PY) -m piptools compile $(PIP_COMPILE_FLAGS) --output-file requirements.txt requirements.in
+	$(APP_PY) -m piptools compile $(PIP_COMPILE_FLAGS) --output-file requirements-dev.txt requirements-dev.in
+	test -x .venv-lock/bin/python || $(SANDBOX_BASE_PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --disable-pip-version-check pip-tools==7.6.2
+	.venv-lock/bin/python -m piptools compile $(PIP_COMPILE_FLAGS) \
+		--output-file sandbox-image/requirements.txt sandbox-image/requirements.in
+
 clean:
-	rm -rf $(VENV) $(SANDBOX_VENV)
+	rm -rf $(VENV) $(SANDBOX_VENV) .venv-lock

@@ -31,7 +31,7 @@ SCRIPTS = {
     "requests+bs4": ("import requests, bs4", "import requests, bs4\ndef parse():\n    return {'a.txt': b'a'}\n"),
 }
 MODULES = ["bs4", "requests"]
-PRELOAD = ["PIL", "bs4", "lxml", "lxml.html", "requests"]  # as the worker's, from sandbox-image/requirements.txt
+PRELOAD = ["PIL", "bs4", "lxml", "lxml.html", "requests"]  # as the worker's, from sandbox-image/requirements.in
 WARM_UP = 3
 
 

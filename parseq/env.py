@@ -6,7 +6,9 @@ that a bad value stops start-up with one line naming the variable.
 
 import ipaddress
 import os
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
+
+import dj_database_url
 
 
 class ConfigurationError(Exception):
@@ -69,32 +71,38 @@ def env_choice(name, default, choices):
 
 
 def database_from_url(name, url):
-    """Turn a `sqlite:///path` or `postgres://user:pass@host:port/db` URL into a DATABASES entry."""
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        # sqlite:///relative.db and sqlite:////absolute/path.db, as dj-database-url reads them.
-        path = unquote(parts.path)[1:]
-        if not path:
-            raise ConfigurationError(f"{name} needs a file path, as in sqlite:////abs/path/db.sqlite3")
-        return {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": path,
-            # A file, not memory, for tests too: worker threads then wait on locks like in production.
-            "TEST": {"NAME": os.path.join(os.path.dirname(path), "test_" + os.path.basename(path))},
-            # Web and worker threads share the file: wait for locks instead of failing.
-            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"},
-        }
-    if parts.scheme in ("postgres", "postgresql"):
-        if not parts.path.strip("/"):
-            raise ConfigurationError(f"{name} must name a database, as in postgres://user@host:5432/parseq")
-        return {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": unquote(parts.path.lstrip("/")),
-            "USER": unquote(parts.username or ""),
-            "PASSWORD": unquote(parts.password or ""),
-            "HOST": parts.hostname or "",
-            "PORT": str(parts.port or ""),
-            "CONN_MAX_AGE": 60,
-            "CONN_HEALTH_CHECKS": True,
-        }
-    raise ConfigurationError(f"{name} must start with sqlite:// or postgres://, not {parts.scheme or url!r}")
+    """Turn a `sqlite:///path` or `postgres://user:pass@host:port/db?options` URL into a DATABASES entry.
+
+    dj-database-url reads it, query options (`?sslmode=require`) included; Parseq adds its own
+    settings for each engine and refuses what it does not run on, naming the variable.
+    """
+    scheme = urlsplit(url).scheme
+    if scheme not in ("sqlite", "postgres", "postgresql"):
+        raise ConfigurationError(f"{name} must start with sqlite:// or postgres://, not {scheme or url!r}")
+    try:
+        database = dj_database_url.parse(url)
+    except ValueError as error:
+        raise ConfigurationError(f"{name} cannot be read: {error}") from None
+    if scheme == "sqlite":
+        return sqlite_database(name, database)
+    if not database.get("NAME"):
+        raise ConfigurationError(f"{name} must name a database, as in postgres://user@host:5432/parseq")
+    return {**database, "PORT": str(database.get("PORT") or ""), "CONN_MAX_AGE": 60, "CONN_HEALTH_CHECKS": True}
+
+
+def sqlite_database(name, database):
+    path = database.get("NAME") or ""
+    if not path or path == ":memory:":
+        raise ConfigurationError(f"{name} needs a file path, as in sqlite:////abs/path/db.sqlite3")
+    return {
+        **database,
+        # A file, not memory, for tests too: worker threads then wait on locks like in production.
+        "TEST": {"NAME": os.path.join(os.path.dirname(path), "test_" + os.path.basename(path))},
+        # Web and worker threads share the file: wait for locks instead of failing.
+        "OPTIONS": {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL;",
+            **database.get("OPTIONS", {}),
+        },
+    }

@@ -204,7 +204,8 @@ DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 # Unset: the strongest that works here (bwrap, else subprocess), decided at the first run.
 SANDBOX_BACKEND = env_choice("PARSEQ_SANDBOX", None, [None, "subprocess", "bwrap", "docker"])
 SANDBOX_PYTHON = env_str("PARSEQ_SANDBOX_PYTHON", str(BASE_DIR / ".venv-sandbox" / "bin" / "python"))
-SANDBOX_REQUIREMENTS = BASE_DIR / "sandbox-image" / "requirements.txt"
+# What scripts may import: the sandbox's top-level libraries (the lock beside it adds their dependencies).
+SANDBOX_REQUIREMENTS = BASE_DIR / "sandbox-image" / "requirements.in"
 # With subprocess and bwrap, fork each run from a zygote that has imported the libraries (README: Isolation).
 SANDBOX_WARM_START = env_bool("PARSEQ_WARM_START", True)
 RUN_TIMEOUT = env_int("PARSEQ_RUN_TIMEOUT", 300, minimum=1)

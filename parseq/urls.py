@@ -2,12 +2,13 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from parseq.core import views
+from parseq import health
+from parseq.api.views import RunFileDownload
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/", include("parseq.api.urls")),
-    path("healthz", views.healthz, name="healthz"),
-    path("<uuid:run_id>/<str:filename>", views.RunFileDownload.as_view(), name="download"),
+    path("healthz", health.healthz, name="healthz"),
+    path("<uuid:run_id>/<str:filename>", RunFileDownload.as_view(), name="download"),
 ]

@@ -8,6 +8,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Mapping
+from ipaddress import IPv4Network, IPv6Network
 
 from runner.bwrap_backend import BwrapBackend, WarmBwrapBackend, bwrap_works
 from runner.cgroups import availability as cgroups_availability
@@ -61,35 +63,38 @@ NO_BACKEND = (
 )
 
 
-def best_backend():
+def best_backend() -> str | None:
     """The strongest backend that works here: bwrap; else, as root, the subprocess backend; else None (NO_BACKEND)."""
     if bwrap_works():
         return "bwrap"
     return "subprocess" if os.geteuid() == 0 else None
 
 
-def _never():
+def _never() -> bool:
     return False
 
 
+Networks = Iterable[IPv4Network | IPv6Network | str]
+
+
 def run_script(
-    script_path,
-    out_dir,
+    script_path: str,
+    out_dir: str,
     *,
-    python,
-    backend="subprocess",  # None: best_backend() found none (NO_BACKEND)
-    limits=None,
-    timezone="UTC",
-    variables=None,
-    network="internet",
-    allowed_networks=(),
-    refused_networks=(),
-    extra_ports=(),
-    restricted_modules=None,
-    cancelled=None,
-    warm=False,
-    preload=(),
-):
+    python: str,
+    backend: str | None = "subprocess",  # None: best_backend() found none (NO_BACKEND)
+    limits: Limits | None = None,
+    timezone: str = "UTC",
+    variables: Mapping[str, str] | None = None,
+    network: str = "internet",
+    allowed_networks: Networks = (),
+    refused_networks: Networks = (),
+    extra_ports: Iterable[int] = (),
+    restricted_modules: Iterable[str] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+    warm: bool = False,
+    preload: Iterable[str] = (),
+) -> Outcome:
     """Run the script at `script_path` in a sandbox; on success its files are in `out_dir`.
 
     The script gets a fresh working directory, which is also its HOME, and which

@@ -19,7 +19,7 @@ from runner.restricted import policy_errors
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_PYTHON = os.path.join(REPOSITORY, ".venv-sandbox", "bin", "python")
-REQUIREMENTS = os.path.join(REPOSITORY, "sandbox-image", "requirements.txt")
+REQUIREMENTS = os.path.join(REPOSITORY, "sandbox-image", "requirements.in")
 
 
 def main(argv=None):

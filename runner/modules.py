@@ -1,6 +1,6 @@
 """Which modules a script may import, and which a warm start preloads: the worker's and `python -m runner`'s alike.
 
-Both come from the sandbox's requirements file (sandbox-image/requirements.txt), where each line may
+Both come from the sandbox's top-level requirements (sandbox-image/requirements.in), where each line may
 name the modules it provides with "# import: a, b" ("# import: -" for none).
 """
 

@@ -6,13 +6,13 @@ MAX_NAME_BYTES = 255
 BIDI_CONTROLS = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
-def _is_control(char):
+def _is_control(char: str) -> bool:
     """C0 and C1 controls and DEL: nothing a name shows, and things terminals and logs act on."""
     code = ord(char)
     return code < 32 or 127 <= code <= 159
 
 
-def filename_problem(name):
+def filename_problem(name: object) -> str | None:
     """Return why `name` is not an acceptable result file name, or None if it is."""
     if not isinstance(name, str):
         return f"file names must be str, not {type(name).__name__}"

@@ -28,7 +28,7 @@ class Limits:
     result_files: int = 1000
 
     @property
-    def cpu_seconds(self):
+    def cpu_seconds(self) -> int:
         return self.cpu_time or max(1, math.ceil(self.wall_time))
 
 
@@ -53,9 +53,9 @@ class Outcome:
     status: str
     log: str = ""
     error: str = ""
-    files: list = field(default_factory=list)
+    files: list[ResultFile] = field(default_factory=list)
     duration: float = 0.0
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         return self.status == COMPLETED

@@ -12,9 +12,10 @@ import binascii
 import contextlib
 import json
 import os
+from typing import IO, Any
 
 from runner.names import filename_problem
-from runner.outcome import ResultFile
+from runner.outcome import Limits, ResultFile
 
 CHUNK_BYTES = 1024 * 1024
 # A data line is 4/3 of its chunk plus a little JSON around it.
@@ -36,16 +37,16 @@ class ScriptReportedError(Exception):
 class ResultReader:
     """Consumes bytes from the result channel and writes the files into `out_dir`."""
 
-    def __init__(self, out_dir, limits):
+    def __init__(self, out_dir: str, limits: Limits) -> None:
         self.out_dir = out_dir
         self.limits = limits
         self.buffer = bytearray()
-        self.files = []
-        self.current = None
+        self.files: list[ResultFile] = []
+        self.current: IO[bytes] | None = None
         self.total_bytes = 0
         self.done = False
 
-    def feed(self, chunk):
+    def feed(self, chunk: bytes) -> None:
         search_from = len(self.buffer)
         self.buffer += chunk
         while True:
@@ -59,11 +60,11 @@ class ResultReader:
         if len(self.buffer) > MAX_LINE_BYTES:
             raise ProtocolViolation("a message on the result channel is too long")
 
-    def finish(self):
+    def finish(self) -> None:
         if self.buffer:
             raise ProtocolViolation("the result channel ended in the middle of a message")
 
-    def handle_line(self, line):
+    def handle_line(self, line: bytes) -> None:
         if self.done:
             raise ProtocolViolation("data after the end of the result")
         try:
@@ -83,7 +84,7 @@ class ResultReader:
         else:
             raise ProtocolViolation(f"unknown message kind {kind!r}")
 
-    def open_file(self, name):
+    def open_file(self, name: Any) -> None:
         self.close_current()
         problem = filename_problem(name)
         if problem:
@@ -97,7 +98,7 @@ class ResultReader:
         self.files.append(ResultFile(name=name, size=0))
         self.current = os.fdopen(fd, "wb")
 
-    def append(self, data):
+    def append(self, data: Any) -> None:
         if self.current is None:
             raise ProtocolViolation("file data before any file name")
         try:
@@ -111,12 +112,12 @@ class ResultReader:
         last = self.files[-1]
         self.files[-1] = ResultFile(name=last.name, size=last.size + len(content))
 
-    def close_current(self):
+    def close_current(self) -> None:
         if self.current is not None:
             self.current.close()
             self.current = None
 
-    def discard(self):
+    def discard(self) -> None:
         """Remove every file written so far: a failed run keeps none."""
         self.close_current()
         for result_file in self.files:
@@ -125,7 +126,7 @@ class ResultReader:
         self.files = []
 
 
-def format_size(size):
+def format_size(size: int) -> str:
     for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if size >= factor:
             return f"{size / factor:g} {unit}"

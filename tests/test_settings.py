@@ -44,8 +44,10 @@ class EnvironmentReaderTests(SimpleTestCase):
             ("django.db.backends.postgresql", "parseq", "u", "p@ss", "db.local"),
         )
         self.assertEqual(postgres["PORT"], "6432")
+        with_options = database_from_url("D", "postgres://u@db.local/parseq?sslmode=require&connect_timeout=5")
+        self.assertEqual(with_options["OPTIONS"], {"sslmode": "require", "connect_timeout": 5})
         self.assertEqual(database_from_url("D", "sqlite:////var/lib/p.db")["NAME"], "/var/lib/p.db")
-        for bad in ["mysql://x/y", "postgres://host", "nonsense"]:
+        for bad in ["mysql://x/y", "postgres://host", "nonsense", "sqlite://"]:
             with self.subTest(url=bad), self.assertRaises(ConfigurationError):
                 database_from_url("DATABASE_URL", bad)
 

@@ -9,5 +9,5 @@ class AlertsConfig(AppConfig):
     def ready(self):
         from parseq.alerts import (
             signals,  # noqa: F401 - connects the receivers
-            tasks,  # noqa: F401 - declares the queue, so that a worker started before any alert consumes it
+            tasks,  # noqa: F401 - declares the queue (a worker started before any alert consumes it), hands deliveries
         )

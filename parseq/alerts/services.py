@@ -17,6 +17,7 @@ from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from parseq.alerts.events import delivery_due
 from parseq.alerts.models import WebhookDelivery
 from parseq.core.environment import MASK, mask_values
 from parseq.core.models import Parser, Run
@@ -118,22 +119,19 @@ def absolute_url(path):
 
 
 def send_delivery(*, delivery_id, attempt, delay=None):
-    """Hand attempt number `attempt` to the workers, after `delay` seconds; never raises.
+    """Have attempt number `attempt` handed to the workers after `delay` seconds: the actors' module does it."""
+    delivery_due.send(sender=WebhookDelivery, delivery_id=delivery_id, attempt=attempt, delay=delay)
 
-    A delivery the broker does not accept ends `failed` (the admin's Retry delivery sends it again)
+
+def fail_unsent_delivery(*, delivery_id, attempt, error):
+    """A delivery the broker did not accept ends `failed` (the admin's Retry delivery sends it again)
     rather than staying pending with nothing to move it.
     """
-    from parseq.alerts.tasks import deliver_webhook
-
-    try:
-        deliver_webhook.send_with_options(args=(delivery_id, attempt), delay=round(delay * 1000) if delay else None)
-    except Exception as error:  # any broker failure must reach the delivery, not the caller
-        logger.exception("could not enqueue attempt %d of webhook delivery %s", attempt, delivery_id)
-        WebhookDelivery.objects.filter(pk=delivery_id, status=WebhookDelivery.Status.PENDING).update(
-            status=WebhookDelivery.Status.FAILED,
-            next_attempt_time=None,
-            last_error=f"could not enqueue attempt {attempt}: the broker did not accept it ({error})",
-        )
+    WebhookDelivery.objects.filter(pk=delivery_id, status=WebhookDelivery.Status.PENDING).update(
+        status=WebhookDelivery.Status.FAILED,
+        next_attempt_time=None,
+        last_error=f"could not enqueue attempt {attempt}: the broker did not accept it ({error})",
+    )
 
 
 def attempt_delivery(*, delivery_id, attempt):

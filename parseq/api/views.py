@@ -1,6 +1,7 @@
 """The REST API's views. They only call services and selectors."""
 
 from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, status, viewsets
@@ -8,9 +9,11 @@ from rest_framework.decorators import action
 from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from parseq.api.filters import AuditEntryFilter, RunFilter
 from parseq.api.parsers import StrictMultiPartParser
+from parseq.api.permissions import PublicDownloads
 from parseq.api.renderers import AnyContentRenderer
 from parseq.api.serializers import AuditEntrySerializer, ParserSerializer, RunSerializer
 from parseq.core import audit, downloads, services
@@ -174,3 +177,15 @@ class AuditEntryViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_class = AuditEntryFilter
     lookup_value_regex = "[0-9]{1,18}"
     action_permissions = dict.fromkeys(["list", "retrieve", "metadata"], "core.view_auditentry")
+
+
+@extend_schema(exclude=True)
+class RunFileDownload(APIView):
+    """A result file of a run, or its error: `/<run_id>/<filename>`, public unless PARSEQ_PUBLIC_DOWNLOADS=false."""
+
+    permission_classes = [PublicDownloads]
+    renderer_classes = [JSONRenderer, AnyContentRenderer]
+
+    def get(self, request, run_id, filename):
+        run = get_object_or_404(Run, pk=run_id)
+        return downloads.run_file_response(request, run=run, filename=filename)

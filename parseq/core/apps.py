@@ -10,7 +10,10 @@ class CoreConfig(AppConfig):
         from django.conf import settings
 
         import runner
-        from parseq.core import signals  # noqa: F401 - connects the receivers
+        from parseq.core import (
+            signals,  # noqa: F401 - connects the receivers
+            tasks,  # noqa: F401 - declares the actor, and hands enqueued runs to it (events.runs_enqueued)
+        )
         from parseq.env import ConfigurationError
 
         if settings.SANDBOX_BACKEND == "bwrap" and not runner.bwrap_works():

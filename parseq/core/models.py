@@ -5,8 +5,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
+from parseq.core.triggers import CRON_HELP, validate_cron, validate_timezone
 from parseq.core.validation import validate_webhook_url
-from parseq.scheduling.triggers import CRON_HELP, validate_cron, validate_timezone
 from runner.egress import egress_ports_problem
 
 MAX_INTERVAL_DAYS = 3660

@@ -25,7 +25,7 @@ from django.utils.text import slugify
 import runner
 from parseq.core import audit, cancellation
 from parseq.core.environment import mask_values
-from parseq.core.events import run_finished
+from parseq.core.events import run_finished, runs_enqueued
 from parseq.core.models import AuditEntry, Parser, Run
 from parseq.core.validation import MAX_SCRIPT_BYTES, allowed_modules, validate_script
 from runner import modules
@@ -143,25 +143,18 @@ def create_runs(*, runs):
 
 
 def send_runs(*, run_ids):
-    """Hand runs to the broker, one message each, on this thread's one connection (dramatiq keeps one per thread)."""
-    for run_id in run_ids:
-        send_run(run_id=run_id)
+    """Have `run_ids` handed to the workers: the actors' module does it (events.runs_enqueued)."""
+    runs_enqueued.send(sender=Run, run_ids=list(run_ids))
 
 
-def send_run(*, run_id):
-    """Hand a run to the broker; a run that cannot be sent ends in error rather than waiting forever."""
-    from parseq.core.tasks import execute_run
-
-    try:
-        execute_run.send(str(run_id))
-    except Exception as error:  # any broker failure must reach the run, not the caller
-        logger.exception("could not enqueue run %s", run_id)
-        _finish(
-            run_id=run_id,
-            expected=Run.Status.ENQUEUED,
-            status=Run.Status.ERROR,
-            error=f"could not enqueue the run: the broker did not accept it ({error})",
-        )
+def fail_unsent_run(*, run_id, error):
+    """A run the broker did not accept ends in error rather than waiting forever."""
+    _finish(
+        run_id=run_id,
+        expected=Run.Status.ENQUEUED,
+        status=Run.Status.ERROR,
+        error=f"could not enqueue the run: the broker did not accept it ({error})",
+    )
 
 
 def execute_run(*, run_id):
@@ -391,6 +384,5 @@ def remove_stale_temporary_directories():
 def resend_enqueued_runs():
     """Send again every `enqueued` run: an in-memory broker loses its queue when the process stops."""
     run_ids = list(Run.objects.filter(status=Run.Status.ENQUEUED).values_list("run_id", flat=True))
-    for run_id in run_ids:
-        send_run(run_id=run_id)
+    send_runs(run_ids=run_ids)
     return len(run_ids)

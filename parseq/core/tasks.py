@@ -1,11 +1,16 @@
-"""Dramatiq actors. They only call services."""
+"""Dramatiq actors, and the hand-over of runs to them. They only call services."""
+
+import logging
 
 import dramatiq
 from django.conf import settings
 from django.db import DatabaseError
+from django.dispatch import receiver
 
-from parseq.core import services
+from parseq.core import events, services
 from parseq.logs import about_run
+
+logger = logging.getLogger(__name__)
 
 MAX_INFRASTRUCTURE_RETRIES = 5
 
@@ -26,3 +31,17 @@ def retry_when_the_database_failed(retries_so_far, exception):
 def execute_run(run_id):
     with about_run(run_id):
         services.execute_run(run_id=run_id)
+
+
+@receiver(events.runs_enqueued)
+def send_to_workers(sender, *, run_ids, **kwargs):
+    """One message a run, on this thread's one broker connection (dramatiq keeps one per thread).
+
+    A run the broker does not accept ends in error at once: nothing would ever pick it up.
+    """
+    for run_id in run_ids:
+        try:
+            execute_run.send(str(run_id))
+        except Exception as error:
+            logger.exception("could not enqueue run %s", run_id)
+            services.fail_unsent_run(run_id=run_id, error=error)

@@ -110,7 +110,7 @@ def allowed_modules():
 
 
 def sandbox_modules():
-    """Top-level modules of the libraries in sandbox-image/requirements.txt."""
+    """Top-level modules of the libraries in sandbox-image/requirements.in."""
     return modules.sandbox_modules(settings.SANDBOX_REQUIREMENTS)
 
 

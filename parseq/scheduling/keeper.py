@@ -29,10 +29,10 @@ from django_apscheduler.models import DjangoJob, DjangoJobExecution
 from django_apscheduler.util import get_django_internal_datetime
 
 from parseq.core.models import Parser
+from parseq.core.triggers import parser_trigger
 from parseq.scheduling import selectors, services
 from parseq.scheduling.coordination import LeadershipLost, coordinator_for_database
 from parseq.scheduling.jobs import FIRE, JOB_ID_PREFIX, PRUNE, PRUNE_JOB_ID, job_id
-from parseq.scheduling.triggers import parser_trigger
 
 logger = logging.getLogger(__name__)
 HOUSEKEEPING_EXECUTOR = "housekeeping"

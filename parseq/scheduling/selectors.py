@@ -5,8 +5,8 @@ from django.db.models import Count, Max, OuterRef, Subquery
 from django_apscheduler.models import DjangoJob
 
 from parseq.core.models import Parser, Run
+from parseq.core.triggers import first_due, parser_trigger
 from parseq.scheduling.coordination import coordinator_for_database
-from parseq.scheduling.triggers import first_due, parser_trigger
 
 
 def with_last_due(parsers):

@@ -454,7 +454,7 @@ class AlertTransactionTests(TemporaryMediaMixin, TestCase):
 
         with (
             mock.patch.object(deliver_webhook, "send_with_options", side_effect=ConnectionError("broker down")),
-            self.assertLogs("parseq.alerts.services", "ERROR"),
+            self.assertLogs("parseq.alerts.tasks", "ERROR"),
             self.captureOnCommitCallbacks(execute=True),
         ):
             services.cancel_run(run=run, user=self.user, source="admin")

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from django.contrib.staticfiles.testing import StaticLiveServerTestCase
-from django.test import TestCase, override_settings
+from django.test import TestCase, override_settings, tag
 from drf_spectacular.validation import validate_schema
 from rest_framework.authtoken.models import Token
 
@@ -66,6 +66,7 @@ class SchemaTests(TestCase):
         self.assertEqual([source for source in sources if "//" in source], [])
 
 
+@tag("slow")  # two minutes of fuzzing: not in `make test-fast`
 @FAST_PASSWORDS
 # The fuzzer sends wrong credentials by the hundred on purpose: it would lock itself out (README: Sign-ins).
 @override_settings(LOGIN_FAILURES_PER_USER=10**6, LOGIN_FAILURES_PER_ADDRESS=10**6)

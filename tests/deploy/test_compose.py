@@ -533,9 +533,10 @@ class DockerfileTests(SimpleTestCase):
 
     def test_the_image_holds_the_app_and_the_sandbox_environments(self):
         builder_runs = " ".join(self.instructions(self.builder, "RUN"))
-        self.assertRegex(builder_runs, r"/app/\.venv/bin/pip install -r \S*requirements\.txt")
+        self.assertRegex(builder_runs, r"/app/\.venv/bin/pip install --require-hashes -r \S*requirements\.txt")
         self.assertRegex(
-            builder_runs, rf"{re.escape(SANDBOX_VENV)}/bin/pip install -r \S*sandbox-image/requirements\.txt"
+            builder_runs,
+            rf"{re.escape(SANDBOX_VENV)}/bin/pip install --require-hashes -r \S*sandbox-image/requirements\.txt",
         )
         copies = self.instructions(self.final, "COPY")
         self.assertIn("--from=builder /app/.venv /app/.venv", copies)
@@ -576,7 +577,8 @@ class DockerfileTests(SimpleTestCase):
 
     def test_the_build_context_keeps_what_the_image_needs(self):
         patterns = dockerignore_patterns()
-        needed = ("parseq", "runner", "parsers", "sandbox-image/requirements.txt", "requirements.txt", "manage.py")
+        locks = ("requirements.txt", "sandbox-image/requirements.txt")
+        needed = ("parseq", "runner", "parsers", "sandbox-image/requirements.in", *locks, "manage.py")
         for path in (*needed, "deploy/.env.example"):
             with self.subTest(path=path):
                 self.assertFalse(ignored(path, patterns))

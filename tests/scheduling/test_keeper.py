@@ -12,7 +12,7 @@ from unittest import mock
 
 import dramatiq
 from django.conf import settings
-from django.test import TransactionTestCase, override_settings
+from django.test import TransactionTestCase, override_settings, tag
 from django.utils import timezone
 from django_apscheduler.models import DjangoJob, DjangoJobExecution
 
@@ -104,6 +104,7 @@ class SyncTests(TemporaryMediaMixin, TransactionTestCase):
         self.assertEqual(timezone.localtime(job_time(parser), timezone.get_fixed_timezone(9 * 60)).hour, 9)
 
 
+@tag("slow")  # real seconds of a real scheduler: not in `make test-fast`
 class InProcessSchedulerTestCase(TemporaryMediaMixin, TransactionTestCase):
     """A scheduler thread with a file lock, as `runparseq` runs one; the runs stay enqueued (no worker)."""
 

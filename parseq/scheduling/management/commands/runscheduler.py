@@ -19,8 +19,6 @@ class Command(BaseCommand):
                 "runscheduler needs PARSEQ_BROKER_URL (RabbitMQ): the runs it enqueued on an in-memory broker "
                 "would never reach a worker. `make run` (runparseq) runs the scheduler in its own process."
             )
-        import parseq.core.tasks  # noqa: F401 - declares the actor and its queue on the broker
-
         stopping = threading.Event()
         for signal_number in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signal_number, lambda *_: stopping.set())

@@ -18,8 +18,6 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
 
     def handle(self, *, host, port, **options):
-        import parseq.core.tasks  # noqa: F401 - declares the actor and its queue on the broker
-
         worker = dramatiq.Worker(dramatiq.get_broker(), worker_threads=settings.INPROCESS_WORKER_THREADS)
         worker.start()
         stopping = threading.Event()

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 from django.core.exceptions import ValidationError
 from django.test import SimpleTestCase
 
-from parseq.scheduling.triggers import cron_trigger, first_due, parser_trigger, validate_cron, validate_timezone
+from parseq.core.triggers import cron_trigger, first_due, parser_trigger, validate_cron, validate_timezone
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
