@@ -560,7 +560,7 @@ class RunAdmin(admin.ModelAdmin):
     def script_display(self, run):
         if not run.script_sha256:
             return "-"
-        current = _current_script_hash(run.parser)
+        current = run.parser.script_sha256
         same = (
             "the parser's current script" if current == run.script_sha256 else "the script has changed since this run"
         )
@@ -582,13 +582,6 @@ def _setting_text(value):
     if isinstance(value, list):
         return ", ".join(str(item) for item in value) or "none"
     return value
-
-
-def _current_script_hash(parser):
-    try:
-        return services.script_sha256(parser=parser)
-    except OSError:
-        return None
 
 
 @admin.register(AuditEntry)

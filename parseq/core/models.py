@@ -1,3 +1,4 @@
+import hashlib
 import uuid
 
 from django.conf import settings
@@ -150,6 +151,9 @@ class Parser(models.Model):
         validators=[MinValueValidator(1)],
         help_text="Delete finished runs older than this many days with their files; empty uses PARSEQ_KEEP_DAYS.",
     )
+    # The SHA-256 of the stored script, taken from the upload as it is saved: a run page compares it with
+    # the run's own without reading the script back from storage (an S3 GET per page view).
+    script_sha256 = models.CharField(max_length=64, blank=True, editable=False)
     created_time = models.DateTimeField(auto_now_add=True)
     updated_time = models.DateTimeField(auto_now=True)
 
@@ -161,12 +165,28 @@ class Parser(models.Model):
     def __str__(self):
         return self.name
 
+    def save(self, *args, **kwargs):
+        """Save; a new script's hash is taken from the upload itself, before it is stored."""
+        if self.script and not self.script._committed:
+            self.script_sha256 = sha256_of(self.script.file)
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "script_sha256"}
+        super().save(*args, **kwargs)
+
     def clean(self):
         super().clean()
         if self.cron and self.repeat_after:
             raise ValidationError({"cron": "Choose either an interval (repeat after) or a cron expression, not both."})
         if self.repeat_after and self.scheduled_time is None:
             raise ValidationError({"scheduled_time": "An interval needs its first run: set the scheduled time."})
+
+
+def sha256_of(file):
+    """The SHA-256 of a Django File's content, read in chunks (from its start)."""
+    digest = hashlib.sha256()
+    for chunk in file.chunks():
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 class Run(models.Model):

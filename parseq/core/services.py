@@ -61,15 +61,6 @@ def script_source(*, parser):
         return source.read(MAX_SCRIPT_BYTES + 1).decode("utf-8", errors="replace")
 
 
-def script_sha256(*, parser):
-    """The SHA-256 of the parser's stored script, as runs record it."""
-    digest = hashlib.sha256()
-    with parser.script.storage.open(parser.script.name, "rb") as source:
-        while chunk := source.read(64 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_demo_parsers(*, directory):
     """Add each script in `directory` as a parser named after its file, automatic runs off.
 

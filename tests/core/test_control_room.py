@@ -2,6 +2,7 @@
 
 import hashlib
 from datetime import timedelta
+from unittest import mock
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -75,6 +76,26 @@ class RunPageTests(ControlRoomTestCase):
 
         self.assertContains(self.run_page(same), f"{current}</code> (the parser&#x27;s current script)")
         self.assertContains(self.run_page(older), "(the script has changed since this run)")
+
+    def test_the_page_never_reads_the_script_back_from_storage(self):
+        run = Run.objects.create(parser=self.parser, status="completed", script_sha256=self.parser.script_sha256)
+        storage = self.parser.script.storage
+
+        with mock.patch.object(storage, "open", side_effect=AssertionError("the run page read the storage")):
+            response = self.run_page(run)
+
+        self.assertContains(response, "(the parser&#x27;s current script)")
+
+    def test_a_new_script_gets_its_hash_as_it_is_saved_and_older_runs_say_it_changed(self):
+        run = Run.objects.create(parser=self.parser, status="completed", script_sha256=self.parser.script_sha256)
+        replacement = b"def parse():\n    return {'new.txt': b'x'}\n"
+
+        self.parser.script = SimpleUploadedFile("rates.py", replacement)
+        self.parser.save(update_fields=["script"])
+
+        self.parser.refresh_from_db()
+        self.assertEqual(self.parser.script_sha256, hashlib.sha256(replacement).hexdigest())
+        self.assertContains(self.run_page(run), "(the script has changed since this run)")
 
     def test_the_page_shows_the_settings_the_run_went_by_without_values(self):
         used = {"timeout": 42, "network": "none", "extra_egress_ports": [8080], "environment": ["API_KEY", "CITY"]}
