@@ -19,12 +19,14 @@ run: deps sandbox
 test: deps sandbox lint
 	SECRET_KEY=$${SECRET_KEY:-parseq-test-only} LOG_LEVEL=$${LOG_LEVEL:-ERROR} $(APP_PY) manage.py test tests --noinput
 
-# The edit-test loop, in about a minute: no real sandbox, browser, worker process or fuzzing (README: Tests).
+# The edit-test loop, in about a minute on both cores: no browser, worker process or fuzzing (README: Tests).
 FAST_TESTS := tests.access tests.alerts tests.api tests.core tests.scheduling tests.storage tests.deploy \
-	tests.test_settings tests.test_logs tests.runner.test_protocol
+	tests.test_settings tests.test_logs tests.test_layers tests.runner.test_protocol
+# Both cores on PostgreSQL; SQLite's test database (a file in WAL mode) cannot be copied for a second process.
+FAST_PARALLEL := $(if $(filter postgres%,$(DATABASE_URL)),auto,1)
 test-fast: deps sandbox lint
 	SECRET_KEY=$${SECRET_KEY:-parseq-test-only} LOG_LEVEL=$${LOG_LEVEL:-ERROR} \
-		$(APP_PY) manage.py test $(FAST_TESTS) --exclude-tag slow --noinput
+		$(APP_PY) manage.py test $(FAST_TESTS) --exclude-tag slow --parallel $(FAST_PARALLEL) --noinput
 
 # Several minutes; needs PostgreSQL and RabbitMQ (README: Performance). Tables go to bench/results/.
 bench: deps sandbox

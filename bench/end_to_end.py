@@ -64,7 +64,7 @@ from pathlib import Path
 
 import psycopg2
 import requests
-from processes import CpuWatch, ProcessExited, Service, consumers, free_port, fresh_vhost, wait_until
+from processes import CpuWatch, Process, ProcessExited, TimedOut, consumers, free_port, fresh_vhost, wait_until
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 MANAGE = [sys.executable, str(REPOSITORY / "manage.py")]
@@ -230,7 +230,10 @@ class Bench:
         self.services = []
 
     def start(self, name, argv, extra_env=None):
-        service = Service(name, argv, env={**self.env, **(extra_env or {})}, cwd=REPOSITORY, log_dir=self.root / "logs")
+        # In a session of its own: a whole group (dramatiq's parent and its forked worker processes, gunicorn's
+        # master and workers) stops at once. Sandboxes start their own and die with their worker (lifeline).
+        log_path = self.root / "logs" / f"{name}.log"
+        service = Process(argv, name=name, log_path=log_path, env={**self.env, **(extra_env or {})}, cwd=REPOSITORY)
         self.services.append(service)
         return service
 
@@ -349,7 +352,7 @@ def wait_for_runs(bench, run_ids, *, timeout, interval):
 
     try:
         wait_until(finished, timeout=timeout, interval=interval, message=f"{len(run_ids)} run(s) to end")
-    except TimeoutError:
+    except TimedOut:
         counts = {}
         for status in Run.objects.filter(pk__in=run_ids).values_list("status", flat=True):
             counts[status] = counts.get(status, 0) + 1
@@ -402,7 +405,7 @@ def measure_sandbox_alone(bench, parser, count, warm=True):
     from django.conf import settings
 
     import runner
-    from parseq.core import services
+    from parseq.core import execution
     from parseq.core.validation import allowed_modules
 
     times = []
@@ -415,15 +418,15 @@ def measure_sandbox_alone(bench, parser, count, warm=True):
                 str(script),
                 tempfile.mkdtemp(dir=tempdir),
                 python=settings.SANDBOX_PYTHON,
-                backend=services.sandbox_backend(),
-                limits=services.run_limits(parser=parser),
+                backend=execution.sandbox_backend(),
+                limits=execution.run_limits(parser=parser),
                 timezone=settings.TIME_ZONE,
                 variables=parser.environment,
                 network=parser.network,
                 restricted_modules=allowed_modules() if parser.restricted else None,
                 cancelled=lambda: False,
-                warm=warm and services.warm_start(backend=services.sandbox_backend()),
-                preload=services.warm_preload(),
+                warm=warm and execution.warm_start(backend=execution.sandbox_backend()),
+                preload=execution.warm_preload(),
             )
             times.append(time.perf_counter() - started)
             if not outcome.ok:
@@ -1076,7 +1079,7 @@ def main():
     bench = Bench(root, env, broker_url)
     try:
         results = phases(bench, sizes)
-    except (ProcessExited, TimeoutError, RuntimeError):
+    except (ProcessExited, TimedOut, TimeoutError, RuntimeError):
         for service in bench.services:
             print(
                 f"===== {service.name} (last lines of {service.log_path}) =====\n{service.log_tail()}", file=sys.stderr

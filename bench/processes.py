@@ -1,128 +1,24 @@
-"""Real Parseq processes for the end-to-end bench: started in sessions of their own, read from /proc, killed whole;
-and where the machine's CPU time goes meanwhile.
+"""The bench's side of the process harness (tests/processes.py): its services, RabbitMQ, and where the
+machine's CPU time goes meanwhile.
 
 Imports nothing from Django or Parseq, so `bench/end_to_end.py` can use it before Django is set up.
 """
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
+import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
 import pika
+import psutil
 
+# The one harness for started processes lives with the tests; the bench runs as a script from bench/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.processes import Process, ProcessExited, TimedOut, free_port, wait_until
 
-class ProcessExited(RuntimeError):
-    """A service died while the bench needed it; the message ends with its log."""
-
-
-def wait_until(predicate, *, timeout, message, interval=0.05):
-    """Call `predicate` until it returns something true, and return that; TimeoutError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
-
-
-def free_port():
-    """A TCP port nobody listens on now (the kernel's pick), for a web server to bind a moment later."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def proc_status(pid):
-    """The fields of /proc/<pid>/status as strings, or {} once the process is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as file:
-            return dict(line.rstrip("\n").split(":\t", 1) for line in file if ":\t" in line)
-    except OSError:
-        return {}
-
-
-def memory_kib(pid, field):
-    """VmHWM (peak resident set) or VmRSS of a process, in KiB; None once it is gone."""
-    value = proc_status(pid).get(field)
-    return int(value.split()[0]) if value else None
-
-
-def group_members(pgid):
-    """(pid, parent pid) of the live, non-zombie processes in process group `pgid`."""
-    found = []
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{name}/stat") as file:
-                fields = file.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            found.append((int(name), int(fields[1])))
-    return found
-
-
-class Service:
-    """One long-running process (gunicorn, rundramatiq, runscheduler) in a session of its own.
-
-    Its own session and process group: a whole group (dramatiq's parent and its forked worker
-    processes, gunicorn's master and workers) can be killed at once, and /proc tells its members.
-    Sandboxes start sessions of their own and die with their worker (bwrap --die-with-parent, lifeline).
-    """
-
-    def __init__(self, name, argv, *, env, cwd, log_dir):
-        self.name = name
-        self.log_path = Path(log_dir) / f"{name}.log"
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.pid = self.process.pid
-
-    def check_alive(self):
-        if self.process.poll() is not None:
-            raise ProcessExited(f"{self.name} exited with code {self.process.returncode}:\n{self.log_tail()}")
-
-    def log_tail(self, lines=40):
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def children(self):
-        """The pids of the leader's direct children in its group: dramatiq's worker processes, gunicorn's workers."""
-        return sorted(pid for pid, parent in group_members(self.pid) if parent == self.pid)
-
-    def peak_memory(self):
-        """{pid: VmHWM in KiB} of the leader's children: the processes that do the work."""
-        return {pid: memory_kib(pid, "VmHWM") for pid in self.children()}
-
-    def stop(self, grace=5.0):
-        """SIGTERM to the group, SIGKILL to whatever is left after `grace` seconds; waits until the group is gone."""
-        if self.process.poll() is None or group_members(self.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            while group_members(self.pid) and time.monotonic() < deadline:
-                self.process.poll()  # reaps the leader, which would otherwise stay a zombie member
-                time.sleep(0.05)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-        # The forked workers are not our children: wait until they are gone, database connections and all.
-        wait_until(lambda: not group_members(self.pid), timeout=10, message=f"the processes of {self.name} to end")
+__all__ = ["CpuWatch", "Process", "ProcessExited", "TimedOut", "consumers", "free_port", "fresh_vhost", "wait_until"]
 
 
 def rabbitmqctl(*arguments):
@@ -150,26 +46,23 @@ def consumers(broker_url, queue):
 
 
 def process_table():
-    """{pid: (parent pid, command name, CPU seconds, start time in ticks, state)} of every process now.
+    """{pid: (parent pid, command name, CPU seconds, start time, state)} of every process now.
 
     The CPU seconds are the process's own and those of the children it has reaped (cutime, cstime):
     a child too short-lived to be seen shows up in its parent once it is reaped. Not so for init:
     the orphans it reaps are of every kind (bwrap's jails among them: bwrap's outer process exits
     before the jail's), so each is counted as last seen instead.
     """
-    ticks = os.sysconf("SC_CLK_TCK")
     table = {}
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{name}/stat") as file:
-                head, tail = file.read().rsplit(")", 1)
-        except OSError:
+    for process in psutil.process_iter(["ppid", "name", "cpu_times", "create_time", "status"]):
+        info = process.info
+        if info["cpu_times"] is None:  # gone meanwhile
             continue
-        fields = tail.split()
-        pid = int(name)
-        # Counted from the state: ppid is field 1, utime, stime, cutime, cstime 11 to 14, starttime 19.
-        cpu = sum(int(value) for value in fields[11 : 13 if pid == 1 else 15]) / ticks
-        table[pid] = (int(fields[1]), head.split("(", 1)[1], cpu, int(fields[19]), fields[0])
+        times = info["cpu_times"]
+        cpu = times.user + times.system
+        if process.pid != 1:
+            cpu += times.children_user + times.children_system
+        table[process.pid] = (info["ppid"], info["name"], cpu, info["create_time"], info["status"])
     return table
 
 
@@ -206,7 +99,7 @@ class CpuWatch(threading.Thread):
             before = previous.get(pid)
             if before and before[0] == started:
                 kind = before[2]
-            elif state == "Z" and parent == 1:
+            elif state == psutil.STATUS_ZOMBIE and parent == 1:
                 kind = "orphans"  # whose, nobody can tell once its parent is gone (bwrap's jails, mostly)
             else:
                 kind = self.kind(pid, name, table, bench)

@@ -26,7 +26,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import textwrap
 import time
 
 import requests
+from processes import Process, free_port
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 VENV = os.path.join(BENCH, ".venv-scrapyd")
@@ -132,12 +132,6 @@ def build_egg(workdir):
     return os.path.join(dist, egg)
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def scrapyd_conf(port, poll_interval):
     return textwrap.dedent(f"""\
         [scrapyd]
@@ -153,32 +147,15 @@ def running_scrapyd(workdir, poll_interval):
     """Scrapyd in workdir (it reads ./scrapyd.conf and keeps eggs, logs, dbs there), stopped whatever happens."""
     port = free_port()
     write(os.path.join(workdir, "scrapyd.conf"), scrapyd_conf(port, poll_interval))
-    with open(os.path.join(workdir, "scrapyd.out"), "w") as out:
-        # Own session, so that stopping it also stops any job it started.
-        process = subprocess.Popen(
-            [os.path.join(VENV, "bin", "scrapyd")],
-            cwd=workdir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    # Own session, so that stopping it also stops any job it started.
+    scrapyd = os.path.join(VENV, "bin", "scrapyd")
+    process = Process([scrapyd], log_path=os.path.join(workdir, "scrapyd.out"), cwd=workdir)
     try:
         client = Client(f"http://127.0.0.1:{port}")
         client.wait_ready(process)
         yield client
     finally:
-        stop_group(process)
-
-
-def stop_group(process):
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        process.stop(grace=15)
 
 
 class Client:
@@ -197,14 +174,12 @@ class Client:
         return body
 
     def wait_ready(self, process, timeout=60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"scrapyd exited with {process.returncode}")
+        def answers():
             with contextlib.suppress(requests.ConnectionError):
                 return self.call("GET", "daemonstatus.json")
-            time.sleep(0.05)
-        raise TimeoutError("scrapyd did not answer")
+            return None
+
+        return process.wait_until(answers, timeout=timeout, message="scrapyd to answer")
 
     def deploy(self, egg):
         with open(egg, "rb") as f:

@@ -9,7 +9,7 @@ from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.http import require_safe
 
-from parseq.core import selectors, services
+from parseq.core import execution
 from parseq.scheduling.selectors import scheduler_is_active
 
 
@@ -24,8 +24,8 @@ def health():
     checks = {"database": _database_health(), "broker": _broker_health()}
     healthy = all(value == "ok" for value in checks.values())
     info = {
-        "sandbox": selectors.SANDBOX_DESCRIPTIONS[services.sandbox_backend()],
-        "run_limits": selectors.run_limits_description(),
+        "sandbox": execution.SANDBOX_DESCRIPTIONS[execution.sandbox_backend()],
+        "run_limits": execution.run_limits_description(),
     }
     if checks["database"] == "ok":
         # Informative, not a failure: the web keeps working while schedulers restart.

@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from ipaddress import IPv4Network, IPv6Network
 
-from runner.bwrap_backend import BwrapBackend, WarmBwrapBackend, bwrap_works
+from runner.backend import Backend
+from runner.bwrap_jail import BwrapJail, bwrap_works
 from runner.cgroups import availability as cgroups_availability
 from runner.docker_backend import DockerBackend
 from runner.names import filename_problem
@@ -27,11 +28,23 @@ from runner.outcome import (
     Outcome,
     ResultFile,
 )
-from runner.subprocess_backend import SubprocessBackend, WarmSubprocessBackend
+from runner.starts import ColdStart, WarmStart
+from runner.subprocess_jail import SubprocessJail
+from runner.supervisor import SandboxRun
 from runner.warm import ZygoteError
 
-BACKENDS = {"subprocess": SubprocessBackend, "bwrap": BwrapBackend, "docker": DockerBackend}
-WARM_BACKENDS = {"subprocess": WarmSubprocessBackend, "bwrap": WarmBwrapBackend}
+Sandbox = Backend | DockerBackend
+# Each backend's sandbox for an interpreter: a jail and a start (runner/backend.py), or Docker's own.
+BACKENDS: dict[str, Callable[[str], Sandbox]] = {
+    "subprocess": lambda python: Backend(SubprocessJail(python), ColdStart()),
+    "bwrap": lambda python: Backend(BwrapJail(python), ColdStart()),
+    "docker": DockerBackend,
+}
+# The backends with a warm start, and their sandbox for an interpreter and the modules its zygote preloads.
+WARM_BACKENDS: dict[str, Callable[[str, Iterable[str]], Sandbox]] = {
+    "subprocess": lambda python, preload: Backend(SubprocessJail(python), WarmStart(preload)),
+    "bwrap": lambda python, preload: Backend(BwrapJail(python), WarmStart(preload)),
+}
 WORKDIR_PREFIX = "parseq-run-"
 
 __all__ = [
@@ -107,7 +120,7 @@ def run_script(
     With `restricted_modules`, the script runs under the RestrictedPython policy and may import only
     those. `cancelled`, a callable, is asked about twice a second whether to stop: once it answers true,
     the sandbox is killed and the outcome is CANCELLED. With `warm` (subprocess and bwrap), the sandbox is a fork of
-    a zygote that has imported the modules in `preload` already (runner/warm.py). Never raises
+    a zygote that has imported the modules in `preload` already (runner/starts.py, runner/warm.py). Never raises
     for anything the script does: every failure is an Outcome with a
     status and an error for the user.
     """
@@ -117,7 +130,7 @@ def run_script(
         return Outcome(SANDBOX_ERROR, error=NO_BACKEND)
     if warm and backend not in WARM_BACKENDS:
         return Outcome(SANDBOX_ERROR, error=f"a warm start needs the subprocess or bwrap backend, not {backend}")
-    sandbox = WARM_BACKENDS[backend](python, preload=preload) if warm else BACKENDS[backend](python)
+    sandbox = WARM_BACKENDS[backend](python, preload) if warm else BACKENDS[backend](python)
     try:
         parent = sandbox.workdir_parent(limits)
     except ZygoteError as error:
@@ -125,7 +138,7 @@ def run_script(
     with tempfile.TemporaryDirectory(prefix=WORKDIR_PREFIX, dir=parent, ignore_cleanup_errors=True) as workdir:
         script_copy = os.path.join(workdir, "script.py")
         shutil.copyfile(script_path, script_copy)
-        outcome = sandbox.run(
+        run = SandboxRun(
             script_path=script_copy,
             display_name=os.path.basename(script_path),
             workdir=workdir,
@@ -140,5 +153,6 @@ def run_script(
             restricted_modules=restricted_modules,
             cancelled=cancelled or _never,
         )
+        outcome = sandbox.run(run)
     outcome.duration = time.monotonic() - started
     return outcome

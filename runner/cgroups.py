@@ -7,7 +7,7 @@ threads, so a fork bomb uses up its own run's budget, never the zygote's or anot
 Each controller is used where the host mounts it: cgroup v2 when the worker's own cgroup there
 delegates it to child cgroups, cgroup v1 otherwise (a hybrid host has both). The worker opens each
 run cgroup's `cgroup.procs` and hands the descriptors to the sandbox, whose first act is to write
-"0" to them (runner/bootstrap.py, runner/zygote.py): the kernel checks the credentials of the
+"0" to them (runner/sandbox/bootstrap.py, runner/sandbox/zygote.py): the kernel checks the credentials of the
 opener, so a process without privileges in a jail joins the cgroup and every process it starts
 stays there. Where no cgroup can be made, `availability()` says why and runs keep the rlimits.
 """

@@ -20,16 +20,10 @@ import time
 from runner.egress import EGRESS_SOCKET, behind_egress_proxy
 from runner.outcome import CANCELLED, COMPLETED, PROTOCOL_ERROR, SANDBOX_ERROR, SCRIPT_ERROR, TIMEOUT, Outcome
 from runner.protocol import LimitExceeded, ProtocolViolation, ResultReader, ScriptReportedError
+from runner.sandbox import BOOTSTRAP, RESTRICTED_POLICY
+from runner.sandbox.self_jail import FILES_PER_TMPFS
 from runner.sandbox_user import chown_tree
-from runner.self_jail import FILES_PER_TMPFS
-from runner.subprocess_backend import (
-    BOOTSTRAP,
-    CANCEL_CHECK_SECONDS,
-    RESTRICTED_POLICY,
-    LogCollector,
-    SandboxSetupError,
-    child_limits,
-)
+from runner.supervisor import CANCEL_CHECK_SECONDS, LogCollector, SandboxRun, SandboxSetupError, child_limits
 
 JAIL_WORKDIR = "/sandbox/work"
 JAIL_BOOTSTRAP = "/sandbox/bootstrap.py"
@@ -105,20 +99,31 @@ class DockerBackend:
             "detach": True,
         }
 
-    def run(self, *, workdir, network, allowed_networks=(), refused_networks=(), extra_ports=(), **arguments):
+    def run(self, run: SandboxRun):
         """Run the container; with the policy "internet", behind the run's egress proxy (runner/egress.py)."""
 
         def run_container():
-            return self.run_container(workdir=workdir, network=network, **arguments)
+            return self.run_container(
+                script_path=run.script_path,
+                display_name=run.display_name,
+                workdir=run.workdir,
+                out_dir=run.out_dir,
+                limits=run.limits,
+                timezone=run.timezone,
+                variables=run.variables,
+                network=run.network,
+                restricted_modules=run.restricted_modules,
+                cancelled=run.cancelled,
+            )
 
-        if network != "internet":
+        if run.network != "internet":
             return run_container()
         return behind_egress_proxy(
             run_container,
-            workdir=workdir,
-            allowed_networks=allowed_networks,
-            refused_networks=refused_networks,
-            extra_ports=extra_ports,
+            workdir=run.workdir,
+            allowed_networks=run.allowed_networks,
+            refused_networks=run.refused_networks,
+            extra_ports=run.extra_ports,
         )
 
     def run_container(

@@ -8,7 +8,7 @@ io_uring, ptrace, kexec, kernel modules, and packet or raw sockets; a system cal
 egress proxy.
 
 The worker compiles it once with libseccomp (through pyseccomp) into a BPF program; the sandbox
-loads those bytes with prctl (runner/bootstrap.py: install_syscall_filter), so the sandbox's
+loads those bytes with prctl (runner/sandbox/bootstrap.py: install_syscall_filter), so the sandbox's
 interpreter needs no library for it.
 """
 

@@ -1,4 +1,4 @@
-"""The warm start: a zygote per worker process forks each run's sandbox (see runner/zygote.py).
+"""The warm start's zygotes: one per worker process and jail forks each run's sandbox (runner/sandbox/zygote.py).
 
 A cold run pays for a new interpreter and for importing its libraries (`requests` and `bs4`
 take most of it); a warm run pays for a fork of a process that has done both already. The
@@ -16,8 +16,9 @@ import socket
 import subprocess
 import threading
 
+from runner.sandbox import ZYGOTE
+
 logger = logging.getLogger(__name__)
-ZYGOTE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zygote.py")
 START_SECONDS = 60
 # The zygote reports an exit as soon as it has reaped the child; this only bounds a zygote that hangs.
 REPORT_SECONDS = 30
@@ -33,7 +34,7 @@ class ZygoteError(Exception):
 def zygote_for(*, python, modules, environment, jail=None):
     """This process's zygote for `python` with `modules` preloaded, started on first use or when it died.
 
-    `jail`, for the bwrap backend, says how to start it inside a bubblewrap jail (runner/bwrap_backend.py).
+    `jail`, for the bwrap backend, says how to start it inside a bubblewrap jail (runner/bwrap_jail.py: ZygoteJail).
     """
     key = (python, tuple(sorted(modules)), tuple(sorted(environment.items())), jail.key if jail else None)
     with _zygotes_lock:

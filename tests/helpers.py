@@ -3,11 +3,9 @@
 import functools
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import textwrap
-import time
 import unittest
 from contextlib import contextmanager
 from urllib.parse import quote
@@ -19,6 +17,7 @@ from django.db import connection
 from django.test import override_settings
 
 from parseq.core.models import Parser
+from tests.processes import live_processes_with, wait_until  # noqa: F401 - where most tests import them
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -48,14 +47,6 @@ def database_url():
     if db["PASSWORD"]:
         credentials += ":" + quote(db["PASSWORD"], safe="")
     return f"postgres://{credentials}@{db['HOST']}:{db['PORT']}/{quote(db['NAME'], safe='')}"
-
-
-def port_open(host, port):
-    try:
-        socket.create_connection((host, port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 def requires_postgresql_and_rabbitmq(test_item):
@@ -124,6 +115,19 @@ def in_process_worker(threads=2):
         broker.middleware[:] = [m for m in broker.middleware if type(m).__name__ != "_WorkerMiddleware"]
 
 
+class ManualClock:
+    """A clock that moves only when the test turns it (`advance`): for code taking a `clock=`, instead of sleeping."""
+
+    def __init__(self, start=1000.0):
+        self.now = start
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
 def on_failure(report):
     """A test decorator: when the test fails, call `report(test)` first, to show what explains the failure."""
 
@@ -151,29 +155,3 @@ def _print_process_logs(test):
 
 # The processes a test started hold the cause of its failure: print the logs listed in `self.process_logs`.
 shows_process_logs_on_failure = on_failure(_print_process_logs)
-
-
-def wait_until(predicate, timeout=30, interval=0.05, message="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-
-
-def live_processes_with(marker):
-    """Pids of live (not zombie) processes whose command line contains `marker`."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as file:
-                cmdline = file.read().replace(b"\0", b" ").decode(errors="replace")
-            with open(f"/proc/{pid}/stat") as file:
-                state = file.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker in cmdline and state != "Z":
-            found.append(int(pid))
-    return found

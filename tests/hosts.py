@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import port_open, wait_until
+from tests import processes
 
 CAN_MAKE_HOSTS = os.geteuid() == 0 and shutil.which("ip") is not None
 FIXTURE_SERVER = Path(__file__).with_name("fixture_server.py")
@@ -53,14 +53,16 @@ class TestHost:
             server = [str(FIXTURE_SERVER), self.address, str(PORT), self.directory]
         else:
             server = ["-m", "http.server", str(PORT), "--bind", self.address, "--directory", self.directory]
-        self.server = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, *server], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        self.server = processes.start(
+            ["ip", "netns", "exec", ns, sys.executable, *server],
+            name=f"host-{ns}",
+            ready=lambda: processes.port_accepting(self.address, PORT),
+            timeout=10,
+            message="the test host's server",
         )
-        wait_until(lambda: port_open(self.address, PORT), timeout=10, message="the test host's server")
         return self
 
     def __exit__(self, *exc):
         self.server.kill()
-        self.server.wait()
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
         subprocess.run(["ip", "link", "del", f"v{self.name}"], capture_output=True)

@@ -1,4 +1,4 @@
-"""Parseq's layers point one way: admin pages → api, alerts → scheduling → core → runner (README: Architecture).
+"""Parseq's layers point one way: api, alerts → scheduling → core → runner (README: Architecture).
 
 Read from the source, function-level imports included: no import may point up a layer or
 across to another app of the same layer, and no modules may import each other in a circle.
@@ -12,9 +12,9 @@ from collections import defaultdict
 from django.conf import settings
 
 PACKAGE = settings.BASE_DIR / "parseq"
-# Higher imports lower, never the other way. Admin pages sit on top wherever their module lives (they show
-# every app's part of a parser); the project's own modules (urls, health, settings) above everything.
-LAYERS = {"project": 5, "admin pages": 4, "api": 3, "alerts": 3, "scheduling": 2, "core": 1, "access": 1}
+# Higher imports lower, never the other way. An app's admin pages are in its layer: each app adds its own
+# parts to the parser pages. The project's own modules (urls, health, settings) sit above everything.
+LAYERS = {"project": 4, "api": 3, "alerts": 3, "scheduling": 2, "core": 1, "access": 1}
 LAYERS |= {"foundation": 0}  # parseq.env and parseq.logs: settings helpers and log formats, used by all
 FOUNDATION = {"parseq.env", "parseq.logs"}
 
@@ -70,8 +70,6 @@ def layer_of(module):
     parts = module.split(".")
     if module in FOUNDATION:
         return "foundation"
-    if parts[-1] == "admin":
-        return "admin pages"
     if len(parts) < 3 and not os.path.isdir(PACKAGE / parts[-1]):
         return "project"  # parseq itself, or a module of its own such as parseq.urls
     return parts[1]

@@ -49,8 +49,9 @@ class VerifiedCredentials:
     credentials' HMAC -> (user id, HMAC of the user's stored hash, when verified). See the module's docstring.
     """
 
-    def __init__(self, entries=1024):
+    def __init__(self, entries=1024, *, clock=time.monotonic):
         self.entries = entries
+        self.clock = clock  # seconds, as time.monotonic counts them; tests turn it by hand
         self._key = secrets.token_bytes(32)
         self._verified = OrderedDict()
         self._lock = threading.Lock()
@@ -64,7 +65,7 @@ class VerifiedCredentials:
     def remember(self, key, user):
         """Note that `key`'s credentials were verified just now as `user`'s; the oldest entry goes when full."""
         with self._lock:
-            self._verified[key] = (user.pk, self._hash_digest(user), time.monotonic())
+            self._verified[key] = (user.pk, self._hash_digest(user), self.clock())
             self._verified.move_to_end(key)
             while len(self._verified) > self.entries:
                 self._verified.popitem(last=False)
@@ -79,7 +80,7 @@ class VerifiedCredentials:
             return None
         user_id, hash_digest, verified = entry
         user = None
-        if time.monotonic() - verified < seconds:
+        if self.clock() - verified < seconds:
             user = get_user_model()._default_manager.filter(pk=user_id).first()
         if (
             user is not None

@@ -2,18 +2,22 @@ import json
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.html import format_html
 
-from parseq.alerts import services
+from parseq.alerts import selectors, services
 from parseq.alerts.models import WebhookDelivery
+from parseq.core.admin import ParserAdmin
+from parseq.core.admin.common import RecordAdmin
 
 LAST_ERROR_CHARS = 120
+RECENT_DELIVERIES = 5
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
-    """The delivery log: read-only, except that a failed delivery can be sent again."""
+class WebhookDeliveryAdmin(RecordAdmin):
+    """The delivery log: read-only (deliveries go with their runs), except that a failed delivery can be sent again."""
 
     list_display = [
         "created_time",
@@ -55,16 +59,6 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         # `?url__startswith=` would tell a reader the webhook URL a letter at a time.
         return lookup.split("__")[0] != "url" and super().lookup_allowed(lookup, value, request)
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        # Deliveries go with their runs; the log is not edited by hand.
-        return False
-
     def has_retry_permission(self, request):
         # Sending again changes a delivery: it takes the model's change permission, which the form never uses.
         codename = get_permission_codename("change", self.opts)
@@ -98,3 +92,13 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
             self.message_user(
                 request, f"{left} delivery(ies) left alone: only failed ones are retried.", messages.WARNING
             )
+
+
+@admin.display(description="deliveries")
+def webhook_deliveries(parser):
+    """The parser's last alert deliveries, on its page."""
+    deliveries = selectors.recent_deliveries(parser=parser, limit=RECENT_DELIVERIES)
+    return render_to_string("admin/alerts/parser_deliveries.html", {"parser": parser, "deliveries": deliveries})
+
+
+ParserAdmin.add_panel(webhook_deliveries, section="Failure alerts")

@@ -20,8 +20,7 @@ from django.utils import timezone
 from parseq.alerts.events import delivery_due
 from parseq.alerts.models import WebhookDelivery
 from parseq.core.environment import MASK, mask_values
-from parseq.core.models import Parser, Run
-from parseq.core.services import ERROR_FILENAME
+from parseq.core.models import ERROR_FILENAME, Parser, Run
 from runner import addresses
 
 logger = logging.getLogger(__name__)

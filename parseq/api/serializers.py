@@ -9,9 +9,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from parseq.api.permissions import may_read_secrets
-from parseq.core import services
+from parseq.core import intake
 from parseq.core.environment import MASK, masked, merge_environment
-from parseq.core.models import AuditEntry, Parser, Run, validate_egress_ports
+from parseq.core.models import ERROR_FILENAME, AuditEntry, Parser, Run, validate_egress_ports
 from parseq.scheduling.selectors import next_run_time
 
 SCRIPT_FIELDS = ("script", "script_text")
@@ -91,12 +91,7 @@ class ParserSerializer(serializers.ModelSerializer):
     def validate(self, attrs):
         attrs = super().validate(attrs)
         parser = self.instance
-        self._script_from_text(attrs)
-        if parser is None and "script" not in attrs:
-            raise serializers.ValidationError(
-                {"script": "A script is required: upload a .py file as `script`, or send its source as `script_text`."}
-            )
-        self._check_script(attrs)
+        self._take_script(attrs)
         if "environment" in attrs:
             previous = parser.environment if parser else {}
             attrs["environment"], problems = merge_environment(attrs["environment"], previous=previous)
@@ -105,28 +100,21 @@ class ParserSerializer(serializers.ModelSerializer):
         self._check_schedule(attrs)
         return attrs
 
-    def _script_from_text(self, attrs):
-        text = attrs.pop("script_text", None)
-        if text is None:
-            return
-        if "script" in attrs:
-            raise serializers.ValidationError({"script_text": "Send the script as a file or as text, not both."})
-        name = attrs.get("name") or (self.instance.name if self.instance else "")
-        attrs["script"] = services.script_from_text(text=text, parser_name=name)
-
-    def _check_script(self, attrs):
-        """The admin's rule: check a new script, and the stored one when restricted mode is switched on."""
+    def _take_script(self, attrs):
+        """The script the request brings (`script` or `script_text`), by the admin's rules (core/intake.py)."""
         parser = self.instance
-        restricted = attrs.get("restricted", parser.restricted if parser else True)
-        script = attrs.get("script")
-        if script is None and parser is not None and restricted and not parser.restricted:
-            script = parser.script
-        if script is None:
-            return
         try:
-            services.check_script(uploaded_file=script, restricted=restricted)
+            script = intake.incoming_script(
+                upload=attrs.pop("script", None),
+                text=attrs.pop("script_text", None),
+                parser=parser,
+                parser_name=attrs.get("name") or (parser.name if parser else ""),
+                restricted=attrs.get("restricted", parser.restricted if parser else True),
+            )
         except DjangoValidationError as error:
-            raise serializers.ValidationError({"script": error.messages}) from None
+            raise serializers.ValidationError(error.message_dict) from None
+        if script is not None:
+            attrs["script"] = script
 
     def _check_schedule(self, attrs):
         candidate = copy.copy(self.instance) if self.instance else Parser()
@@ -223,7 +211,7 @@ class RunSerializer(serializers.ModelSerializer):
     def get_error_url(self, run) -> str | None:
         if run.status != Run.Status.ERROR:
             return None
-        return self._absolute(reverse("download", args=[run.run_id, services.ERROR_FILENAME]))
+        return self._absolute(reverse("download", args=[run.run_id, ERROR_FILENAME]))
 
     def _absolute(self, path):
         request = self.context.get("request")

@@ -1,7 +1,7 @@
-"""How runs look in the admin: status badges, live durations, sizes, logs and code listings, as safe HTML."""
+"""How runs look in the admin: status badges and live durations (as safe HTML), times, sizes, log tails."""
 
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 
 LOG_TAIL_LINES = 200
 PREVIEWABLE_IMAGES = ("image/png", "image/jpeg", "image/gif", "image/webp")
@@ -57,22 +57,18 @@ def is_previewable(entry):
     return entry["content_type"] in PREVIEWABLE_IMAGES and entry["size"] <= MAX_PREVIEW_BYTES
 
 
-def log_tail(text, *, full_url):
-    """The end of a log, where the cause usually is; a long log says what it leaves out and links the whole."""
+def log_tail(text):
+    """The end of a log, where the cause usually is: (the last LOG_TAIL_LINES lines as text, how many, of how many)."""
     lines = text.splitlines()
     shown = lines[-LOG_TAIL_LINES:]
-    note = ""
-    if len(lines) > len(shown):
-        note = format_html(
-            '<p class="parseq-note">The last {} of {} lines. <a href="{}">The whole log</a></p>',
-            len(shown),
-            len(lines),
-            full_url,
-        )
-    return format_html('{}<pre class="parseq-pre parseq-log">{}</pre>', note, "\n".join(shown))
+    return "\n".join(shown), len(shown), len(lines)
 
 
-def code_listing(source):
-    """Source with line numbers (drawn by CSS, so copying the code copies no numbers)."""
-    lines = format_html_join("", '<span class="parseq-line">{}\n</span>', ((line,) for line in source.splitlines()))
-    return format_html('<pre class="parseq-pre parseq-code">{}</pre>', lines)
+def moment(value):
+    """A time to the second, in the server's timezone, named: schedules are about seconds."""
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def last_line(text):
+    """The last line of an error: what went wrong, after the traceback that led there."""
+    return text.splitlines()[-1] if text else ""

@@ -12,8 +12,7 @@ from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirec
 from django.utils.cache import get_conditional_response
 from django.utils.http import content_disposition_header, http_date, parse_http_date_safe
 
-from parseq.core.models import Run
-from parseq.core.services import ERROR_FILENAME, result_path
+from parseq.core.models import ERROR_FILENAME, Run, result_path
 
 CHUNK_BYTES = 64 * 1024
 # Up to 18 digits: larger offsets cannot exist, and a longer header is not a range we serve.

@@ -28,7 +28,8 @@ class LostRunReaper(Middleware):
     def reap_until_stopped(self, stopping):
         from django.conf import settings
 
-        from parseq.core.services import fail_lost_runs, remove_stale_temporary_directories
+        from parseq.core.execution import remove_stale_temporary_directories
+        from parseq.core.housekeeping import fail_lost_runs
 
         while True:
             try:

@@ -6,11 +6,14 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
+from parseq.core.lifecycle import RunQuerySet
 from parseq.core.triggers import CRON_HELP, validate_cron, validate_timezone
 from parseq.core.validation import validate_webhook_url
 from runner.egress import egress_ports_problem
 
 MAX_INTERVAL_DAYS = 3660
+# A failed run's error downloads under this name, beside (never among) its result files.
+ERROR_FILENAME = "error.txt"
 
 
 def default_timeout():
@@ -233,6 +236,8 @@ class Run(models.Model):
     script_sha256 = models.CharField(max_length=64, blank=True)
     parser_settings = models.JSONField(default=dict, blank=True)
 
+    objects = RunQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_time"]
         # Runs are records: nobody changes one, but an operator may stop it.
@@ -261,6 +266,15 @@ class Run(models.Model):
 
     def file_entry(self, name):
         return next((entry for entry in self.files if entry["name"] == name), None)
+
+    def stored_names(self):
+        """Where this run's result files are in storage."""
+        return [result_path(run_id=self.run_id, filename=entry["name"]) for entry in self.files]
+
+
+def result_path(*, run_id, filename):
+    """Where a run's result file is kept in storage: `<run_id>/<filename>`, as its download URL."""
+    return f"{run_id}/{filename}"
 
 
 class AuditEntry(models.Model):

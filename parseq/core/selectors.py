@@ -5,7 +5,6 @@ from datetime import timedelta
 
 from django.db.models import Count, Max, OuterRef, Subquery
 
-import runner
 from parseq.core.models import Parser, Run
 
 
@@ -60,26 +59,3 @@ def dashboard(*, now):
         "in_progress": Run.objects.filter(status__in=Run.ACTIVE_STATUSES).select_related("parser")[:50],
         "failing": parsers_with_last_run().filter(last_run_status=Run.Status.ERROR).order_by("name"),
     }
-
-
-SANDBOX_DESCRIPTIONS = {
-    None: f"none: {runner.NO_BACKEND}",
-    "bwrap": "bwrap",
-    "docker": "docker",
-    "subprocess": "subprocess (weaker: no filesystem, process or network isolation)",
-}
-
-
-def run_limits_description():
-    """How a run's memory and processes are bounded on this machine: its own cgroup, or rlimits alone and why."""
-    works, reason = runner.cgroups_availability()
-    if works:
-        return "a cgroup per run (memory of all its processes, processes)"
-    return f"rlimits only (weaker: memory per process, processes per user id): {reason}"
-
-
-def run_limits_warning(*, backend):
-    """What the admin says when runs have no cgroups of their own (docker's containers always have)."""
-    if backend == "docker" or runner.cgroups_availability()[0]:
-        return None
-    return run_limits_description()

@@ -6,15 +6,15 @@ from django.db import transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
+from parseq.core.housekeeping import delete_stored_files
 from parseq.core.models import Parser, Run
-from parseq.core.services import delete_stored_files
 
 logger = logging.getLogger(__name__)
 
 
 @receiver(post_delete, sender=Run)
 def delete_run_files(sender, instance, **kwargs):
-    names = [f"{instance.run_id}/{entry['name']}" for entry in instance.files]
+    names = instance.stored_names()
     transaction.on_commit(lambda: delete_stored_files(names=names))
 
 

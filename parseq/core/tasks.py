@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.dispatch import receiver
 
-from parseq.core import events, services
+from parseq.core import events, execution, services
 from parseq.logs import about_run
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def retry_when_the_database_failed(retries_so_far, exception):
 )
 def execute_run(run_id):
     with about_run(run_id):
-        services.execute_run(run_id=run_id)
+        execution.execute_run(run_id=run_id)
 
 
 @receiver(events.runs_enqueued)

@@ -10,6 +10,7 @@ from django.utils import timezone
 from django_apscheduler.models import DjangoJobExecution
 
 from parseq.core import audit
+from parseq.core.display import moment
 from parseq.core.models import AuditEntry, Parser, Run
 from parseq.core.services import create_runs
 
@@ -70,20 +71,20 @@ def _runs_or_skips(*, parser, due_times, now):
     grace = timedelta(seconds=settings.MISFIRE_GRACE)
     if now - due > grace:
         reason = (
-            f"{_count(missed, due)} due while no scheduler was running, the last at {_when(due)}: "
+            f"{_count(missed, due)} due while no scheduler was running, the last at {moment(due)}: "
             f"older than the misfire grace period of {_duration(grace)} (PARSEQ_MISFIRE_GRACE)"
         )
         return [skipped_run(parser=parser, scheduled_for=due, reason=reason)]
     runs = []
     if missed:
-        span = _when(missed[0]) if len(missed) == 1 else f"from {_when(missed[0])} to {_when(missed[-1])}"
+        span = moment(missed[0]) if len(missed) == 1 else f"from {moment(missed[0])} to {moment(missed[-1])}"
         reason = (
-            f"{_count(missed)} due {span} while no scheduler was running: coalesced into the run due at {_when(due)}"
+            f"{_count(missed)} due {span} while no scheduler was running: coalesced into the run due at {moment(due)}"
         )
         runs.append(skipped_run(parser=parser, scheduled_for=missed[0], reason=reason))
     if parser.overlap == Parser.Overlap.SKIP and parser.busy_run_id is not None:
         reason = (
-            f"due at {_when(due)} while run {parser.busy_run_id} was still {parser.busy_status} "
+            f"due at {moment(due)} while run {parser.busy_run_id} was still {parser.busy_status} "
             "(this parser's overlap policy is skip)"
         )
         return [*runs, skipped_run(parser=parser, scheduled_for=due, reason=reason)]
@@ -125,10 +126,6 @@ def skipped_run(*, parser, scheduled_for, reason):
 def _count(missed, due=None):
     count = len(missed) + (1 if due else 0)
     return "1 scheduled run" if count == 1 else f"{count} scheduled runs"
-
-
-def _when(moment):
-    return moment.astimezone(timezone.get_current_timezone()).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def _duration(delta):

@@ -1,6 +1,6 @@
 """HTTP Basic in the API: a verified password is not hashed again for a minute, and browsers get no Basic challenge."""
 
-import time
+from unittest import mock
 
 from django.test import RequestFactory, TestCase, override_settings
 from rest_framework.request import Request
@@ -8,6 +8,7 @@ from rest_framework.request import Request
 from parseq.access.authentication import BasicAuthentication, VerifiedCredentials, verified_credentials
 from tests.access.helpers import API, COUNTING_PASSWORDS, counting_hashes, forget_verified_credentials, make_user
 from tests.api.helpers import basic
+from tests.helpers import ManualClock
 
 
 @COUNTING_PASSWORDS
@@ -113,14 +114,21 @@ class VerifiedCredentialsTests(TestCase):
 
     @override_settings(BASIC_AUTH_CACHE_SECONDS=1)
     def test_a_remembered_verification_expires_after_the_cache_seconds(self):
-        # Given alice's credentials verified a little over a second ago
-        self.api()
-        time.sleep(1.1)
+        clock = ManualClock()
+        with mock.patch.object(verified_credentials, "clock", clock):
+            # Given alice's credentials verified
+            self.api()
 
-        # When they come again, then they are hashed again
-        with counting_hashes() as hashes:
-            self.assertEqual(self.api().status_code, 200)
-        self.assertEqual(hashes.count, 1)
+            # When they come again before the cache second is over, and then once it is
+            clock.advance(0.75)
+            with counting_hashes() as before:
+                self.assertEqual(self.api().status_code, 200)
+            clock.advance(0.25)
+            with counting_hashes() as after:
+                self.assertEqual(self.api().status_code, 200)
+
+        # Then they are remembered until then, and hashed again after
+        self.assertEqual((before.count, after.count), (0, 1))
 
     def test_the_cache_holds_neither_passwords_nor_password_hashes(self):
         self.api()

@@ -8,7 +8,7 @@ import dramatiq
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.db import DatabaseError, connection, transaction
-from django.test import TestCase, TransactionTestCase, override_settings
+from django.test import TestCase, TransactionTestCase, override_settings, tag
 from django.urls import reverse
 from django.utils import timezone
 
@@ -76,6 +76,7 @@ def settled(delivery):
     return check
 
 
+@tag("slow")  # scripts in real sandboxes: not in `make test-fast`
 @override_settings(**FAST)
 class RunAlertTests(TemporaryMediaMixin, TransactionTestCase):
     """Real runs in the sandbox, through the in-memory broker and a real worker, to a real endpoint."""
@@ -179,6 +180,7 @@ class RunAlertTests(TemporaryMediaMixin, TransactionTestCase):
         self.assertEqual(len(endpoint.requests), 1)
 
 
+@tag("slow")  # scripts in real sandboxes: not in `make test-fast`
 @override_settings(**FAST)
 class WhichRunsAlertTests(TemporaryMediaMixin, TransactionTestCase):
     def setUp(self):

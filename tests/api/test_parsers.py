@@ -7,6 +7,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 from rest_framework.test import APITestCase
 
+from parseq.core import intake
 from parseq.core.environment import MASK
 from parseq.core.models import Parser, Run
 from tests.api.helpers import FAST_PASSWORDS, VALID, basic, make_users, token_header
@@ -108,7 +109,7 @@ class UploadTests(ParserApiTestCase):
         both = self.upload(script_text="def parse():\n    return {}\n")
 
         self.assertIn("A script is required", missing.json()["errors"]["script"][0])
-        self.assertEqual(both.json()["errors"]["script_text"], ["Send the script as a file or as text, not both."])
+        self.assertEqual(both.json()["errors"]["script_text"], [intake.BOTH_GIVEN])
 
     def test_names_are_unique(self):
         self.upload()

@@ -6,9 +6,9 @@ import threading
 import time
 
 from django.contrib.auth import get_user_model
-from django.test import TransactionTestCase
+from django.test import TransactionTestCase, tag
 
-from parseq.core import services
+from parseq.core import execution, services
 from parseq.core.cancellation import CancelWatcher
 from parseq.core.events import run_finished
 from parseq.core.models import AuditEntry, Run
@@ -24,6 +24,7 @@ HANGING_SCRIPT = """
 """
 
 
+@tag("slow")  # scripts in real sandboxes: not in `make test-fast`
 class CancelTests(TemporaryMediaMixin, TransactionTestCase):
     def setUp(self):
         self.user = get_user_model().objects.create_user("alice", is_staff=True)
@@ -40,7 +41,7 @@ class CancelTests(TemporaryMediaMixin, TransactionTestCase):
         # (the script's name is on the sandbox's command line: it tells its processes apart)
         parser = make_parser(HANGING_SCRIPT, filename=f"{marker}.py", timeout=300)
         run = Run.objects.create(parser=parser)
-        worker = threading.Thread(target=services.execute_run, kwargs={"run_id": run.run_id})
+        worker = threading.Thread(target=execution.execute_run, kwargs={"run_id": run.run_id})
         worker.start()
         self.addCleanup(worker.join, 10)
         wait_until(lambda: Run.objects.get(pk=run.pk).status == Run.Status.RUNNING, message="the run to start")
@@ -70,7 +71,7 @@ class CancelTests(TemporaryMediaMixin, TransactionTestCase):
         run = Run.objects.create(parser=parser)
 
         self.assertTrue(services.cancel_run(run=run, user=self.user, source=AuditEntry.Source.ADMIN))
-        services.execute_run(run_id=run.run_id)  # the message arrives afterwards
+        execution.execute_run(run_id=run.run_id)  # the message arrives afterwards
 
         run.refresh_from_db()
         self.assertEqual(run.status, Run.Status.CANCELLED)
@@ -92,7 +93,7 @@ class CancelTests(TemporaryMediaMixin, TransactionTestCase):
         parser = make_parser(source, timeout=42, environment={"API_KEY": "secret-value"}, extra_egress_ports=[8080])
         run = Run.objects.create(parser=parser)
 
-        services.execute_run(run_id=run.run_id)
+        execution.execute_run(run_id=run.run_id)
 
         run.refresh_from_db()
         self.assertEqual(run.script_sha256, hashlib.sha256(source.encode()).hexdigest())
@@ -101,7 +102,7 @@ class CancelTests(TemporaryMediaMixin, TransactionTestCase):
         self.assertEqual(run.parser_settings["environment"], ["API_KEY"])
         self.assertNotIn("secret-value", str(run.parser_settings))
         self.assertEqual(run.parser_settings["script"], "demo.py")
-        self.assertEqual(run.parser_settings["sandbox"], f"{services.sandbox_backend()} (warm start)")
+        self.assertEqual(run.parser_settings["sandbox"], f"{execution.sandbox_backend()} (warm start)")
 
 
 class CancelWatcherTests(TemporaryMediaMixin, TransactionTestCase):

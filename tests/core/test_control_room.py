@@ -11,6 +11,7 @@ from django.test import TestCase
 from django.urls import reverse
 from django.utils import timezone
 
+from parseq.core import intake
 from parseq.core.models import Parser, Run
 from tests.helpers import TemporaryMediaMixin, make_parser
 
@@ -74,7 +75,7 @@ class RunPageTests(ControlRoomTestCase):
         same = Run.objects.create(parser=self.parser, status="completed", script_sha256=current)
         older = Run.objects.create(parser=self.parser, status="completed", script_sha256="0" * 64)
 
-        self.assertContains(self.run_page(same), f"{current}</code> (the parser&#x27;s current script)")
+        self.assertContains(self.run_page(same), f"{current}</code> (the parser's current script)")
         self.assertContains(self.run_page(older), "(the script has changed since this run)")
 
     def test_the_page_never_reads_the_script_back_from_storage(self):
@@ -84,7 +85,7 @@ class RunPageTests(ControlRoomTestCase):
         with mock.patch.object(storage, "open", side_effect=AssertionError("the run page read the storage")):
             response = self.run_page(run)
 
-        self.assertContains(response, "(the parser&#x27;s current script)")
+        self.assertContains(response, "(the parser's current script)")
 
     def test_a_new_script_gets_its_hash_as_it_is_saved_and_older_runs_say_it_changed(self):
         run = Run.objects.create(parser=self.parser, status="completed", script_sha256=self.parser.script_sha256)
@@ -257,13 +258,13 @@ class ParserPageTests(ControlRoomTestCase):
 
         response = self.change(script=upload, script_text="def parse():\n    return {}\n")
 
-        self.assertContains(response, "Upload a file or edit the text, not both.")
+        self.assertContains(response, intake.BOTH_GIVEN)
 
     def test_a_new_parser_can_be_written_as_text_and_needs_a_script_one_way_or_the_other(self):
         add = reverse("admin:core_parser_add")
 
         refused = self.client.post(add, {"name": "written", **PARSER_FORM})
-        self.assertContains(refused, "Upload a .py file that defines parse(), or write the script as text below.")
+        self.assertContains(refused, intake.NONE_GIVEN)
 
         accepted = self.client.post(add, {"name": "written", "script_text": SOURCE, **PARSER_FORM})
         self.assertEqual(accepted.status_code, 302)

@@ -13,7 +13,7 @@ from django.test import TestCase
 from django.urls import reverse
 
 import runner
-from parseq.core import selectors
+from parseq.core import execution
 from parseq.scheduling.coordination import coordinator_for_database
 from tests.helpers import rabbitmq_url, require
 
@@ -31,7 +31,7 @@ class HealthTests(TestCase):
                 "database": "ok",
                 "broker": "ok",
                 "sandbox": "bwrap",
-                "run_limits": selectors.run_limits_description(),
+                "run_limits": execution.run_limits_description(),
                 "scheduler": "none running",
             },
         )

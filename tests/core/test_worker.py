@@ -11,12 +11,12 @@ from unittest import mock
 import dramatiq
 from django.core.files.storage import default_storage
 from django.db import connection, transaction
-from django.test import TransactionTestCase
+from django.test import TransactionTestCase, tag
 from django.utils import timezone
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 import runner
-from parseq.core import services
+from parseq.core import execution, housekeeping, services
 from parseq.core.models import Run
 from parseq.core.tasks import execute_run
 from tests.helpers import TemporaryMediaMixin, in_process_worker, make_parser, wait_until
@@ -41,6 +41,7 @@ def finished(run):
     return check
 
 
+@tag("slow")  # scripts in real sandboxes: not in `make test-fast`
 class InMemoryBrokerTests(TemporaryMediaMixin, TransactionTestCase):
     def test_the_values_of_a_parsers_variables_are_masked_in_the_stored_error_and_log(self):
         # Given a script whose error and output carry a variable's value, as is and in a URL (found by an attacker)
@@ -120,7 +121,7 @@ class InMemoryBrokerTests(TemporaryMediaMixin, TransactionTestCase):
         left_behind = [Run.objects.create(parser=parser) for _ in range(3)]
 
         with in_process_worker():
-            self.assertEqual(services.resend_enqueued_runs(), 3)
+            self.assertEqual(housekeeping.resend_enqueued_runs(), 3)
             for run in left_behind:
                 wait_until(finished(run), message="a resent run")
 
@@ -164,14 +165,15 @@ class EnqueueTests(TemporaryMediaMixin, TransactionTestCase):
         self.assertIn("could not enqueue the run", run.error)
 
 
+@tag("slow")  # scripts in real sandboxes: not in `make test-fast`
 class ExecuteRunTests(TemporaryMediaMixin, TransactionTestCase):
     def test_a_duplicate_delivery_of_a_run_does_nothing(self):
         run = Run.objects.create(parser=make_parser(WORKING_SCRIPT))
-        services.execute_run(run_id=run.run_id)
+        execution.execute_run(run_id=run.run_id)
         run.refresh_from_db()
         first_finish = run.finished_time
 
-        self.assertIsNone(services.execute_run(run_id=run.run_id))
+        self.assertIsNone(execution.execute_run(run_id=run.run_id))
 
         run.refresh_from_db()
         self.assertEqual(run.status, Run.Status.COMPLETED)
@@ -181,7 +183,7 @@ class ExecuteRunTests(TemporaryMediaMixin, TransactionTestCase):
         parser = make_parser("def parse():\n    return {'a': bytes(400 * 1024 * 1024)}\n", memory_limit_mb=128)
         run = Run.objects.create(parser=parser)
 
-        services.execute_run(run_id=run.run_id)
+        execution.execute_run(run_id=run.run_id)
 
         run.refresh_from_db()
         self.assertEqual(run.status, Run.Status.ERROR)
@@ -191,7 +193,7 @@ class ExecuteRunTests(TemporaryMediaMixin, TransactionTestCase):
         parser = make_parser("def parse():\n    return {}\n", timeout=30)
 
         with self.settings(MEMORY_LIMIT_MB=512, PROCESS_LIMIT=10, RESULT_FILES_LIMIT=5):
-            limits = services.run_limits(parser=parser)
+            limits = execution.run_limits(parser=parser)
 
         self.assertEqual(
             (limits.wall_time, limits.cpu_seconds, limits.memory_bytes, limits.processes, limits.result_files),
@@ -205,7 +207,7 @@ class ExecuteRunTests(TemporaryMediaMixin, TransactionTestCase):
         runs = [Run.objects.create(parser=with_key), Run.objects.create(parser=without)]
 
         for run in runs:
-            services.execute_run(run_id=run.run_id)
+            execution.execute_run(run_id=run.run_id)
 
         contents = []
         for run in runs:
@@ -214,7 +216,7 @@ class ExecuteRunTests(TemporaryMediaMixin, TransactionTestCase):
         self.assertEqual(contents, [b"k-123", b"-"])
 
     def test_a_message_for_an_unknown_run_is_dropped(self):
-        self.assertIsNone(services.execute_run(run_id=uuid.uuid4()))
+        self.assertIsNone(execution.execute_run(run_id=uuid.uuid4()))
 
     def test_no_database_connection_is_held_while_the_sandbox_runs(self):
         if connection.vendor == "sqlite" and connection.is_in_memory_db():
@@ -228,7 +230,7 @@ class ExecuteRunTests(TemporaryMediaMixin, TransactionTestCase):
             return real_run_script(*args, **kwargs)
 
         with mock.patch.object(runner, "run_script", spy):
-            services.execute_run(run_id=run.run_id)
+            execution.execute_run(run_id=run.run_id)
 
         self.assertIsNone(seen["connection"])
         run.refresh_from_db()
@@ -239,7 +241,7 @@ class ExecuteRunTests(TemporaryMediaMixin, TransactionTestCase):
         default_storage.delete(parser.script.name)
         run = Run.objects.create(parser=parser)
 
-        services.execute_run(run_id=run.run_id)
+        execution.execute_run(run_id=run.run_id)
 
         run.refresh_from_db()
         self.assertEqual(run.status, Run.Status.ERROR)
@@ -255,7 +257,7 @@ class LostRunTests(TemporaryMediaMixin, TransactionTestCase):
             parser=parser, status=Run.Status.RUNNING, started_time=now, deadline=now + timedelta(minutes=5)
         )
 
-        self.assertEqual(services.fail_lost_runs(now=now + timedelta(seconds=1)), 1)
+        self.assertEqual(housekeeping.fail_lost_runs(now=now + timedelta(seconds=1)), 1)
 
         lost.refresh_from_db()
         alive.refresh_from_db()
@@ -263,16 +265,6 @@ class LostRunTests(TemporaryMediaMixin, TransactionTestCase):
         self.assertIn("worker lost", lost.error)
         self.assertIsNotNone(lost.finished_time)
         self.assertEqual(alive.status, Run.Status.RUNNING)
-
-    def test_a_claimed_run_gets_a_deadline_of_its_timeout_plus_the_grace(self):
-        run = Run.objects.create(parser=make_parser(WORKING_SCRIPT, timeout=42))
-
-        with self.settings(RUN_GRACE=7):
-            services.claim_run(run_id=run.run_id)
-
-        run.refresh_from_db()
-        self.assertEqual(run.status, Run.Status.RUNNING)
-        self.assertEqual(run.deadline - run.started_time, timedelta(seconds=49))
 
     def test_the_reaper_in_a_worker_ends_lost_runs_on_its_own(self):
         now = timezone.now()
@@ -290,7 +282,7 @@ class TemporaryDirectorySweepTests(TransactionTestCase):
     def test_directories_left_by_killed_workers_are_removed_once_stale_and_fresh_ones_kept(self):
         tmp = tempfile.mkdtemp(prefix="parseq-test-tmp-")
         self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
-        stale_worker = os.path.join(tmp, services.WORKER_TEMP_PREFIX + "old")
+        stale_worker = os.path.join(tmp, execution.WORKER_TEMP_PREFIX + "old")
         stale_run = os.path.join(tmp, runner.WORKDIR_PREFIX + "old")
         fresh_run = os.path.join(tmp, runner.WORKDIR_PREFIX + "new")
         unrelated = os.path.join(tmp, "someone-elses")
@@ -301,16 +293,17 @@ class TemporaryDirectorySweepTests(TransactionTestCase):
             os.utime(path, (long_ago, long_ago))
 
         with mock.patch.object(tempfile, "tempdir", tmp):
-            self.assertEqual(services.remove_stale_temporary_directories(), 2)
+            self.assertEqual(execution.remove_stale_temporary_directories(), 2)
 
         self.assertEqual(sorted(os.listdir(tmp)), sorted([os.path.basename(fresh_run), "someone-elses"]))
 
 
+@tag("slow")  # scripts in real sandboxes: not in `make test-fast`
 class DeletionTests(TemporaryMediaMixin, TransactionTestCase):
     def test_deleting_a_parser_deletes_its_script_and_its_runs_files_from_storage(self):
         parser = make_parser(WORKING_SCRIPT)
         run = Run.objects.create(parser=parser)
-        services.execute_run(run_id=run.run_id)
+        execution.execute_run(run_id=run.run_id)
         stored = [parser.script.name, f"{run.run_id}/rows.csv", f"{run.run_id}/raw.bin"]
         self.assertTrue(all(default_storage.exists(name) for name in stored))
 

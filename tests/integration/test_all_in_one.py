@@ -5,31 +5,25 @@ edit moves it at once, and switching automatic runs off stops it (the runs are r
 the SQLite file the process writes). Through the API: upload, run, poll, download.
 """
 
+import math
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import requests
 from django.test import SimpleTestCase
 
+from tests import processes
 from tests.helpers import shows_process_logs_on_failure, wait_until
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SCRIPT = b"def parse():\n    return {'tick.txt': b'tick'}\n"
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class AllInOneTestCase(SimpleTestCase):
@@ -48,35 +42,26 @@ class AllInOneTestCase(SimpleTestCase):
         }
         for command in (["migrate", "--noinput"], ["ensure_dev_admin"]):
             self.manage(*command)
-        self.port = free_port()
+        self.port = processes.free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = os.path.join(self.var_dir, "runparseq.log")
         self.process_logs = [self.log_path]
-        with open(self.log_path, "wb") as log:
-            server = subprocess.Popen(
-                [sys.executable, "manage.py", "runparseq", "--port", str(self.port)],
-                cwd=REPOSITORY,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.addCleanup(self.stop, server)
         self.session = requests.Session()
-        wait_until(self.serving, timeout=30, interval=0.2, message="runparseq to serve")
+        server = processes.start(
+            [sys.executable, "manage.py", "runparseq", "--port", str(self.port)],
+            name="runparseq",
+            log_path=self.log_path,
+            cwd=REPOSITORY,
+            env=self.env,
+            ready=self.serving,
+            message="runparseq to serve",
+        )
+        self.addCleanup(server.stop, grace=15)
 
     def manage(self, *command):
         subprocess.run(
             [sys.executable, "manage.py", *command], cwd=REPOSITORY, env=self.env, check=True, capture_output=True
         )
-
-    def stop(self, server):
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
     def serving(self):
         try:
@@ -96,14 +81,14 @@ class AllInOneSchedulingTests(AllInOneTestCase):
         data = {"username": "admin", "password": "admin", "csrfmiddlewaretoken": token, "next": "/admin/"}
         self.assertIn("Site administration", self.session.post(self.base + "/admin/login/", data=data).text)
 
-    def save_parser(self, path, *, first_run, enabled=True, upload=True):
+    def save_parser(self, path, *, first_run, enabled=True, upload=True, name="ticker", repeat_after="00:00:03"):
         data = {
             "csrfmiddlewaretoken": self.csrf(path),
-            "name": "ticker",
+            "name": name,
             "description": "",
             "scheduled_time_0": first_run.strftime("%Y-%m-%d"),
             "scheduled_time_1": first_run.strftime("%H:%M:%S"),
-            "repeat_after": "00:00:03",
+            "repeat_after": repeat_after,
             "cron": "",
             "cron_timezone": "",
             "overlap": "skip",
@@ -121,9 +106,13 @@ class AllInOneSchedulingTests(AllInOneTestCase):
         self.assertEqual(response.status_code, 302, response.text[-3000:])
         return response.headers["Location"]
 
-    def runs(self):
+    def runs(self, parser="ticker"):
         with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as db:
-            rows = db.execute("SELECT scheduled_for, created_time, status FROM core_run ORDER BY scheduled_for")
+            rows = db.execute(
+                "SELECT scheduled_for, created_time, status FROM core_run"
+                " WHERE parser_id = (SELECT id FROM core_parser WHERE name = ?) ORDER BY scheduled_for",
+                [parser],
+            )
             return [(_utc(due), _utc(created), status) for due, created, status in rows]
 
     @shows_process_logs_on_failure
@@ -153,10 +142,16 @@ class AllInOneSchedulingTests(AllInOneTestCase):
         self.assertEqual(after_edit[0], moved)
         self.assertTrue(all((due - moved).total_seconds() % 3 == 0 for due in after_edit), after_edit)
 
-        # When automatic runs are switched off, no more runs come
+        # When automatic runs are switched off
         self.save_parser(page, first_run=moved, enabled=False, upload=False)
         count = len(self.runs())
-        time.sleep(4)
+
+        # Then no run comes at the next time it was due: a one-off parser due then shows the scheduler got there
+        # (due together, both would have run in the same round)
+        switched_off = datetime.now(UTC) + timedelta(seconds=1)
+        next_due = moved + timedelta(seconds=3 * math.ceil(max(0, (switched_off - moved).total_seconds()) / 3))
+        self.save_parser("/admin/core/parser/add/", first_run=next_due, name="fence", repeat_after="")
+        wait_until(lambda: self.runs("fence"), timeout=10, interval=0.1, message="the one-off parser's run")
         self.assertEqual(len(self.runs()), count)
 
 

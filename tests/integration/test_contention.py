@@ -6,7 +6,6 @@ takes it from PGAPPNAME).
 """
 
 import logging
-import os
 import time
 import uuid
 
@@ -14,7 +13,8 @@ from django.db import connection
 
 from parseq.core.models import Run
 from tests.helpers import make_parser, requires_postgresql_and_rabbitmq, shows_process_logs_on_failure
-from tests.integration.test_rabbitmq_worker import RealWorkerTestCase, kill_sessions_of
+from tests.integration.test_rabbitmq_worker import RealWorkerTestCase
+from tests.processes import command_lines, kill_groups_of
 
 logger = logging.getLogger(__name__)
 PROCESSES = 4
@@ -25,24 +25,9 @@ SAMPLE_SECONDS = 4
 SAMPLE_INTERVAL = 0.2
 
 
-def cmdlines():
-    """The command lines of the live (not zombie) processes, in one pass over /proc."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as file:
-                if file.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
-            with open(f"/proc/{pid}/cmdline", "rb") as file:
-                found.append(file.read().replace(b"\0", b" ").decode(errors="replace"))
-        except OSError:
-            continue
-    return found
-
-
 def sandboxes_alive(markers):
     """How many of `markers` (one per run, the sandbox's display name) are on a live process's command line."""
-    lines = cmdlines()
+    lines = command_lines()
     return sum(any(marker in line for line in lines) for marker in markers)
 
 
@@ -69,7 +54,7 @@ class ConnectionContentionTests(RealWorkerTestCase):
         )
         # And 32 parsers whose scripts sleep 10 s, each with its own name to find its sandbox by
         prefix = f"sleeps_{uuid.uuid4().hex}"
-        self.addCleanup(kill_sessions_of, prefix)  # should a sandbox outlive its worker, it goes with the test
+        self.addCleanup(kill_groups_of, prefix)  # should a sandbox outlive its worker, it goes with the test
         markers = [f"{prefix}_{number}.py" for number in range(RUNS)]
         source = f"import time\n\ndef parse():\n    time.sleep({SLEEP_SECONDS})\n    return {{}}\n"
         parsers = [make_parser(source, name=marker, filename=marker, timeout=120) for marker in markers]

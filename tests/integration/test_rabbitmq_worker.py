@@ -5,11 +5,8 @@ broker of its own, and shares the test database and the media directory with the
 worker it starts.
 """
 
-import contextlib
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,8 +18,8 @@ from django.test import Client, TransactionTestCase, override_settings
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from rest_framework.test import APIClient
 
+from parseq.core.lifecycle import LOST_RUN_ERROR
 from parseq.core.models import Run
-from parseq.core.services import LOST_RUN_ERROR
 from parseq.core.tasks import execute_run
 from tests.api.helpers import user_in
 from tests.helpers import (
@@ -34,34 +31,13 @@ from tests.helpers import (
     shows_process_logs_on_failure,
     wait_until,
 )
+from tests.processes import Process, kill_groups_of
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 QUEUE = "runs"
 
 REPORT = b"report of the run\r\nwith \x00 and \xff bytes, not text\n"
 DATA = bytes(range(256)) * 10
-
-
-def live_processes_in_group(pgid):
-    """Pids of live (not zombie) processes in process group `pgid`."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as file:
-                fields = file.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        state, group = fields[0], int(fields[2])
-        if group == pgid and state != "Z":
-            found.append(int(pid))
-    return found
-
-
-def kill_sessions_of(marker):
-    """SIGKILL every process carrying `marker` and its process group (a sandbox leads its own)."""
-    for pid in live_processes_with(marker):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
 
 
 class RealWorkerTestCase(TransactionTestCase):
@@ -118,49 +94,36 @@ class RealWorkerTestCase(TransactionTestCase):
             **(env or {}),
         }
         log_path = os.path.join(self.var_dir, f"worker-{len(self.workers) + 1}.log")
-        with open(log_path, "wb") as log:
-            worker = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(REPOSITORY / "manage.py"),
-                    "rundramatiq",
-                    *(["--path", str(REPOSITORY)] if Path(cwd) != REPOSITORY else []),
-                    "--processes",
-                    str(processes),
-                    "--threads",
-                    str(threads),
-                ],
-                cwd=cwd,
-                env=environment,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        worker = Process(
+            [
+                sys.executable,
+                str(REPOSITORY / "manage.py"),
+                "rundramatiq",
+                *(["--path", str(REPOSITORY)] if Path(cwd) != REPOSITORY else []),
+                "--processes",
+                str(processes),
+                "--threads",
+                str(threads),
+            ],
+            name=f"worker-{len(self.workers) + 1}",
+            log_path=log_path,
+            cwd=cwd,
+            env=environment,
+        )
         self.workers.append(worker)
         self.process_logs.append(log_path)
-        self.addCleanup(self.kill_worker, worker)
+        self.addCleanup(worker.kill)
         return worker
 
     def kill_worker(self, worker):
-        """SIGKILL the worker's whole process group (dramatiq's parent and its worker processes)."""
-        # Once the leader is reaped and its group empty, the id may be reused: then there is nothing left to kill.
-        if worker.returncode is None or live_processes_in_group(worker.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=10)
-        # The worker processes are not our children: wait until they are gone, database connections and all.
-        wait_until(lambda: not live_processes_in_group(worker.pid), timeout=10, message="the worker's processes")
+        """SIGKILL the worker's whole process group (dramatiq's parent and its worker processes); waits until gone."""
+        worker.kill()
 
     def wait_for(self, predicate, *, timeout, message, worker=None):
         """wait_until, failing at once if `worker` has exited instead of waiting for a timeout."""
-
-        def check():
-            if worker is not None and worker.poll() is not None:
-                raise AssertionError(f"the worker exited with code {worker.returncode} while waiting for {message}")
-            return predicate()
-
-        return wait_until(check, timeout=timeout, interval=0.1, message=message)
+        if worker is None:
+            return wait_until(predicate, timeout=timeout, interval=0.1, message=message)
+        return worker.wait_until(predicate, timeout=timeout, interval=0.1, message=message)
 
     def run_a_quick_one(self, *, worker):
         """Send a trivial run and wait until `worker` has completed it: the worker is free and well."""
@@ -238,7 +201,7 @@ class LostWorkerTests(RealWorkerTestCase):
         # Given a worker running a script that would sleep far past its 5 s timeout
         first_worker = self.start_worker()
         marker = f"lost_{uuid.uuid4().hex}.py"  # the sandbox's display name, on its command line
-        self.addCleanup(kill_sessions_of, marker)  # should the sandbox outlive its worker, it goes with the test
+        self.addCleanup(kill_groups_of, marker)  # should the sandbox outlive its worker, it goes with the test
         parser = make_parser(
             """
             import time
@@ -286,7 +249,6 @@ class LostWorkerTests(RealWorkerTestCase):
 
         # And once a run sent after the redelivery has completed, the lost run has not run again
         self.run_a_quick_one(worker=second_worker)
-        time.sleep(0.5)
         self.assertEqual(live_processes_with(marker), [])
         final = Run.objects.get(pk=run.pk)
         self.assertEqual(final.status, Run.Status.ERROR)
@@ -302,7 +264,7 @@ class CancelTests(RealWorkerTestCase):
         # Given a real worker running a script that hangs
         worker = self.start_worker()
         marker = f"hangs_{uuid.uuid4().hex}.py"
-        self.addCleanup(kill_sessions_of, marker)
+        self.addCleanup(kill_groups_of, marker)
         parser = make_parser(
             "import time\n\ndef parse():\n    print('started', flush=True)\n    time.sleep(120)\n",
             name="hangs",

@@ -17,8 +17,8 @@ from django.core.files.storage import default_storage
 from django.db import connection
 from django.test import override_settings
 
+from parseq.core.lifecycle import LOST_RUN_ERROR
 from parseq.core.models import Run
-from parseq.core.services import LOST_RUN_ERROR
 from tests.helpers import (
     live_processes_with,
     make_parser,
@@ -27,7 +27,8 @@ from tests.helpers import (
     shows_process_logs_on_failure,
     wait_until,
 )
-from tests.integration.test_rabbitmq_worker import RealWorkerTestCase, kill_sessions_of
+from tests.integration.test_rabbitmq_worker import RealWorkerTestCase
+from tests.processes import kill_groups_of
 from tests.storage.s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Server, moto_server_missing
 
 logger = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ class ScaleOutTests(RealWorkerTestCase):
     def hosts_alive(self):
         """True, or an AssertionError naming the host whose worker exited."""
         for host in self.hosts.values():
-            if host["worker"].poll() is not None:
+            if host["worker"].returncode is not None:
                 raise AssertionError(f"host {host['name']} exited with code {host['worker'].returncode}")
         return True
 
@@ -221,7 +222,7 @@ class ScaleOutTests(RealWorkerTestCase):
         # Given two worker hosts, and a run that would sleep far past its 5 s timeout running on one of them
         self.start_two_hosts()
         marker = f"lost_{uuid.uuid4().hex}.py"  # the sandbox's display name, on its command line
-        self.addCleanup(kill_sessions_of, marker)
+        self.addCleanup(kill_groups_of, marker)
         sleeper = make_parser(
             "import time\n\ndef parse():\n    time.sleep(60)\n    return {}\n",
             name="sleeper",

@@ -5,15 +5,12 @@ and the API's do) and reads the runs the scheduler enqueued; no worker runs, so 
 stay `enqueued` and the parsers here allow overlapping runs unless a test says otherwise.
 """
 
-import contextlib
 import glob
+import math
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,6 +30,7 @@ from tests.helpers import (
     shows_process_logs_on_failure,
     wait_until,
 )
+from tests.processes import Process
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SCRIPT = "def parse():\n    return {'a.txt': b'a'}\n"
@@ -78,18 +76,15 @@ class SchedulerProcessTestCase(TemporaryMediaMixin, TransactionTestCase):
                 TZ="UTC",
             )
         log_path = self.var_dir / f"scheduler-{len(self.process_logs) + 1}.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "manage.py", "runscheduler"],
-                cwd=REPOSITORY,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        process = Process(
+            [sys.executable, "manage.py", "runscheduler"],
+            name=log_path.stem,
+            log_path=log_path,
+            cwd=REPOSITORY,
+            env=env,
+        )
         self.process_logs.append(log_path)
-        self.addCleanup(self.kill, process)
-        process.log_path = log_path
+        self.addCleanup(process.kill)
         return process
 
     def start_active_scheduler(self, **options):
@@ -98,18 +93,18 @@ class SchedulerProcessTestCase(TemporaryMediaMixin, TransactionTestCase):
         return process
 
     def wait_for_log(self, process, text, *, timeout):
-        def logged():
-            if process.poll() is not None:
-                raise AssertionError(f"the scheduler exited with code {process.returncode}")
-            return text in process.log_path.read_text(errors="replace")
+        process.wait_until(lambda: process.logged(text), timeout=timeout, message=f"{text!r} in its log")
 
-        wait_until(logged, timeout=timeout, interval=0.05, message=f"{text!r} in {process.log_path.name}")
+    def wait_until_fired_at(self, moment, *, timeout=10):
+        """Wait until the active scheduler has fired what was due at `moment`: a one-off parser due then has run.
 
-    def kill(self, process, sig=signal.SIGKILL):
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(sig)
-        process.wait(timeout=15)
+        Parsers due together fire in one round, and earlier ones in an earlier round: once this one has
+        run, so would have any other due by `moment`. A positive signal instead of sleeping past a time.
+        """
+        fence = make_parser(SCRIPT, name=f"due at {moment.isoformat()}", scheduled_time=moment)
+        wait_until(
+            lambda: Run.objects.filter(parser=fence).exists(), timeout=timeout, message=f"the run due at {moment}"
+        )
 
     def dues(self, parser, **filters):
         runs = Run.objects.filter(parser=parser, trigger=Run.Trigger.SCHEDULE, **filters)
@@ -130,7 +125,7 @@ class OnTimeTests(SchedulerProcessTestCase):
         run = wait_until(lambda: Run.objects.filter(parser=parser).first(), timeout=6, message="the run")
         self.assertEqual(run.scheduled_for, due)
         self.assertLess(abs((run.created_time - due).total_seconds()), 1.0)
-        time.sleep(2)
+        self.wait_until_fired_at(due + timedelta(seconds=1))
         self.assertEqual(Run.objects.filter(parser=parser).count(), 1)
         self.assertIsNone(job_time(parser))
 
@@ -180,7 +175,9 @@ class LiveEditTests(SchedulerProcessTestCase):
         wait_until(lambda: job_time(parser) is None, timeout=2, message="the disabled parser's job to go")
         wait_until(lambda: not DjangoJob.objects.filter(id=f"parser-{other.pk}").exists(), timeout=2, message="other")
         count = Run.objects.filter(parser=parser).count()
-        time.sleep(2)
+        # (not at its next due time, which the scheduler reaches)
+        next_due = moved + EVERY_SECOND * math.ceil((timezone.now() - moved).total_seconds() + 0.2)
+        self.wait_until_fired_at(next_due)
         self.assertEqual(Run.objects.filter(parser=parser).count(), count)
 
 
@@ -196,7 +193,7 @@ class DaylightSavingTests(SchedulerProcessTestCase):
         wait_until(lambda: self.dues(spring), timeout=8, message="the spring run")
         self.assertEqual(self.dues(spring), [datetime(2026, 3, 29, 1, 0, tzinfo=UTC)])
         wait_until(lambda: job_time(spring) == datetime(2026, 3, 30, 1, 0, tzinfo=UTC), timeout=2, message="next day")
-        self.kill(scheduler)
+        scheduler.kill()
         spring.delete()
 
         # Autumn: 02:30 happens twice on 2026-10-25 (00:30 and 01:30 UTC); a daily job runs at the first only.
@@ -225,7 +222,7 @@ class StandbyTests(SchedulerProcessTestCase):
         self.assertNotIn("Running job", second.log_path.read_text())
 
         # When the first is killed outright
-        self.kill(first)
+        first.kill()
         killed_at = timezone.now()
 
         # Then the second takes over within ten seconds and the runs go on, one per due time
@@ -245,6 +242,7 @@ class StandbyTests(SchedulerProcessTestCase):
 
 
 class MisfireTests(SchedulerProcessTestCase):
+    @require(LIBFAKETIME, "needs libfaketime: apt-get install faketime")
     @shows_process_logs_on_failure
     def test_runs_missed_while_down_are_coalesced_into_one_and_the_skip_recorded(self):
         scheduler = self.start_active_scheduler()
@@ -252,11 +250,11 @@ class MisfireTests(SchedulerProcessTestCase):
             SCRIPT, scheduled_time=timezone.now() + EVERY_SECOND, repeat_after=EVERY_SECOND, overlap="allow"
         )
         wait_until(lambda: self.dues(parser), timeout=5, message="a first run")
-        self.kill(scheduler, signal.SIGTERM)
+        scheduler.stop(grace=15)
         stopped_at = timezone.now()
-        time.sleep(3.5)
 
-        self.start_active_scheduler()
+        # The next scheduler's clock starts 4 to 5 s later (libfaketime), as if it had been down meanwhile
+        self.start_active_scheduler(fake_start=stopped_at + timedelta(seconds=5))
 
         skip = wait_until(
             lambda: Run.objects.filter(parser=parser, status=Run.Status.SKIPPED).first(), timeout=5, message="a skip"
@@ -271,16 +269,17 @@ class MisfireTests(SchedulerProcessTestCase):
 
     @shows_process_logs_on_failure
     def test_a_one_off_missed_beyond_the_grace_period_is_skipped_and_never_fires_after_a_restart(self):
-        due = timezone.now() + timedelta(seconds=1)
+        # Given a one-off due 2 s ago, while no scheduler ran
+        due = timezone.now() - timedelta(seconds=2)
         parser = make_parser(SCRIPT, scheduled_time=due)
-        time.sleep(2.5)
 
         scheduler = self.start_active_scheduler(PARSEQ_MISFIRE_GRACE="1")
         skip = wait_until(lambda: Run.objects.filter(parser=parser).first(), timeout=5, message="the skip")
         self.assertEqual((skip.status, skip.scheduled_for), (Run.Status.SKIPPED, due))
         self.assertIn("older than the misfire grace period of 1 s", skip.error)
 
-        self.kill(scheduler, signal.SIGTERM)
+        scheduler.stop(grace=15)
         self.start_active_scheduler()
-        time.sleep(1.5)
+        # (once the new scheduler's first round is done: what is due at once fires in it)
+        self.wait_until_fired_at(timezone.now())
         self.assertEqual(Run.objects.filter(parser=parser).count(), 1)

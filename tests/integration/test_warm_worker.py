@@ -4,22 +4,14 @@ import uuid
 
 from parseq.core.models import Run
 from tests.helpers import live_processes_with, make_parser, requires_postgresql_and_rabbitmq, wait_until
-from tests.integration.test_rabbitmq_worker import RealWorkerTestCase, kill_sessions_of, live_processes_in_group
+from tests.integration.test_rabbitmq_worker import RealWorkerTestCase
+from tests.processes import kill_groups_of, processes_with
 
 
 def zygotes_of(worker):
     """Pids of the zygotes whose parent is one of `worker`'s processes (the zygote leads a session of its own)."""
-    workers = set(live_processes_in_group(worker.pid))
-    found = []
-    for pid in live_processes_with("runner/zygote.py"):
-        try:
-            with open(f"/proc/{pid}/stat") as file:
-                parent = int(file.read().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            continue
-        if parent in workers:
-            found.append(pid)
-    return found
+    workers = {process.pid for process in worker.members()}
+    return [zygote.pid for zygote in processes_with("runner/sandbox/zygote.py") if zygote.ppid() in workers]
 
 
 @requires_postgresql_and_rabbitmq
@@ -56,7 +48,7 @@ class WarmWorkerTests(RealWorkerTestCase):
 
         # When the worker is killed while a run sleeps in its sandbox
         marker = f"{uuid.uuid4().int % 10**6}.875"
-        self.addCleanup(kill_sessions_of, f"sleep {marker}")
+        self.addCleanup(kill_groups_of, f"sleep {marker}")
         sleeper = make_parser(
             f"import subprocess\n\ndef parse():\n    subprocess.run(['sleep', '{marker}'])\n    return {{}}\n",
             name="sleeper",
@@ -71,9 +63,7 @@ class WarmWorkerTests(RealWorkerTestCase):
         # Then the zygote and the sandbox are gone with it
         wait_until(lambda: not live_processes_with(f"sleep {marker}"), timeout=5, message="the sandbox to die")
         wait_until(
-            lambda: (
-                not live_processes_with("runner/zygote.py") or zygote not in live_processes_with("runner/zygote.py")
-            ),
+            lambda: zygote not in live_processes_with("runner/sandbox/zygote.py"),
             timeout=5,
             message="the zygote to exit",
         )

@@ -24,7 +24,7 @@ import uuid
 from django.conf import settings
 
 import runner
-from runner.self_jail import FILES_PER_TMPFS
+from runner.sandbox.self_jail import FILES_PER_TMPFS
 from tests.runner.test_sandbox import SandboxTestCase, under_bwrap, warm_start, warm_under_bwrap
 
 CGROUPS = runner.cgroups_availability()

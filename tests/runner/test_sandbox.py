@@ -12,13 +12,13 @@ from unittest import mock
 from django.conf import settings
 
 import runner
-from parseq.core.services import warm_preload
+from parseq.core.execution import warm_preload
 from parseq.core.validation import allowed_modules, sandbox_modules
-from runner.subprocess_backend import SubprocessBackend
+from runner.subprocess_jail import SubprocessJail
 from tests.helpers import live_processes_with, require, wait_until, write_script
 
 # As root (with util-linux and iproute2), the subprocess backend isolates the network like the jail.
-ISOLATING_SUBPROCESS = SubprocessBackend("python").isolates_network()
+ISOLATING_SUBPROCESS = SubprocessJail("python").isolates_network()
 
 
 class SandboxTestCase(unittest.TestCase):

@@ -9,7 +9,8 @@ import json
 import os
 import unittest
 
-from runner import bootstrap, syscall_filter
+from runner import syscall_filter
+from runner.sandbox import bootstrap
 
 libc = ctypes.CDLL(None, use_errno=True)
 SYS_SOCKET, SYS_UNSHARE = 41, 272

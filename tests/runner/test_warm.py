@@ -16,9 +16,9 @@ from unittest import mock
 from django.conf import settings
 
 import runner
-from parseq.core.services import warm_preload
+from parseq.core.execution import warm_preload
 from runner import warm
-from runner.bwrap_backend import ZygoteJail
+from runner.bwrap_jail import ZygoteJail
 from tests.helpers import live_processes_with, require, wait_until, write_script
 from tests.runner.test_sandbox import SandboxTestCase
 

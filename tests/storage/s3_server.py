@@ -1,14 +1,12 @@
 """A real S3 server on loopback for the tests: moto's server mode, run as a subprocess."""
 
 import os
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 
 import boto3
 from botocore.config import Config
+
+from tests import processes
 
 MOTO_SERVER = os.path.join(os.path.dirname(sys.executable), "moto_server")
 # Dummy credentials: moto accepts any, but boto3 signs every request and needs some.
@@ -24,19 +22,12 @@ def moto_server_missing():
     return f"needs moto's S3 server ({MOTO_SERVER}): pip install -r requirements-dev.txt"
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class S3Server:
     """One moto S3 server process; its objects live in its memory and go when it stops."""
 
     def __init__(self):
-        self.port = free_port()
+        self.port = processes.free_port()
         self.process = None
-        self.log = tempfile.NamedTemporaryFile(prefix="parseq-moto-", suffix=".log", delete=False)  # noqa: SIM115
 
     @property
     def endpoint_url(self):
@@ -44,39 +35,29 @@ class S3Server:
 
     def start(self, timeout=20):
         """Start the server (on the same port when started again) and wait until it answers."""
-        self.process = subprocess.Popen(
+        self.process = processes.start(
             [MOTO_SERVER, "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            ready=self.answers,
+            timeout=timeout,
+            message="moto_server to answer",
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {self.process.returncode}: {self.output()}")
-            try:
-                self.client().list_buckets()
-                return self
-            except Exception:  # not listening yet
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"moto_server did not answer within {timeout} s: {self.output()}")
+        return self
+
+    def answers(self):
+        try:
+            self.client().list_buckets()
+        except Exception:  # not listening yet
+            return False
+        return True
 
     def stop(self):
         """Stop the server at once, as an outage would; idempotent."""
-        if self.process is not None and self.process.poll() is None:
+        if self.process is not None:
             self.process.kill()
-            self.process.wait(timeout=10)
         self.process = None
 
     def close(self):
         self.stop()
-        self.log.close()
-        os.unlink(self.log.name)
-
-    def output(self):
-        with open(self.log.name, encoding="utf-8", errors="replace") as log:
-            return log.read()[-2000:]
 
     def client(self, **config):
         # No retries and short timeouts: a test that waits for a server that is not there fails at once.

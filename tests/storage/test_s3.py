@@ -6,6 +6,7 @@ configuration a deployment gets.
 """
 
 import calendar
+import contextlib
 import hashlib
 import io
 import os
@@ -22,12 +23,13 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import SimpleTestCase, override_settings
+from django.test import SimpleTestCase, override_settings, tag
 from django.utils import timezone
 from rest_framework.test import APITestCase, APITransactionTestCase
+from storages.backends.s3 import S3Storage
 
 from parseq.core import services
-from parseq.core.models import Parser, Run
+from parseq.core.models import Parser, Run, result_path
 from parseq.core.retention import prune_runs
 from parseq.env import ConfigurationError
 from tests.api.helpers import FAST_PASSWORDS, make_users
@@ -44,11 +46,8 @@ WORKING_SCRIPT = """
         print("two files")
         return {"rows.csv": b"a,b\\n1,2\\n", "отчёт.bin": bytes(range(256)) * 64}
 """
-SLOW_SCRIPT = """
-    import time
-
+LATE_SCRIPT = """
     def parse():
-        time.sleep(1.5)
         return {"late.txt": b"stored nowhere"}
 """
 
@@ -119,12 +118,13 @@ class BucketMixin:
         """A completed run whose files (name: (bytes, content type)) are stored the way the worker stores them."""
         run = Run.objects.create(parser=parser, status=Run.Status.COMPLETED, finished_time=timezone.now())
         for name, (content, content_type) in files.items():
-            default_storage.save(services.result_path(run_id=run.run_id, filename=name), ContentFile(content))
+            default_storage.save(result_path(run_id=run.run_id, filename=name), ContentFile(content))
             run.files.append({"name": name, "size": len(content), "content_type": content_type})
         run.save()
         return run
 
 
+@tag("slow")  # a real S3 server process and real sandboxes: not in `make test-fast`
 @FAST_PASSWORDS
 @needs_moto_server
 class BucketStorageTests(BucketMixin, APITransactionTestCase):
@@ -277,6 +277,7 @@ class BucketStorageTests(BucketMixin, APITransactionTestCase):
         return ranges
 
 
+@tag("slow")  # a real S3 server process: not in `make test-fast`
 @FAST_PASSWORDS
 @needs_moto_server
 @override_settings(DOWNLOADS="redirect", DOWNLOAD_URL_EXPIRY=300)
@@ -357,18 +358,30 @@ class RedirectTests(BucketMixin, APITestCase):
         self.assertEqual(unknown.status_code, 404)
 
 
+@tag("slow")  # a real S3 server process and real sandboxes: not in `make test-fast`
 @needs_moto_server
 class StorageOutageTests(BucketMixin, APITransactionTestCase):
-    def test_an_outage_while_storing_results_ends_the_run_in_error_and_the_worker_goes_on(self):
-        # Given a run whose script the worker has read from the bucket, and that is now in its sandbox
-        slow = make_parser(SLOW_SCRIPT, name="slow")
-        with in_process_worker(threads=1):
-            run = services.enqueue_run(parser=slow, trigger=Run.Trigger.MANUAL)
-            wait_until(lambda: Run.objects.filter(pk=run.pk).exclude(script_sha256="").exists(), message="the sandbox")
+    @contextlib.contextmanager
+    def storage_going_away_before_saving(self, marker):
+        """Stop the S3 server the moment a file whose name holds `marker` is to be saved: an outage at that point."""
+        save = S3Storage.save
 
-            # When the storage goes away before the run stores its files
-            self.server.stop()
-            with self.assertLogs("parseq.core.services", "ERROR") as logs:
+        def save_in_an_outage(storage, name, *args, **kwargs):
+            if marker in name:
+                self.server.stop()
+            return save(storage, name, *args, **kwargs)
+
+        with mock.patch.object(S3Storage, "save", save_in_an_outage):
+            yield
+
+    def test_an_outage_while_storing_results_ends_the_run_in_error_and_the_worker_goes_on(self):
+        # Given a run whose script the worker reads from the bucket
+        late = make_parser(LATE_SCRIPT, name="late")
+        with in_process_worker(threads=1):
+            # When the storage goes away just as the run comes to store its file
+            outage = self.storage_going_away_before_saving("late.txt")
+            with outage, self.assertLogs("parseq.core.execution", "ERROR") as logs:
+                run = services.enqueue_run(parser=late, trigger=Run.Trigger.MANUAL)
                 wait_until(finished(run), message="the run to end")
 
             # Then the run ends in error saying why, and once the storage is back the same worker runs the next one

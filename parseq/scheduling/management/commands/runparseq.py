@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from parseq.core import services
+from parseq.core import housekeeping
 from parseq.scheduling.keeper import ScheduleKeeper
 
 
@@ -25,7 +25,7 @@ class Command(BaseCommand):
         scheduler.start()
         try:
             if not settings.BROKER_URL:
-                resent = services.resend_enqueued_runs()
+                resent = housekeeping.resend_enqueued_runs()
                 if resent:
                     self.stdout.write(f"Sent again {resent} run(s) left enqueued by the last in-memory broker.")
             broker = "RabbitMQ" if settings.BROKER_URL else "the in-memory broker"

@@ -1,7 +1,7 @@
 """Making a sandbox of the current process, from the inside: what the warm start's forks do.
 
 A cold sandbox gets these from bubblewrap, `unshare`, `ip` and `setpriv` before exec; a fork of
-the zygote (runner/zygote.py) has no exec, so it does the same with system calls through ctypes.
+the zygote (runner/sandbox/zygote.py) has no exec, so it does the same with system calls through ctypes.
 Runs in the sandbox's interpreter: only the standard library.
 """
 
@@ -23,7 +23,7 @@ SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 4, 24, 38, 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 CAPABILITY_VERSION_3 = 0x20080522
-# The jail's places (runner/bwrap_backend.py): each run's directory under RUNS, its HOME at WORK.
+# The jail's places (runner/bwrap_jail.py): each run's directory under RUNS, its HOME at WORK.
 JAIL_RUNS, JAIL_WORK = "/sandbox/runs", "/sandbox/work"
 # Files (and directories) a run's tmpfs may hold: each costs kernel memory that its size does not count.
 FILES_PER_TMPFS = 20_000

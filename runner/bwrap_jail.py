@@ -10,29 +10,31 @@ jail down with the worker. The jail's network namespace has only a loopback:
 with the policy "internet" its HTTP(S) goes out through the egress proxy
 (runner/egress.py), which refuses the host's own and private addresses; with
 "none" nothing goes out at all.
+
+A warm start's zygote lives in a bubblewrap jail of its own (ZygoteJail), and each fork makes a
+jail of its own inside it (runner/sandbox/self_jail.py: enter_run_jail).
 """
 
 import contextlib
 import functools
-import json
 import os
 import random
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from typing import Any
 
-from runner import self_jail
+from runner import jail
 from runner.egress import EGRESS_SOCKET
+from runner.outcome import Limits
+from runner.sandbox import BOOTSTRAP, RESTRICTED_POLICY, SELF_JAIL, ZYGOTE, self_jail
 from runner.sandbox_user import SANDBOX_UIDS, chown_tree
-from runner.subprocess_backend import (
-    BOOTSTRAP,
-    RESTRICTED_POLICY,
-    SubprocessBackend,
-)
-from runner.warm import ZYGOTE, zygote_for
+from runner.supervisor import SandboxRun
+from runner.warm import Zygote
 
 JAIL_WORKDIR = "/sandbox/work"
-JAIL_RUNS = "/sandbox/runs"  # a warm zygote's runs' directories (runner/self_jail.py)
+JAIL_RUNS = "/sandbox/runs"  # a warm zygote's runs' directories (runner/sandbox/self_jail.py)
 # A warm zygote's runs together may have this many times the processes one run may have.
 WARM_PROCESS_BUDGET = 16
 JAIL_BOOTSTRAP = "/sandbox/bootstrap.py"
@@ -42,13 +44,58 @@ MNT_DETACH = 2
 ETC_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl", "/etc/ca-certificates")
 
 
-class BwrapBackend(SubprocessBackend):
+class BwrapJail:
     name = "bwrap"
     wrapper_reports_signals = True
+    jails_zygote = True  # a warm start's zygote lives in a jail of its own (ZygoteJail)
 
-    def command(self, *, workdir, script_path, display_name, result_fd, lifeline_fd, limits_json, uid):
-        script_in_jail = os.path.join(JAIL_WORKDIR, os.path.relpath(script_path, workdir))
-        arguments = [script_in_jail, display_name, str(result_fd), str(lifeline_fd), limits_json]
+    def __init__(self, python: str) -> None:
+        self.python = os.path.abspath(python)  # not realpath: a venv's python must stay in its venv
+
+    def isolates_network(self) -> bool:
+        return True  # --unshare-all: the jail's network namespace has only a loopback
+
+    def egress_socket(self, workdir: str) -> str:
+        return os.path.join(JAIL_WORKDIR, EGRESS_SOCKET)
+
+    def environment(self, workdir: str, timezone: str, egress_socket: str | None) -> dict[str, str]:
+        variables = jail.environment(self.python, workdir, timezone, egress_socket)
+        return {**variables, "HOME": JAIL_WORKDIR, "TMPDIR": "/tmp"}
+
+    def interpreter_paths(self) -> list[str]:
+        return jail.interpreter_paths(self.python)
+
+    @contextlib.contextmanager
+    def cold_resources(self, run: SandboxRun) -> Iterator[None]:
+        """The run's scratch tmpfs, as root, for the time of the run."""
+        with scratch_tmpfs(run.limits.disk_bytes) as run.scratch_dir:
+            yield
+
+    def sandbox_user(self, run: SandboxRun) -> int | None:
+        """The run's own user, who also gets the scratch tmpfs's HOME."""
+        uid = jail.own_user(run.workdir)
+        if uid is not None and run.scratch_dir:
+            os.chown(os.path.join(run.scratch_dir, "home"), uid, uid)
+        return uid
+
+    def fork_user(self, run: SandboxRun) -> None:
+        """No user of its own: a warm run is the zygote's user, in namespaces of its own."""
+        assert run.zygote is not None  # WarmStart.for_run chose it
+        uid = run.zygote.jail.uid
+        if uid is not None:
+            chown_tree(run.workdir, uid, uid)
+        return None
+
+    def disk_usage(self, run: SandboxRun) -> None:
+        return None  # HOME and /tmp are tmpfs of the limit's size: the kernel holds it
+
+    def user_switch(self, uid: int | None) -> dict[str, Any]:
+        return {} if uid is None else {"user": uid, "group": uid, "extra_groups": []}
+
+    def command(self, run: SandboxRun, *, result_fd: int, lifeline_fd: int, limits_json: str) -> list[str]:
+        """A cold start's command line: bwrap, its namespaces and mounts, then the bootstrap."""
+        script_in_jail = os.path.join(JAIL_WORKDIR, os.path.relpath(run.script_path, run.workdir))
+        arguments = [script_in_jail, run.display_name, str(result_fd), str(lifeline_fd), limits_json]
         return [
             shutil.which("bwrap") or "bwrap",
             "--unshare-all",
@@ -58,7 +105,7 @@ class BwrapBackend(SubprocessBackend):
             "--new-session",
             "--cap-drop",
             "ALL",
-            *self.filesystem(workdir),
+            *self.filesystem(run),
             "--chdir",
             JAIL_WORKDIR,
             "--",
@@ -69,58 +116,56 @@ class BwrapBackend(SubprocessBackend):
             *arguments,
         ]
 
-    def disk_usage(self, workdir, uid):
-        return None  # HOME and /tmp are tmpfs of the limit's size: the kernel holds it
-
-    def isolates_network(self):
-        return True  # --unshare-all: the jail's network namespace has only a loopback
-
-    def user_switch(self, uid):
-        return {} if uid is None else {"user": uid, "group": uid, "extra_groups": []}
-
-    def egress_socket_in_sandbox(self, workdir):
-        return os.path.join(JAIL_WORKDIR, EGRESS_SOCKET)
-
-    def run(self, *, limits, **kwargs):
-        self.disk_bytes = limits.disk_bytes
-        with scratch_tmpfs(self.disk_bytes) as self.scratch_dir:
-            return super().run(limits=limits, **kwargs)
-
-    def sandbox_user(self, workdir):
-        uid = super().sandbox_user(workdir)
-        if uid is not None and self.scratch_dir:
-            os.chown(os.path.join(self.scratch_dir, "home"), uid, uid)
-        return uid
-
-    def filesystem(self, workdir):
-        mounts = system_mounts(tmp_bytes=self.disk_bytes, scratch=self.scratch_dir)
+    def filesystem(self, run: SandboxRun) -> list[str]:
+        mounts = system_mounts(tmp_bytes=run.limits.disk_bytes, scratch=run.scratch_dir)
         for path in self.interpreter_paths():
             mounts += ["--ro-bind", path, path]
         policy = ["--ro-bind", RESTRICTED_POLICY, os.path.join(os.path.dirname(JAIL_BOOTSTRAP), "restricted.py")]
         # Last: bubblewrap's root and /dev are tmpfs too, writable and as large as half the host's memory.
         read_only = ["--remount-ro", "/dev", "--remount-ro", "/"]
-        return [*mounts, "--ro-bind", BOOTSTRAP, JAIL_BOOTSTRAP, *policy, *self.scratch(workdir), *read_only]
+        return [*mounts, "--ro-bind", BOOTSTRAP, JAIL_BOOTSTRAP, *policy, *self.scratch(run), *read_only]
 
-    def scratch(self, workdir):
+    def scratch(self, run: SandboxRun) -> list[str]:
         """The script's HOME: on the run's scratch tmpfs with /tmp and /dev/shm, or a tmpfs of its own.
 
         The files the run starts with (the script, the egress socket) are bound into it.
         """
-        if self.scratch_dir:
-            mounts = ["--bind", os.path.join(self.scratch_dir, "home"), JAIL_WORKDIR]
+        if run.scratch_dir:
+            mounts = ["--bind", os.path.join(run.scratch_dir, "home"), JAIL_WORKDIR]
         else:
-            mounts = ["--size", str(self.disk_bytes), "--tmpfs", JAIL_WORKDIR]
-        for entry in os.scandir(workdir):
+            mounts = ["--size", str(run.limits.disk_bytes), "--tmpfs", JAIL_WORKDIR]
+        for entry in os.scandir(run.workdir):
             kind = "--ro-bind" if entry.is_file(follow_symlinks=False) else "--bind"
             mounts += [kind, entry.path, os.path.join(JAIL_WORKDIR, entry.name)]
         return mounts
 
-    def environment(self, workdir, timezone):
-        return {**super().environment(workdir, timezone), "HOME": JAIL_WORKDIR, "TMPDIR": "/tmp"}
+    def zygote_jail(self, limits: Limits) -> "ZygoteJail":
+        return ZygoteJail(self, processes=limits.processes)
+
+    def fork_request(
+        self, run: SandboxRun, *, zygote: Zygote, limits: dict[str, Any], environment: dict[str, str]
+    ) -> dict[str, Any]:
+        """A warm fork's request: a jail of the run's own inside the zygote's (runner/sandbox/self_jail.py)."""
+        if zygote.jail.process_budget:
+            limits.update(processes=zygote.jail.process_budget, shared=True)
+        return {
+            "script": os.path.join(JAIL_WORKDIR, os.path.relpath(run.script_path, run.workdir)),
+            "display_name": run.display_name,
+            "limits": limits,
+            "environment": environment,
+            "cwd": JAIL_WORKDIR,
+            "uid": None,
+            "own_network": False,  # the run's jail has a network namespace of its own
+            "jail": {
+                "run_dir": os.path.join(JAIL_RUNS, os.path.basename(run.workdir)),
+                "disk_bytes": run.limits.disk_bytes,  # the fork mounts its own tmpfs
+                "keep": [path for path in self.interpreter_paths() if path.startswith(("/tmp/", "/dev/shm/"))],
+            },
+        }
 
 
 @contextlib.contextmanager
-def scratch_tmpfs(size):
+def scratch_tmpfs(size: int) -> Iterator[str | None]:
     """As root, one tmpfs for a cold run's HOME, /tmp and /dev/shm: `size` bytes and a number of files together.
 
     bubblewrap's own tmpfs has a size but no limit on files, whose inodes cost kernel memory. Without
@@ -148,7 +193,7 @@ def scratch_tmpfs(size):
 
 
 @functools.cache
-def sweep_scratch():
+def sweep_scratch() -> None:
     """Unmount the scratch tmpfs that a worker which died left behind (once per process)."""
     with open("/proc/self/mountinfo") as mounts:
         points = [line.split()[4] for line in mounts]
@@ -163,7 +208,7 @@ def sweep_scratch():
                 os.rmdir(point)
 
 
-def system_mounts(*, tmp_bytes=None, scratch=None):
+def system_mounts(*, tmp_bytes: int | None = None, scratch: str | None = None) -> list[str]:
     """Read-only /usr (with the /lib, /bin... links of a merged-/usr system), a little of /etc, /proc, /dev, /tmp.
 
     /tmp and /dev/shm are on the run's `scratch` tmpfs when it has one, else tmpfs of `tmp_bytes` each.
@@ -188,110 +233,52 @@ def system_mounts(*, tmp_bytes=None, scratch=None):
 
 
 @functools.cache
-def bwrap_works():
+def bwrap_works() -> bool:
     """Whether bubblewrap can make a jail on this machine (it needs user namespaces)."""
     if not shutil.which("bwrap"):
         return False
     probe = ["bwrap", "--unshare-all", "--die-with-parent", *system_mounts(), "/usr/bin/true"]
     try:
-        kwargs = {"user": 65534, "group": 65534, "extra_groups": []} if os.geteuid() == 0 else {}
+        kwargs: dict[str, Any] = {"user": 65534, "group": 65534, "extra_groups": []} if os.geteuid() == 0 else {}
         result = subprocess.run(probe, capture_output=True, timeout=10, check=False, cwd="/", **kwargs)
         return result.returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
 
 
-class WarmBwrapBackend(BwrapBackend):
-    """bwrap with a warm start: each run is a fork of a zygote that lives in a bubblewrap jail of its own.
+class ZygoteJail:
+    """The bubblewrap jail a warm zygote lives in, and the directory of its runs.
 
-    The fork makes a jail of its own inside the zygote's (runner/self_jail.py: enter_run_jail), with
-    the same namespaces, tmpfs and read-only system as a cold jail, so runs see neither each other
-    nor the zygote. Runs share the zygote's user id: the process limit holds for the zygote's runs
-    together (WARM_PROCESS_BUDGET times one run's), not for each.
+    Runs share the zygote's user id: the process limit holds for the zygote's runs together
+    (WARM_PROCESS_BUDGET times one run's), not for each.
     """
 
-    def __init__(self, python, *, preload=()):
-        super().__init__(python)
-        self.preload = tuple(preload)
-
-    def zygote(self, limits):
-        jail = ZygoteJail(self, processes=limits.processes)
-        return zygote_for(python=self.python, modules=self.preload, environment=self.zygote_environment(), jail=jail)
-
-    def workdir_parent(self, limits):
-        """Runs' directories live where the zygote's jail sees them (unless runs must start cold)."""
-        zygote = self.zygote(limits)
-        return zygote.jail.runs_dir if zygote.jails_work else None
-
-    def run(self, *, limits, **kwargs):
-        self.zygote_in_use = self.zygote(limits)
-        if not self.zygote_in_use.jails_work:  # the zygote warned when it started
-            return BwrapBackend(self.python).run(limits=limits, **kwargs)
-        self.disk_bytes = limits.disk_bytes  # the fork mounts its own tmpfs (runner/self_jail.py)
-        return SubprocessBackend.run(self, limits=limits, **kwargs)
-
-    def sandbox_user(self, workdir):
-        """No user of its own: the run is the zygote's user, in namespaces of its own."""
-        uid = self.zygote_in_use.jail.uid
-        if uid is not None:
-            chown_tree(workdir, uid, uid)
-        return None
-
-    def start(self, *, workdir, script_path, display_name, pipes, limits_json, uid, environment, cgroup_fds=()):
-        limits = {**json.loads(limits_json), "cgroup_fds": []}  # the fork joins the cgroup itself, before its jail
-        if self.zygote_in_use.jail.process_budget:
-            limits.update(processes=self.zygote_in_use.jail.process_budget, shared=True)
-        request = {
-            "script": os.path.join(JAIL_WORKDIR, os.path.relpath(script_path, workdir)),
-            "display_name": display_name,
-            "limits": limits,
-            "environment": environment,
-            "cwd": JAIL_WORKDIR,
-            "uid": None,
-            "own_network": False,  # the run's jail has a network namespace of its own
-            "jail": {
-                "run_dir": os.path.join(JAIL_RUNS, os.path.basename(workdir)),
-                "disk_bytes": self.disk_bytes,
-                "keep": [path for path in self.interpreter_paths() if path.startswith(("/tmp/", "/dev/shm/"))],
-            },
-        }
-        return self.zygote_in_use.spawn(
-            request=request,
-            log_w=pipes["log"],
-            result_w=pipes["result"],
-            lifeline_r=pipes["lifeline"],
-            cgroup_fds=cgroup_fds,
-        )
-
-
-class ZygoteJail:
-    """The bubblewrap jail a warm zygote lives in, and the directory of its runs."""
-
-    def __init__(self, backend, *, processes):
-        self.backend = backend
+    def __init__(self, jail: BwrapJail, *, processes: int) -> None:
+        self.jail = jail
         self.key = ("bwrap", processes)
         self.uid = random.choice(SANDBOX_UIDS) if os.geteuid() == 0 else None  # noqa: S311 - not a secret
         # Only a user id of its own counts the zygote's processes apart from the worker's.
         self.process_budget = processes * WARM_PROCESS_BUDGET if self.uid is not None else 0
-        self.runs_dir = None
+        self.runs_dir: str | None = None
 
-    def command(self, python, arguments):
+    def command(self, python: str, arguments: list[str]) -> list[str]:
+        """bwrap with the system, the sandbox's code at /sandbox and the runs' directories; then the zygote."""
         self.runs_dir = tempfile.mkdtemp(prefix="parseq-warm-")
         if self.uid is not None:
             os.chown(self.runs_dir, self.uid, self.uid)
         mounts = system_mounts()
-        for path in self.backend.interpreter_paths():
+        for path in self.jail.interpreter_paths():
             mounts += ["--ro-bind", path, path]
-        for source in (BOOTSTRAP, RESTRICTED_POLICY, ZYGOTE, os.path.join(os.path.dirname(ZYGOTE), "self_jail.py")):
+        for source in (BOOTSTRAP, RESTRICTED_POLICY, ZYGOTE, SELF_JAIL):
             mounts += ["--ro-bind", source, f"/sandbox/{os.path.basename(source)}"]
         mounts += ["--bind", self.runs_dir, JAIL_RUNS, "--dir", JAIL_WORKDIR]
         mounts += ["--remount-ro", "/dev", "--remount-ro", "/"]
-        jail = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--new-session", "--cap-drop", "ALL", *mounts]
-        return [*jail, "--chdir", "/", "--", python, "-I", "-B", "/sandbox/zygote.py", *arguments]
+        bwrap = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--new-session", "--cap-drop", "ALL", *mounts]
+        return [*bwrap, "--chdir", "/", "--", python, "-I", "-B", "/sandbox/zygote.py", *arguments]
 
-    def user_switch(self):
+    def user_switch(self) -> dict[str, Any]:
         return {} if self.uid is None else {"user": self.uid, "group": self.uid, "extra_groups": []}
 
-    def remove(self):
+    def remove(self) -> None:
         if self.runs_dir:
             shutil.rmtree(self.runs_dir, ignore_errors=True)

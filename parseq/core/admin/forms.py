@@ -1,0 +1,90 @@
+"""The parser form: the script as a file or as text, ports and variables as people write them."""
+
+from django import forms
+
+from parseq.core import intake
+from parseq.core.environment import MASK, masked_text, parse_environment_text
+from parseq.core.models import Parser
+
+
+class PortsField(forms.CharField):
+    """Ports as people write them, `8080, 8443`; a list of numbers for the model."""
+
+    def prepare_value(self, value):
+        return ", ".join(str(port) for port in value) if isinstance(value, list) else value
+
+    def to_python(self, value):
+        text = super().to_python(value) or ""
+        words = [word for word in text.replace(",", " ").split() if word]
+        if not all(word.isascii() and word.isdigit() for word in words):
+            raise forms.ValidationError("Give port numbers separated by commas, as 8080, 8443.")
+        return [int(word) for word in words]
+
+
+class ParserForm(forms.ModelForm):
+    script_text = forms.CharField(
+        label="Script as text",
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 20, "cols": 100, "spellcheck": "false", "class": "parseq-editor"}),
+        help_text="Edit the script here, or upload a file above: either is checked the same way before it is saved.",
+    )
+    extra_egress_ports = PortsField(
+        label="Extra egress ports",
+        required=False,
+        help_text=Parser._meta.get_field("extra_egress_ports").help_text,
+    )
+    environment_text = forms.CharField(
+        label="Environment",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 60, "spellcheck": "false"}),
+        help_text="One NAME=value a line, passed to this parser's runs only. Saved values are shown as "
+        f"{MASK}: leave a line as it is to keep its value.",
+    )
+
+    class Meta:
+        model = Parser
+        fields = Parser.EDITABLE_FIELDS
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "script" not in self.fields:
+            return  # a reader's page: every field is shown read-only, none is a form field
+        self.fields["environment_text"].initial = masked_text(self.instance.environment or {})
+        self.fields["script"].required = False  # a script may come as text instead; clean() requires one
+        if self.instance.pk and self.instance.script:
+            try:
+                self.fields["script_text"].initial = intake.script_source(parser=self.instance)
+            except OSError as error:
+                self.fields["script_text"].help_text = f"The stored script cannot be read: {error}"
+
+    def clean_environment_text(self):
+        text = self.cleaned_data["environment_text"]
+        environment, problems = parse_environment_text(text, previous=self.instance.environment or {})
+        if problems:
+            raise forms.ValidationError(problems)
+        self.instance.environment = environment
+        return masked_text(environment)
+
+    def clean(self):
+        cleaned = super().clean()
+        if "script" not in self.fields:
+            return cleaned
+        text = cleaned.get("script_text", "")
+        try:
+            script = intake.incoming_script(
+                upload=(cleaned.get("script") or None) if "script" in self.changed_data else None,
+                # The editor shows the stored script: only an edit that leaves some text is a new script.
+                text=text if "script_text" in self.changed_data and text.strip() else None,
+                parser=self.instance,
+                parser_name=cleaned.get("name") or self.instance.name,
+                restricted=cleaned.get("restricted", False),
+            )
+        except forms.ValidationError as error:
+            self.add_error(None, error)
+            return cleaned
+        if script is not None:
+            cleaned["script"] = script
+            if "script" not in self.changed_data:
+                self.changed_data.append("script")
+        return cleaned

@@ -1,0 +1,211 @@
+"""A parser's pages: its list, its form with its history, and Run now.
+
+Other apps add their parts from their own admin modules, through ParserAdmin's class methods:
+a panel in a section of the form's page (`add_panel`), a column of the list (`add_column`),
+an action (`add_action`), what the list's query needs (`add_annotation`) and a notice atop
+both pages (`add_notice`). The core names none of them.
+"""
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models.constants import LOOKUP_SEP
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.loader import render_to_string
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from parseq.core import audit, display, execution, selectors, services
+from parseq.core.admin.common import owned_objects_go_along, run_link
+from parseq.core.admin.forms import ParserForm
+from parseq.core.environment import MASK
+from parseq.core.models import AuditEntry, Parser, Run
+
+# What only those who may change a parser read; never a filter of a list.
+SECRET_MODEL_FIELDS = {"script", "environment", "webhook_url"}
+RECENT_RUNS = 10
+RECENT_AUDIT_ENTRIES = 10
+SUCCESS_RATE_RUNS = 20
+
+
+@admin.register(Parser)
+class ParserAdmin(admin.ModelAdmin):
+    form = ParserForm
+    list_filter = ["enabled"]
+    search_fields = ["name", "description"]
+    actions = ["run_now"]
+    change_form_template = "admin/core/parser/change_form.html"
+    change_list_template = "admin/core/parser/change_list.html"
+    readonly_fields = ["recent_runs", "api_links", "audit_trail", "variable_names"]
+    # A parser's secrets: shown only to those who may change the parser (README: Permissions).
+    SECRET_FIELDS = ("script_text", "environment_text", "webhook_url")
+    fieldsets = [
+        ("History", {"fields": ("recent_runs", "api_links", "audit_trail")}),
+        (None, {"fields": (*Parser.SCRIPT_FIELDS, "script_text")}),
+        ("Automatic runs", {"fields": Parser.SCHEDULE_FIELDS}),
+        ("Sandbox", {"fields": (*Parser.SANDBOX_FIELDS, "environment_text")}),
+        ("Failure alerts", {"fields": Parser.ALERT_FIELDS}),
+        ("Retention", {"fields": Parser.RETENTION_FIELDS}),
+    ]
+
+    # What other apps add (see the module's docstring).
+    panels = []  # (section, name, also on a new parser's page)
+    columns = []  # names, shown after "enabled"
+    annotations = []  # queryset -> queryset
+    notices = []  # () -> HTML or None
+
+    @classmethod
+    def add_panel(cls, panel, *, section, on_new_parsers=False):
+        """Show `panel` (an admin.display function of a parser) at the end of `section` of the form's page."""
+        setattr(cls, panel.__name__, staticmethod(panel))
+        cls.panels.append((section, panel.__name__, on_new_parsers))
+
+    @classmethod
+    def add_column(cls, column):
+        """Show `column` (an admin.display function of a parser) in the list, after "enabled"."""
+        setattr(cls, column.__name__, staticmethod(column))
+        cls.columns.append(column.__name__)
+
+    @classmethod
+    def add_action(cls, action):
+        cls.actions = [*cls.actions, action]
+
+    @classmethod
+    def add_annotation(cls, annotate):
+        cls.annotations.append(annotate)
+
+    @classmethod
+    def add_notice(cls, notice):
+        cls.notices.append(notice)
+
+    def get_queryset(self, request):
+        parsers = selectors.parsers_with_last_run()
+        for annotate in self.annotations:
+            parsers = annotate(parsers)
+        return parsers
+
+    def get_list_display(self, request):
+        return ["name", "enabled", *self.columns, "last_run_status", "last_run_time"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*super().get_readonly_fields(request, obj), *(name for _, name, _ in self.panels)]
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = [
+            (section, {**options, "fields": [*options["fields"], *self._panels_of(section, new=obj is None)]})
+            for section, options in self.fieldsets
+        ]
+        if obj is None:
+            return _without(fieldsets, sections=["History"])  # a new parser has no history yet
+        if not self.has_change_permission(request, obj):
+            # Readers see the names of the variables, not their values; no script, no webhook URL.
+            fieldsets = _without(fieldsets, fields=self.SECRET_FIELDS)
+            return [(n, {"fields": [*o["fields"], "variable_names"]} if n == "Sandbox" else o) for n, o in fieldsets]
+        return fieldsets
+
+    def _panels_of(self, section, *, new):
+        return [name for where, name, on_new in self.panels if where == section and (on_new or not new)]
+
+    def lookup_allowed(self, lookup, value, request=None):
+        # The admin lets a list be filtered by any field in the query string: `?webhook_url__startswith=`
+        # or `?environment__API_KEY__startswith=` would tell a reader a secret a letter at a time.
+        return lookup.split(LOOKUP_SEP)[0] not in SECRET_MODEL_FIELDS and super().lookup_allowed(lookup, value, request)
+
+    def has_run_permission(self, request, obj=None):
+        return request.user.has_perm("core.run_parser")
+
+    def save_model(self, request, obj, form, change):
+        services.save_parser(parser=obj, user=request.user, source=AuditEntry.Source.ADMIN)
+
+    def delete_model(self, request, obj):
+        services.delete_parser(parser=obj, user=request.user, source=AuditEntry.Source.ADMIN)
+
+    def delete_queryset(self, request, queryset):
+        for parser in queryset:
+            services.delete_parser(parser=parser, user=request.user, source=AuditEntry.Source.ADMIN)
+
+    get_deleted_objects = owned_objects_go_along
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        notices = [*self._notices(), *self._sandbox_notices()]
+        context = {**(extra_context or {}), "notices": notices, "can_run": self.has_run_permission(request)}
+        return super().changeform_view(request, object_id, form_url, context)
+
+    def changelist_view(self, request, extra_context=None):
+        context = {"live_fingerprint": selectors.live_fingerprint(scope="runs"), "notices": self._notices()}
+        return super().changelist_view(request, {**(extra_context or {}), **context})
+
+    def _notices(self):
+        return [html for notice in self.notices if (html := notice())]
+
+    @staticmethod
+    def _sandbox_notices():
+        backend = execution.sandbox_backend()
+        context = {
+            "sandbox_warning": execution.SANDBOX_DESCRIPTIONS[backend] if backend in ("subprocess", None) else None,
+            "limits_warning": execution.run_limits_warning(backend=backend),
+        }
+        return [render_to_string("admin/core/parser/sandbox_notices.html", context)] if any(context.values()) else []
+
+    @admin.display(description="recent runs")
+    def recent_runs(self, parser):
+        succeeded, counted = selectors.success_rate(parser=parser, last=SUCCESS_RATE_RUNS)
+        context = {
+            "parser": parser,
+            "runs": parser.runs.all()[:RECENT_RUNS],
+            "succeeded": succeeded,
+            "counted": counted,
+            "percent": round(100 * succeeded / counted) if counted else None,
+            "fingerprint": selectors.live_fingerprint(scope=f"parser:{parser.pk}"),
+        }
+        return render_to_string("admin/core/parser/panels/recent_runs.html", context)
+
+    @admin.display(description="API")
+    def api_links(self, parser):
+        return render_to_string("admin/core/parser/panels/api_links.html", {"parser": parser})
+
+    @admin.display(description="audit trail")
+    def audit_trail(self, parser):
+        entries = audit.entries_of(parser=parser, limit=RECENT_AUDIT_ENTRIES)
+        return render_to_string("admin/core/parser/panels/audit_trail.html", {"parser": parser, "entries": entries})
+
+    @admin.display(description="variables")
+    def variable_names(self, parser):
+        return ", ".join(f"{name}={MASK}" for name in sorted(parser.environment or {})) or "-"
+
+    @admin.display(description="last run", ordering="last_run_status")
+    def last_run_status(self, parser):
+        return display.plain_status_badge(parser.last_run_status)
+
+    @admin.display(description="last run time", ordering="last_run_time")
+    def last_run_time(self, parser):
+        return parser.last_run_time
+
+    @admin.action(description="Run now", permissions=["run"])
+    def run_now(self, request, queryset):
+        for parser in queryset:
+            run = services.enqueue_run(parser=parser, trigger=Run.Trigger.MANUAL, user=request.user)
+            self.message_user(request, format_html("{}: run {} enqueued.", parser.name, run_link(run)))
+
+    def get_urls(self):
+        run_url = path("<int:parser_id>/run/", self.admin_site.admin_view(self.run_now_view), name="core_parser_run")
+        return [run_url, *super().get_urls()]
+
+    def run_now_view(self, request, parser_id):
+        if request.method != "POST":
+            return HttpResponseRedirect(reverse("admin:core_parser_change", args=[parser_id]))
+        if not self.has_run_permission(request):
+            raise PermissionDenied
+        parser = get_object_or_404(Parser, pk=parser_id)
+        run = services.enqueue_run(parser=parser, trigger=Run.Trigger.MANUAL, user=request.user)
+        self.message_user(request, format_html("Run {} enqueued.", run_link(run)), messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:core_run_change", args=[run.run_id]))
+
+
+def _without(fieldsets, *, sections=(), fields=()):
+    """`fieldsets` without the named sections and fields."""
+    return [
+        (name, {**options, "fields": [f for f in options["fields"] if f not in fields]})
+        for name, options in fieldsets
+        if name not in sections
+    ]

@@ -1,0 +1,184 @@
+"""A run's pages: the list, and a run's record with its files, log and what it ran; Cancel."""
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.template.loader import render_to_string
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from parseq.core import display, selectors, services
+from parseq.core.admin.common import owned_objects_go_along
+from parseq.core.models import ERROR_FILENAME, AuditEntry, Run
+
+
+@admin.register(Run)
+class RunAdmin(admin.ModelAdmin):
+    list_display = ["run_id", "parser", "status_badge", "created_time", "duration", "trigger", "scheduled_for"]
+    list_filter = ["status", "parser", "trigger"]
+    list_select_related = ["parser"]
+    date_hierarchy = "created_time"
+    actions = ["cancel_runs"]
+    change_form_template = "admin/core/run/change_form.html"
+    change_list_template = "admin/core/run/change_list.html"
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "run_id",
+                    "parser_link",
+                    "status_badge",
+                    "trigger",
+                    "cancelled_by",
+                    "due",
+                    "created",
+                    "started",
+                    "finished",
+                    "duration",
+                ]
+            },
+        ),
+        ("Error", {"fields": ["error_display"]}),
+        ("Result files", {"fields": ["result_files"]}),
+        ("Log", {"fields": ["log_display"]}),
+        ("What it ran", {"fields": ["script_display", "settings_display"]}),
+    ]
+    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False  # a run is a record: it is only ever cancelled
+
+    get_deleted_objects = owned_objects_go_along
+
+    def delete_model(self, request, obj):
+        services.delete_run(run=obj, user=request.user, source=AuditEntry.Source.ADMIN)
+
+    def delete_queryset(self, request, queryset):
+        for run in queryset.select_related("parser"):
+            services.delete_run(run=run, user=request.user, source=AuditEntry.Source.ADMIN)
+
+    def has_cancel_permission(self, request, obj=None):
+        return request.user.has_perm("core.cancel_run")
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is not None and not obj.error:
+            return [(name, options) for name, options in self.fieldsets if name != "Error"]
+        return self.fieldsets
+
+    def changelist_view(self, request, extra_context=None):
+        context = {"live_fingerprint": selectors.live_fingerprint(scope="runs"), **(extra_context or {})}
+        return super().changelist_view(request, context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        context = {
+            "live_fingerprint": selectors.live_fingerprint(scope=f"run:{object_id}") or "",
+            "can_cancel": self.has_cancel_permission(request),
+            **(extra_context or {}),
+        }
+        return super().change_view(request, object_id, form_url, context)
+
+    def get_urls(self):
+        cancel = path("<uuid:run_id>/cancel/", self.admin_site.admin_view(self.cancel_view), name="core_run_cancel")
+        live = path("live/", self.admin_site.admin_view(self.live_view), name="core_run_live")
+        return [cancel, live, *super().get_urls()]
+
+    @admin.action(description="Cancel selected runs", permissions=["cancel"])
+    def cancel_runs(self, request, queryset):
+        cancelled = sum(
+            services.cancel_run(run=run, user=request.user, source=AuditEntry.Source.ADMIN) for run in queryset
+        )
+        ended = len(queryset) - cancelled
+        message = f"Cancelled {cancelled} run(s)." + (f" {ended} had already ended." if ended else "")
+        self.message_user(request, message, messages.SUCCESS if cancelled else messages.WARNING)
+
+    def cancel_view(self, request, run_id):
+        page = HttpResponseRedirect(reverse("admin:core_run_change", args=[run_id]))
+        if request.method != "POST":
+            return page
+        if not self.has_cancel_permission(request):
+            raise PermissionDenied
+        run = get_object_or_404(Run, pk=run_id)
+        if services.cancel_run(run=run, user=request.user, source=AuditEntry.Source.ADMIN):
+            self.message_user(request, "Run cancelled.", messages.SUCCESS)
+        else:
+            self.message_user(request, f"The run had already ended: it is {run.status}.", messages.WARNING)
+        return page
+
+    def live_view(self, request):
+        """The fingerprints of the scopes a page shows, for its live script (see display.py and live.js)."""
+        if not self.has_view_permission(request):
+            return JsonResponse({"detail": "This needs the permission core.view_run."}, status=403)
+        scopes = request.GET.getlist("scope")[:20]
+        fingerprints = {scope: selectors.live_fingerprint(scope=scope) for scope in scopes}
+        if not scopes or None in fingerprints.values():
+            return JsonResponse({"detail": "Give one or more scope=runs, parser:<id> or run:<uuid>."}, status=400)
+        return JsonResponse({"fingerprints": fingerprints}, headers={"Cache-Control": "no-store"})
+
+    @admin.display(description="due (schedule)")
+    def due(self, run):
+        return display.moment(run.scheduled_for) if run.scheduled_for else "-"
+
+    @admin.display(description="created")
+    def created(self, run):
+        return display.moment(run.created_time)
+
+    @admin.display(description="started")
+    def started(self, run):
+        return display.moment(run.started_time) if run.started_time else "-"
+
+    @admin.display(description="finished")
+    def finished(self, run):
+        return display.moment(run.finished_time) if run.finished_time else "-"
+
+    @admin.display(description="parser", ordering="parser__name")
+    def parser_link(self, run):
+        return format_html('<a href="{}">{}</a>', reverse("admin:core_parser_change", args=[run.parser_id]), run.parser)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, run):
+        return display.status_badge(run)
+
+    @admin.display(description="duration")
+    def duration(self, run):
+        return display.duration(run)
+
+    @admin.display(description="files")
+    def result_files(self, run):
+        context = {"run": run, "error_filename": ERROR_FILENAME}
+        return render_to_string("admin/core/run/panels/result_files.html", context)
+
+    @admin.display(description="error or reason")
+    def error_display(self, run):
+        return render_to_string("admin/core/run/panels/error.html", {"run": run})
+
+    @admin.display(description="log")
+    def log_display(self, run):
+        if not run.log:
+            return "Nothing was printed." if run.is_finished else "The log arrives when the run ends."
+        tail, shown, total = display.log_tail(run.log)
+        context = {"run": run, "tail": tail, "shown": shown, "total": total}
+        return render_to_string("admin/core/run/panels/log.html", context)
+
+    @admin.display(description="script")
+    def script_display(self, run):
+        if not run.script_sha256:
+            return "-"
+        return render_to_string("admin/core/run/panels/script.html", {"run": run})
+
+    @admin.display(description="settings")
+    def settings_display(self, run):
+        if not run.parser_settings:
+            return "-"
+        rows = [(name.replace("_", " "), _setting_text(value)) for name, value in run.parser_settings.items()]
+        return render_to_string("admin/core/run/panels/settings.html", {"settings": rows})
+
+
+def _setting_text(value):
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value) or "none"
+    return value
