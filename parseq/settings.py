@@ -188,6 +188,7 @@ _dramatiq_middleware = [
     "dramatiq.middleware.Retries",
     "django_dramatiq.middleware.DbConnectionsMiddleware",
     "parseq.core.middleware.LostRunReaper",
+    "parseq.core.middleware.DeadLetteredRuns",
     "parseq.core.middleware.CloseDbConnections",
 ]
 if BROKER_URL:
@@ -224,7 +225,28 @@ RESULT_FILES_LIMIT = env_int("PARSEQ_RESULT_FILES_LIMIT", 1000, minimum=1)
 # How long past its timeout a run may stay `running` before it counts as lost.
 # It covers collecting the output and storing the files, so it is never tiny.
 RUN_GRACE = env_int("PARSEQ_RUN_GRACE", 60, minimum=5)
-REAPER_INTERVAL = env_int("PARSEQ_REAPER_INTERVAL", 30, minimum=1)
+REAPER_INTERVAL = env_int("PARSEQ_REAPER_INTERVAL", 10, minimum=1)
+# A worker renews the lease of its running runs this often; a run whose lease is LOST_RUN_SECONDS old has lost
+# its worker and is rerun (README: When things fail).
+HEARTBEAT_SECONDS = env_int("PARSEQ_HEARTBEAT_SECONDS", 5, minimum=1)
+LOST_RUN_SECONDS = env_int("PARSEQ_LOST_RUN_SECONDS", 30, minimum=3)
+if REAPER_INTERVAL > LOST_RUN_SECONDS - 2 * HEARTBEAT_SECONDS:
+    raise ConfigurationError(
+        f"PARSEQ_REAPER_INTERVAL ({REAPER_INTERVAL}) must be at most PARSEQ_LOST_RUN_SECONDS minus twice "
+        f"PARSEQ_HEARTBEAT_SECONDS ({LOST_RUN_SECONDS - 2 * HEARTBEAT_SECONDS}): a database outage between two "
+        "checks of the reaper would otherwise go unseen and let it rerun live runs"
+    )
+if LOST_RUN_SECONDS < 3 * HEARTBEAT_SECONDS:
+    raise ConfigurationError(
+        f"PARSEQ_LOST_RUN_SECONDS ({LOST_RUN_SECONDS}) must be at least 3 times PARSEQ_HEARTBEAT_SECONDS "
+        f"({HEARTBEAT_SECONDS}): a live worker must renew its runs several times before they count as lost"
+    )
+# /healthz says `degraded` when the local storage has less free space than this.
+STORAGE_MIN_FREE_MB = env_int("PARSEQ_STORAGE_MIN_FREE_MB", 1024, minimum=0)
+# How long a worker keeps retrying to record a finished run while the database is unreachable.
+RECORD_RETRY_SECONDS = env_int("PARSEQ_RECORD_RETRY_SECONDS", 600, minimum=0)
+# A run `enqueued` this long is sent to the workers again (its message may be lost); the claim makes that safe.
+RESEND_ENQUEUED_AFTER = env_int("PARSEQ_RESEND_ENQUEUED_AFTER", 300, minimum=10)
 INPROCESS_WORKER_THREADS = env_int("PARSEQ_WORKER_THREADS", 2, minimum=1)
 # Retention (README: Retention): finished runs and their files go; a parser's own limits win over these.
 # Keep each parser's newest N finished runs; unset keeps any number.

@@ -12,3 +12,6 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("<uuid:run_id>/<str:filename>", RunFileDownload.as_view(), name="download"),
 ]
+
+# Outside the API's views too (a middleware reading the session), an API client gets JSON (parseq/api/exceptions.py).
+handler500 = "parseq.api.exceptions.server_error"

@@ -17,6 +17,7 @@ jail of its own inside it (runner/sandbox/self_jail.py: enter_run_jail).
 
 import contextlib
 import functools
+import itertools
 import os
 import random
 import shutil
@@ -25,7 +26,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from runner import jail
+from runner import jail, leftovers
 from runner.egress import EGRESS_SOCKET
 from runner.outcome import Limits
 from runner.sandbox import BOOTSTRAP, RESTRICTED_POLICY, SELF_JAIL, ZYGOTE, self_jail
@@ -39,6 +40,8 @@ JAIL_RUNS = "/sandbox/runs"  # a warm zygote's runs' directories (runner/sandbox
 WARM_PROCESS_BUDGET = 16
 JAIL_BOOTSTRAP = "/sandbox/bootstrap.py"
 SCRATCH_PREFIX = "parseq-scratch-"
+WARM_PREFIX = "parseq-warm-"
+WARM_NUMBERS = itertools.count(1)  # a worker process may have a zygote for each process limit
 MNT_DETACH = 2
 # Files of /etc an ordinary scraper needs: name resolution and certificates.
 ETC_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl", "/etc/ca-certificates")
@@ -208,6 +211,15 @@ def sweep_scratch() -> None:
                 os.rmdir(point)
 
 
+@functools.cache
+def sweep_warm_directories() -> None:
+    """Remove the warm zygotes' run directories of workers that are gone (once per process; runner/leftovers.py)."""
+    temporary = tempfile.gettempdir()
+    for name in os.listdir(temporary):
+        if name.startswith(WARM_PREFIX) and leftovers.owner_is_gone(name[len(WARM_PREFIX) :]):
+            shutil.rmtree(os.path.join(temporary, name), ignore_errors=True)
+
+
 def system_mounts(*, tmp_bytes: int | None = None, scratch: str | None = None) -> list[str]:
     """Read-only /usr (with the /lib, /bin... links of a merged-/usr system), a little of /etc, /proc, /dev, /tmp.
 
@@ -263,7 +275,13 @@ class ZygoteJail:
 
     def command(self, python: str, arguments: list[str]) -> list[str]:
         """bwrap with the system, the sandbox's code at /sandbox and the runs' directories; then the zygote."""
-        self.runs_dir = tempfile.mkdtemp(prefix="parseq-warm-")
+        sweep_warm_directories()
+        # Named after the worker: a worker killed with its zygote leaves it, and the next worker removes it.
+        # Short, with no random part: runs' directories in it hold the egress proxy's socket, whose path
+        # must stay under 108 bytes. One with our name can only be ours or an exited process's with our pid.
+        self.runs_dir = os.path.join(tempfile.gettempdir(), f"{WARM_PREFIX}{leftovers.owner_tag()}{next(WARM_NUMBERS)}")
+        shutil.rmtree(self.runs_dir, ignore_errors=True)
+        os.mkdir(self.runs_dir, 0o700)
         if self.uid is not None:
             os.chown(self.runs_dir, self.uid, self.uid)
         mounts = system_mounts()

@@ -76,6 +76,8 @@ class StartupTests(SimpleTestCase):
             ("PARSEQ_BROKER_URL", "redis://x"),
             ("DEBUG", "y"),
             ("PARSEQ_SANDBOX", "chroot"),
+            ("PARSEQ_REAPER_INTERVAL", "30"),  # an outage between two checks would go unseen
+            ("PARSEQ_HEARTBEAT_SECONDS", "20"),  # fewer than three heartbeats before a run counts as lost
         ]:
             with self.subTest(variable=variable):
                 result = self.start(SECRET_KEY="k", **{variable: value})

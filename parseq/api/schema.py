@@ -10,6 +10,7 @@ ERROR_SCHEMA = {
             "description": "On 400: the problems of each field (or `non_field_errors`).",
             "additionalProperties": {},
         },
+        "run": {"type": "object", "description": "On 503 from run/: the run the broker did not take, in `error`."},
     },
     "required": ["detail", "code"],
 }
@@ -21,6 +22,8 @@ ERROR_DESCRIPTIONS = {
     "409": "The object is not in a state that allows this (a run that has already ended).",
     "415": "Unsupported content type: send JSON or multipart.",
     "429": "Too many failed sign-ins for this user or from this address: `Retry-After` says when to try again.",
+    "503": "The database is unreachable (`database_unavailable`: nothing was changed), or on run/ the broker "
+    "did not take the run (`broker_unavailable`: the run, in `error`, says why). `Retry-After` says when to retry.",
 }
 
 
@@ -62,12 +65,12 @@ def add_links(result, generator, request, public):
 
 
 def add_error_responses(result, generator, request, public):
-    """drf-spectacular postprocessing hook: document 400/401/403/404/415/429 wherever they can happen, all as Error."""
+    """drf-spectacular postprocessing hook: document 400/401/403/404/415/429/503 wherever they happen, all as Error."""
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
     reference = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     for path, operations in result.get("paths", {}).items():
         for method, operation in operations.items():
-            codes = ["401", "403", "429"]
+            codes = ["401", "403", "429", "503"]
             if "{" in path or method == "get":
                 codes.append("404")
             has_body = method in ("post", "put", "patch") and "requestBody" in operation

@@ -158,6 +158,13 @@ class RunSerializer(serializers.ModelSerializer):
         read_only=True, help_text="The parser's sandbox settings the run went by (variable names, never values)."
     )
 
+    attempts = serializers.ListField(
+        child=serializers.DictField(),
+        read_only=True,
+        help_text="The earlier attempts, each {attempt, worker, started, ended, why}: a run whose worker was lost "
+        "runs again, up to its parser's max_attempts.",
+    )
+
     class Meta:
         model = Run
         fields = [
@@ -181,6 +188,9 @@ class RunSerializer(serializers.ModelSerializer):
             "cancelled_by",
             "script_sha256",
             "parser_settings",
+            "attempt",
+            "worker",
+            "attempts",
         ]
         read_only_fields = fields
 

@@ -82,7 +82,11 @@ class ParserViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["post"])
     def run(self, request, pk=None):
         run = services.enqueue_run(parser=self.get_object(), trigger=Run.Trigger.API, user=request.user)
+        run.refresh_from_db()  # the broker took it, or refused it and the run says why (parseq/core/tasks.py)
         data = RunSerializer(run, context=self.get_serializer_context()).data
+        if run.refused_by_the_broker:
+            body = {"detail": run.error, "code": "broker_unavailable", "run": data}
+            return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "30"})
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": str(data["url"])})
 
     @extend_schema(summary="A parser's script", responses={(200, "text/x-python"): OpenApiTypes.STR})

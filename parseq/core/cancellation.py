@@ -5,6 +5,7 @@ query twice a second, on a connection it closes again at once: the cost stays th
 many threads a worker has, and no connection is held while the sandboxes run.
 """
 
+import collections
 import logging
 import threading
 
@@ -21,12 +22,14 @@ class CancelWatcher:
         self.poll_seconds = poll_seconds
         self.lock = threading.Lock()
         self.watched = {}  # run id -> Event, set once the run is cancelled
+        self.watchers = collections.Counter()  # run id -> how many attempts in this process watch it
         self.thread = None
 
     def watch(self, run_id):
         """An Event that is set once the run is cancelled; call `forget` when the run is over."""
         with self.lock:
             event = self.watched.setdefault(run_id, threading.Event())
+            self.watchers[run_id] += 1
             if self.thread is None:
                 self.thread = threading.Thread(target=self._poll, name="parseq-cancel-watcher", daemon=True)
                 self.thread.start()
@@ -34,7 +37,10 @@ class CancelWatcher:
 
     def forget(self, run_id):
         with self.lock:
-            self.watched.pop(run_id, None)
+            self.watchers[run_id] -= 1
+            if self.watchers[run_id] <= 0:
+                del self.watchers[run_id]
+                self.watched.pop(run_id, None)
 
     def _poll(self):
         while True:

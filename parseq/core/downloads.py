@@ -12,7 +12,7 @@ from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirec
 from django.utils.cache import get_conditional_response
 from django.utils.http import content_disposition_header, http_date, parse_http_date_safe
 
-from parseq.core.models import ERROR_FILENAME, Run, result_path
+from parseq.core.models import ERROR_FILENAME, Run
 
 CHUNK_BYTES = 64 * 1024
 # Up to 18 digits: larger offsets cannot exist, and a longer header is not a range we serve.
@@ -27,7 +27,7 @@ def run_file_response(request, *, run, filename):
     entry = run.file_entry(filename)
     if run.status != Run.Status.COMPLETED or entry is None:
         raise Http404("This run has no such file.")
-    path = result_path(run_id=run.run_id, filename=filename)
+    path = run.stored_path(filename)
     bucket = _bucket_storage()
     if settings.DOWNLOADS == "redirect" and bucket is not None:
         return _redirect_to_bucket(bucket, name=path, entry=entry)
@@ -72,7 +72,7 @@ def error_response(run):
 def archive_response(*, run):
     """All files of a run (or its error.txt) as a zip, compressed while it streams, never whole in memory."""
     if run.status == Run.Status.COMPLETED:
-        members = [(entry["name"], result_path(run_id=run.run_id, filename=entry["name"])) for entry in run.files]
+        members = [(entry["name"], run.stored_path(entry["name"])) for entry in run.files]
     elif run.status == Run.Status.ERROR:
         members = []
     else:

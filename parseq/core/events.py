@@ -6,6 +6,7 @@ from django.dispatch import Signal
 # after the change is saved; receivers that do work elsewhere defer it to the commit.
 run_finished = Signal()
 
-# Sent once runs are `enqueued` for good (after the commit that created them), with `run_ids`: the actors'
-# module (parseq/core/tasks.py) hands them to the workers. The core never imports its actors.
+# Sent once runs are `enqueued` for good (after the commit that created them), with `run_ids` and `resend`
+# (true for runs sent before): the actors' module (parseq/core/tasks.py) hands them to the workers. The core
+# never imports its actors.
 runs_enqueued = Signal()

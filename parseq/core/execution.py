@@ -4,30 +4,39 @@ The only part of the core that starts sandboxes (runner.run_script). No database
 is held while a sandbox runs: a long run must not pin one of the pool's connections.
 """
 
+import collections
+import contextlib
 import glob
 import hashlib
 import logging
 import mimetypes
 import os
 import shutil
+import socket
 import tempfile
+import threading
 import time
 
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 
 import runner
 from parseq.core import cancellation
 from parseq.core.environment import mask_values
+from parseq.core.housekeeping import delete_stored_files
 from parseq.core.models import Run, result_path
 from parseq.core.validation import allowed_modules
 from parseq.env import ConfigurationError
-from runner import modules
+from runner import leftovers, modules
 
 logger = logging.getLogger(__name__)
 WORKER_TEMP_PREFIX = "parseq-worker-"
+# What a database outage raises (a lost connection, a refused one, a timeout); a query's own error is not retried.
+DATABASE_UNREACHABLE = (OperationalError, InterfaceError)
+# The recording's clock and its waits: tests turn a clock of their own instead of waiting.
+_clock, _sleep = time.monotonic, time.sleep
 
 
 def execute_run(*, run_id):
@@ -36,25 +45,43 @@ def execute_run(*, run_id):
     A run that is not `enqueued` (a duplicate delivery, or one already handled) is left
     alone. Returns whether the run completed (None when there was nothing to claim).
     """
-    run = Run.objects.claim(run_id=run_id, grace=settings.RUN_GRACE)
+    run = Run.objects.claim(run_id=run_id, grace=settings.RUN_GRACE, worker=worker_name())
     if run is None:
         return None
-    with tempfile.TemporaryDirectory(prefix=WORKER_TEMP_PREFIX) as tempdir:
+    with _leased(run.run_id):
+        return _execute_claimed(run)
+
+
+def _execute_claimed(run):
+    """Run a claimed run's script and keep its outcome; its lease is renewed meanwhile (renew_leases)."""
+    run_id, attempt = run.run_id, run.attempt
+    # Named after the worker process: what a killed worker leaves is removed at once (remove_stale_...).
+    with tempfile.TemporaryDirectory(prefix=f"{WORKER_TEMP_PREFIX}{leftovers.owner_tag()}") as tempdir:
         try:
             script_path, script_sha256 = _copy_script(run.parser, tempdir)
         except Exception as error:  # noqa: BLE001 - a disk or an object store (botocore raises no OSError): this run only
-            Run.objects.fail(run_id=run_id, error=f"cannot read the script: {error}")
+            failure = f"cannot read the script: {error}"
+            _record(lambda: Run.objects.fail(run_id=run_id, attempt=attempt, error=failure))
             return False
         out_dir = os.path.join(tempdir, "out")
         os.mkdir(out_dir)
         backend = sandbox_backend()
         logger.info("running parser %s (%s) in the %s sandbox", run.parser_id, run.parser.name, backend)
         used = settings_used(parser=run.parser, backend=backend)
-        Run.objects.note_what_ran(run_id=run_id, script_sha256=script_sha256, parser_settings=used)
+        _record(
+            lambda: Run.objects.note_what_ran(
+                run_id=run_id, attempt=attempt, script_sha256=script_sha256, parser_settings=used
+            )
+        )
         if not connection.in_atomic_block:
             connection.close()
-        outcome = _run_in_sandbox(run=run, script_path=script_path, out_dir=out_dir, backend=backend)
-        return _keep_outcome(run_id=run_id, outcome=outcome, out_dir=out_dir)
+        try:
+            outcome = _run_in_sandbox(run=run, script_path=script_path, out_dir=out_dir, backend=backend)
+        except Exception as error:  # the runner's own failure, not the script's: the run fails saying so
+            logger.exception("could not run the sandbox of run %s", run_id)
+            failure = f"the worker could not run the sandbox: {type(error).__name__}: {error}"
+            outcome = runner.Outcome(runner.SANDBOX_ERROR, error=failure)
+        return _keep_outcome(run_id=run_id, attempt=attempt, outcome=outcome, out_dir=out_dir)
 
 
 def _run_in_sandbox(*, run, script_path, out_dir, backend):
@@ -81,9 +108,46 @@ def _run_in_sandbox(*, run, script_path, out_dir, backend):
     finally:
         cancellation.watcher.forget(run.run_id)
     # Whoever may read runs reads these; the variables' values are for those who may change the parser.
-    outcome.error = mask_values(outcome.error, environment=parser.environment)
-    outcome.log = mask_values(outcome.log, environment=parser.environment)
+    # A NUL cannot be stored in PostgreSQL's text: a script printing one must not make its outcome unsavable.
+    outcome.error = mask_values(outcome.error, environment=parser.environment).replace("\x00", "\ufffd")
+    outcome.log = mask_values(outcome.log, environment=parser.environment).replace("\x00", "\ufffd")
     return outcome
+
+
+def worker_name():
+    """This worker process, as runs name it: host, process id and process id namespace.
+
+    Containers often share a host name (host networking) and have the same small process ids;
+    their process id namespaces tell them apart.
+    """
+    return f"{socket.gethostname()}:{os.getpid()}:{leftovers.pid_namespace()}"
+
+
+_leases_lock = threading.Lock()
+# The runs this worker process is running, whose leases renew_leases renews; counted, since after a
+# wrongful rerun two attempts of one run may run in the same process, and the first to end must not
+# end the other's lease.
+_leases = collections.Counter()
+
+
+@contextlib.contextmanager
+def _leased(run_id):
+    with _leases_lock:
+        _leases[run_id] += 1
+    try:
+        yield
+    finally:
+        with _leases_lock:
+            _leases[run_id] -= 1
+            if not _leases[run_id]:
+                del _leases[run_id]
+
+
+def renew_leases():
+    """The heartbeat: renew the leases of the runs this worker process is running (one UPDATE); how many."""
+    with _leases_lock:
+        run_ids = list(_leases)
+    return Run.objects.renew(run_ids=run_ids, worker=worker_name()) if run_ids else 0
 
 
 def settings_used(*, parser, backend):
@@ -164,12 +228,16 @@ def warm_preload():
 
 
 def remove_stale_temporary_directories():
-    """Delete what killed workers left in the temporary directory, once no run can still be using it."""
-    cutoff = time.time() - (settings.MAX_RUN_TIMEOUT + settings.RUN_GRACE + 60)
+    """Delete what killed workers left in the temporary directory: at once when its worker process is gone
+    (runner/leftovers.py), else once no run can still be using it.
+    """
+    cutoff = time.time() - (settings.MAX_RUN_TIMEOUT + settings.RUN_GRACE + settings.RECORD_RETRY_SECONDS + 60)
     removed = 0
     for prefix in (WORKER_TEMP_PREFIX, runner.WORKDIR_PREFIX):
         for path in glob.glob(os.path.join(tempfile.gettempdir(), prefix + "*")):
-            if os.path.isdir(path) and os.lstat(path).st_mtime < cutoff:
+            rest = os.path.basename(path)[len(prefix) :]
+            worker_gone = prefix == WORKER_TEMP_PREFIX and leftovers.owner_is_gone(rest)
+            if os.path.isdir(path) and (worker_gone or os.lstat(path).st_mtime < cutoff):
                 shutil.rmtree(path, ignore_errors=True)
                 removed += 1
     return removed
@@ -186,28 +254,93 @@ def _copy_script(parser, tempdir):
     return path, digest.hexdigest()
 
 
-def _keep_outcome(*, run_id, outcome, out_dir):
-    """Store the result files and end the run as its outcome says; whether it completed."""
+def _keep_outcome(*, run_id, attempt, outcome, out_dir):
+    """Store the result files, then end the run as its outcome says; whether it completed.
+
+    The files go to storage before the row names them. Whatever the row does not end up
+    naming (a store that failed part-way, a run cancelled, ended or rerun meanwhile, an outcome
+    the database refused) is deleted again: storage keeps no file without its run. One
+    exception: when the database never came back, the files stay, since the last attempt to
+    record them may have committed without its answer arriving.
+    """
     if outcome.status == runner.CANCELLED:
-        Run.objects.keep_log_of_cancelled(run_id=run_id, log=outcome.log)  # it ended when it was cancelled
+        _record(lambda: Run.objects.keep_log_of_cancelled(run_id=run_id, log=outcome.log))
         return False
     if not outcome.ok:
-        Run.objects.fail(run_id=run_id, error=outcome.error, log=outcome.log)
+        _record(lambda: Run.objects.fail(run_id=run_id, attempt=attempt, error=outcome.error, log=outcome.log))
         return False
+    if not _record(lambda: Run.objects.is_current(run_id=run_id, attempt=attempt)):
+        logger.warning(
+            "run %s was cancelled, ended or rerun meanwhile; the files of attempt %d are dropped", run_id, attempt
+        )
+        return False
+    written = []
     try:
-        files = [_store_result_file(run_id=run_id, out_dir=out_dir, result_file=f) for f in outcome.files]
+        files = [
+            _store_result_file(run_id=run_id, attempt=attempt, out_dir=out_dir, entry=entry, written=written)
+            for entry in outcome.files
+        ]
     except Exception as error:  # a storage failure fails this run only
         logger.exception("could not store the files of run %s", run_id)
-        Run.objects.fail(run_id=run_id, error=f"could not store the result files: {error}", log=outcome.log)
+        delete_stored_files(names=written)
+        failure = f"could not store the result files: {error}"
+        _record(lambda: Run.objects.fail(run_id=run_id, attempt=attempt, error=failure, log=outcome.log))
         return False
-    return Run.objects.complete(run_id=run_id, log=outcome.log, files=files)
+    try:
+        completed = _record(lambda: Run.objects.complete(run_id=run_id, attempt=attempt, log=outcome.log, files=files))
+    except DATABASE_UNREACHABLE:
+        raise  # files kept: the row may name them (see above); the lease lapses and the run is rerun or ended
+    except Exception as error:  # the database refused this outcome (not an outage): it fails, and keeps no file
+        logger.exception("could not record the outcome of run %s", run_id)
+        delete_stored_files(names=written)
+        failure = f"could not record the outcome: {type(error).__name__}: {error}"
+        _record(lambda: Run.objects.fail(run_id=run_id, attempt=attempt, error=failure))
+        return False
+    if not completed and _record(lambda: Run.objects.confirm_completed(run_id=run_id, attempt=attempt, files=files)):
+        return True  # an earlier try did commit: only its answer was lost on the way
+    if not completed:
+        delete_stored_files(names=written)  # the run was cancelled, ended or rerun meanwhile
+    return completed
 
 
-def _store_result_file(*, run_id, out_dir, result_file):
-    path = result_path(run_id=run_id, filename=result_file.name)
-    with open(os.path.join(out_dir, result_file.name), "rb") as content:
-        stored = default_storage.save(path, File(content, name=result_file.name))
-    if stored != path:
+def _record(change):
+    """Save a finished run's outcome, retrying while the database is unreachable; returns what `change` returns.
+
+    A result, once computed, is not dropped for an outage: attempts back off from 1 s to 30 s
+    for PARSEQ_RECORD_RETRY_SECONDS, each on a new connection, before the error is raised. Every
+    change is conditional on the run's status, so an attempt that did commit before its answer
+    was lost cannot be applied twice.
+    """
+    deadline = _clock() + settings.RECORD_RETRY_SECONDS
+    delay, failures = 1, 0
+    while True:
+        try:
+            result = change()
+        except DATABASE_UNREACHABLE as error:
+            failures += 1
+            if failures == 1:
+                logger.warning("the database is unreachable; keeping the run's outcome until it answers")
+            if not connection.in_atomic_block:
+                connection.close()  # a broken connection is not reused by the next attempt
+            if _clock() + delay > deadline:
+                logger.error("gave up recording the run's outcome after %d attempts: %s", failures, error)
+                raise
+            _sleep(delay)
+            delay = min(delay * 2, 30)
+            continue
+        if failures:
+            logger.warning("recorded the run's outcome after %d failed attempts", failures)
+        return result
+
+
+def _store_result_file(*, run_id, attempt, out_dir, entry, written):
+    """Store one result file and note its name in `written` as soon as anything may be in storage."""
+    path = result_path(run_id=run_id, filename=entry.name, attempt=attempt)
+    written.append(path)  # before saving: a save that fails part-way may leave a partial file
+    with open(os.path.join(out_dir, entry.name), "rb") as content:
+        stored = default_storage.save(path, File(content, name=entry.name))
+    if stored != path:  # a file was there already, not written by this attempt: it is not ours to delete
+        written[-1] = stored
         raise OSError(f"storage saved {path} as {stored}")
-    content_type = mimetypes.guess_type(result_file.name)[0] or "application/octet-stream"
-    return {"name": result_file.name, "size": result_file.size, "content_type": content_type}
+    content_type = mimetypes.guess_type(entry.name)[0] or "application/octet-stream"
+    return {"name": entry.name, "size": entry.size, "content_type": content_type}

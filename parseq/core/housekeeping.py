@@ -1,21 +1,29 @@
-"""What keeps Parseq tidy between runs: lost runs ended, orphaned files deleted, runs sent again.
+"""What keeps Parseq tidy between runs: lost runs ended, orphaned files deleted, waiting runs sent again.
 
 Retention (which finished runs to delete) has its own module, parseq/core/retention.py.
 """
 
 import logging
+from datetime import timedelta
 
+from django.conf import settings
 from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
 
 from parseq.core.models import Run
 from parseq.core.services import send_runs
 
 logger = logging.getLogger(__name__)
+RESEND_BATCH = 1000  # runs sent again per sweep: a huge backlog goes over several sweeps
 
 
-def fail_lost_runs(*, now=None):
-    """End in error every run still `running` past its deadline: its worker is gone. Returns how many."""
-    return Run.objects.fail_lost(now=now)
+def rerun_or_fail_lost_runs(*, now=None):
+    """Rerun, or end in error once out of attempts, every run whose worker's lease has lapsed; (rerun, failed)."""
+    rerun, failed = Run.objects.rerun_or_fail_lost(now=now)
+    if rerun or failed:
+        logger.warning("runs whose worker was lost: %d sent again, %d ended in error (no attempt left)", rerun, failed)
+    return rerun, failed
 
 
 def delete_stored_files(*, names):
@@ -25,6 +33,27 @@ def delete_stored_files(*, names):
             default_storage.delete(name)
         except Exception:  # a storage outage must not undo the deletion the user asked for
             logger.exception("could not delete %s from storage", name)
+
+
+def resend_waiting_runs(*, now=None):
+    """Send again the runs `enqueued` for over PARSEQ_RESEND_ENQUEUED_AFTER seconds; returns how many.
+
+    Their message may be gone: a broker that restarted without it, retries used up in a database
+    outage. Resending is safe, because a run is claimed only once: a duplicate message finds it
+    running and does nothing. Each resent run waits the whole time again before the next resend,
+    and of several workers sweeping at once each takes different runs.
+    """
+    now = now or timezone.now()
+    waiting = Run.objects.filter(
+        status=Run.Status.ENQUEUED, updated_time__lt=now - timedelta(seconds=settings.RESEND_ENQUEUED_AFTER)
+    )
+    with transaction.atomic():
+        run_ids = list(waiting.select_for_update(skip_locked=True).values_list("pk", flat=True)[:RESEND_BATCH])
+        Run.objects.filter(pk__in=run_ids).update(updated_time=now)
+    if run_ids:
+        logger.warning("sending again %d run(s) enqueued for over %d s", len(run_ids), settings.RESEND_ENQUEUED_AFTER)
+        send_runs(run_ids=run_ids, resend=True)
+    return len(run_ids)
 
 
 def resend_enqueued_runs():

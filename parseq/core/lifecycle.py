@@ -1,34 +1,53 @@
 """A run's life as one state machine: every change of a run's status is a method of `Run.objects`.
 
     enqueued ──claim──▶ running ──complete──▶ completed
-       │                  ├──────fail──────▶ error
-       │                  └──fail_lost─────▶ error   (past its deadline: its worker is gone)
-       ├──fail_unsent──▶ error                        (the broker did not take it)
+     ▲ │                  ├──────fail──────▶ error
+     │ │                  ├─rerun_or_fail_lost: attempts left──┐   (no heartbeat: its worker is gone)
+     │ │                  └─rerun_or_fail_lost: none left──▶ error "worker lost"
+     └─┼──────────────────────────────────────────────────────┘   (attempt + 1, sent again)
+       ├──fail_unsent──▶ error                                     (the broker did not take it)
        └──cancel (enqueued or running)──▶ cancelled
     skipped: created so by the scheduler, and never changes.
 
-Each transition is one conditional UPDATE (`... WHERE status = <the status it leaves>`): of two
-racing transitions (a worker finishing a run a user cancels) exactly one wins, and the other
-learns it from the result and changes nothing. `run_finished` is sent here, and only here,
-once per run, after its final status is saved.
+Each transition is one conditional UPDATE (`... WHERE status = <the status it leaves>`, and for a
+worker's outcome `AND attempt = <its attempt>`): of two racing transitions (a worker finishing a
+run a user cancels) exactly one wins, and the other learns it from the result and changes
+nothing. `run_finished` is sent here, and only here, after the change is saved: once per run,
+except that a worker's real outcome still lands on its attempt if the reaper gave that attempt
+up as "worker lost" (the worker was alive, only cut off from the database): a computed result
+beats a guess, and is announced too.
+
+A running run is leased: its worker renews `heartbeat_time` every PARSEQ_HEARTBEAT_SECONDS (one
+UPDATE for all of a worker process's runs). Why a rerun cannot overlap the attempt it replaces:
+a run is rerun only when its heartbeat is PARSEQ_LOST_RUN_SECONDS old *and* the reaper doing it
+has reached the database for that long itself (parseq/core/middleware.py). A live worker that
+reaches the database renews every few seconds, so its runs are never that stale; a worker that
+cannot reach it (an outage) stops no reaper from waiting, because no reaper can act during the
+outage and each waits the whole time after it. What remains is a worker cut off while the others
+are not (a network partition): its attempt may go on beside the rerun, but its outcome is refused
+(`attempt` no longer matches) and its files removed; a run is recorded once.
 """
 
 import logging
 from datetime import timedelta
 
-from django.db import models
+from django.conf import settings
+from django.db import models, transaction
+from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
-from parseq.core.events import run_finished
+from parseq.core.events import run_finished, runs_enqueued
 
 logger = logging.getLogger(__name__)
 
-LOST_RUN_ERROR = "worker lost: the run did not finish by its deadline (its worker stopped or was killed)"
+UNSENT_ERROR = "could not enqueue the run: the broker did not accept it"
+LOST_RUN_ERROR = "worker lost: its worker stopped (killed, or cut off) and the run had no attempt left"
 
 
 class RunQuerySet(models.QuerySet):
-    def claim(self, *, run_id, grace):
-        """Move a run from enqueued to running, with its deadline; the run, or None when it was not enqueued.
+    def claim(self, *, run_id, grace, worker=""):
+        """Move a run from enqueued to running on `worker`, leased from now; the run, or None if not enqueued.
 
         A duplicate delivery, or one for a run already cancelled, finds nothing to claim.
         """
@@ -42,40 +61,134 @@ class RunQuerySet(models.QuerySet):
             started_time=now,
             deadline=now + timedelta(seconds=run.parser.timeout + grace),
             updated_time=now,
+            error="",  # a note from its wait (dead-lettered) is not an error of this run
+            worker=worker,
+            heartbeat_time=Now(),  # the database's clock, as the reaper's: the hosts' clocks may disagree
         )
         return run if claimed else None
 
-    def note_what_ran(self, *, run_id, script_sha256, parser_settings):
-        """Record, as a run starts, the script it runs and the settings it goes by (no change of status)."""
-        self.filter(pk=run_id).update(script_sha256=script_sha256, parser_settings=parser_settings)
+    def renew(self, *, run_ids, worker):
+        """A worker's heartbeat: its running runs are still its own. One UPDATE, however many runs.
 
-    def complete(self, *, run_id, log, files):
-        """A running run's script returned its files, now stored; False if the run had ended meanwhile."""
-        status = self.model.Status
-        return self._end(run_id=run_id, leaving=status.RUNNING, status=status.COMPLETED, log=log, files=list(files))
+        A run past its deadline by more than PARSEQ_RECORD_RETRY_SECONDS is not renewed: its worker
+        is alive but stuck (a hung storage), and the run is better rerun than held forever.
+        """
+        overdue = timezone.now() - timedelta(seconds=settings.RECORD_RETRY_SECONDS)
+        mine = self.filter(pk__in=run_ids, status=self.model.Status.RUNNING, worker=worker)
+        return mine.exclude(deadline__lt=overdue).update(heartbeat_time=Now())
 
-    def fail(self, *, run_id, error, log=""):
-        """A running run failed (its script, its sandbox, or storing its files); False if it had ended meanwhile."""
+    def is_current(self, *, run_id, attempt):
+        """Whether `attempt` is still the run's attempt that may end it (no rerun has replaced it)."""
+        return self.filter(self._awaiting_outcome(attempt), pk=run_id).exists()
+
+    def note_dead_lettered(self, *, run_id, why):
+        """An enqueued run's message is gone to the dead-letter queue: the run says so until it is claimed."""
+        seconds = settings.RESEND_ENQUEUED_AFTER
+        note = f"its message was {why}; it is sent again after waiting {seconds} s"
+        self.filter(pk=run_id, status=self.model.Status.ENQUEUED).update(error=note)
+
+    def note_what_ran(self, *, run_id, attempt, script_sha256, parser_settings):
+        """Record, as an attempt starts, the script it runs and the settings it goes by (no change of status)."""
+        running = self.filter(pk=run_id, attempt=attempt, status=self.model.Status.RUNNING)
+        running.update(script_sha256=script_sha256, parser_settings=parser_settings)
+
+    def complete(self, *, run_id, attempt, log, files):
+        """Attempt `attempt` returned its files, now stored; False if the run had ended or been rerun meanwhile."""
+        completed = self.model.Status.COMPLETED
+        files = list(files)
+        leaving = self._awaiting_outcome(attempt)
+        return self._end(run_id=run_id, leaving=leaving, status=completed, error="", log=log, files=files)
+
+    def fail(self, *, run_id, attempt, error, log=""):
+        """Attempt `attempt` failed (its script, its sandbox, or storing its files); False as for complete."""
         status = self.model.Status
-        return self._end(run_id=run_id, leaving=status.RUNNING, status=status.ERROR, error=error, log=log)
+        return self._end(
+            run_id=run_id, leaving=self._awaiting_outcome(attempt), status=status.ERROR, error=error, log=log
+        )
+
+    def _awaiting_outcome(self, attempt):
+        """The runs attempt `attempt` may end: running it, or given up on as lost while it ran."""
+        status = self.model.Status
+        return Q(attempt=attempt) & (Q(status=status.RUNNING) | Q(status=status.ERROR, error=LOST_RUN_ERROR))
+
+    def confirm_completed(self, *, run_id, attempt, files):
+        """Whether attempt `attempt` did complete the run with these `files` (a commit whose answer was lost).
+
+        If so it is announced now, as the commit could not be; the alert is recorded once all the same.
+        """
+        row = self.filter(pk=run_id, attempt=attempt).values_list("status", "files").first()
+        confirmed = row == (self.model.Status.COMPLETED, list(files))
+        if confirmed:
+            run_finished.send(sender=self.model, run_id=run_id, status=self.model.Status.COMPLETED)
+        return confirmed
 
     def fail_unsent(self, *, run_id, error):
         """The broker did not take an enqueued run: it ends in error rather than wait forever."""
-        message = f"could not enqueue the run: the broker did not accept it ({error})"
+        message = f"{UNSENT_ERROR} ({error})"
         status = self.model.Status
-        return self._end(run_id=run_id, leaving=status.ENQUEUED, status=status.ERROR, error=message)
+        return self._end(run_id=run_id, leaving=Q(status=status.ENQUEUED), status=status.ERROR, error=message)
 
-    def fail_lost(self, *, now=None):
-        """End in error every run still running past its deadline; returns how many."""
-        lost = self.filter(status=self.model.Status.RUNNING, deadline__lt=now or timezone.now())
-        return sum(self.fail(run_id=run_id, error=LOST_RUN_ERROR) for run_id in lost.values_list("pk", flat=True))
+    def rerun_or_fail_lost(self, *, now=None):
+        """Runs whose worker is gone: sent again while they have attempts left, else ended in error.
+
+        Gone means no heartbeat for PARSEQ_LOST_RUN_SECONDS (or, claimed before heartbeats, past its
+        deadline). Returns (rerun, failed) counts. The caller makes sure it has reached the database
+        for PARSEQ_LOST_RUN_SECONDS itself first (see the module's docstring).
+        """
+        now = now or timezone.now()
+        status = self.model.Status
+        # Heartbeats are written and read on the database's clock; the deadline, for runs claimed before
+        # leases, on the hosts' (as it was written).
+        silent = Q(heartbeat_time__lt=Now() - timedelta(seconds=settings.LOST_RUN_SECONDS))
+        stale = silent | Q(heartbeat_time__isnull=True, deadline__lt=now)
+        rerun = failed = 0
+        for run in self.filter(stale, status=status.RUNNING).select_related("parser"):
+            record = {
+                "attempt": run.attempt,
+                "worker": run.worker,
+                "started": run.started_time.isoformat() if run.started_time else None,
+                "ended": now.isoformat(),
+                "why": f"worker lost: no heartbeat from {run.worker or 'its worker'} since "
+                f"{run.heartbeat_time.isoformat() if run.heartbeat_time else 'its start'}",
+            }
+            if run.attempt < run.parser.max_attempts:
+                rerun += self._rerun(run=run, stale=stale, record=record, now=now)
+            else:
+                # Still stale, checked again in the UPDATE itself: a heartbeat that came meanwhile wins.
+                leaving = stale & Q(status=status.RUNNING, attempt=run.attempt)
+                attempts = [*run.attempts, record]
+                failed += self._end(
+                    run_id=run.pk, leaving=leaving, status=status.ERROR, error=LOST_RUN_ERROR, attempts=attempts
+                )
+        return rerun, failed
+
+    def _rerun(self, *, run, stale, record, now):
+        """Put a lost run back in the queue as its next attempt, and send it once this commits.
+
+        Still `stale`, checked again in the UPDATE: a heartbeat that came since the run was read wins.
+        """
+        rerun = self.filter(stale, pk=run.pk, status=self.model.Status.RUNNING, attempt=run.attempt).update(
+            status=self.model.Status.ENQUEUED,
+            attempt=run.attempt + 1,
+            attempts=[*run.attempts, record],
+            worker="",
+            heartbeat_time=None,
+            started_time=None,
+            deadline=None,
+            updated_time=now,
+        )
+        if rerun:
+            logger.warning("run %s lost its worker on attempt %d; it runs again", run.pk, run.attempt)
+            # As a resend: should the broker refuse it now, it waits enqueued for the reaper's next sweep.
+            transaction.on_commit(lambda: runs_enqueued.send(sender=self.model, run_ids=[run.pk], resend=True))
+        return rerun
 
     def cancel(self, *, run_id, user):
         """Stop an enqueued or running run on `user`'s word; False when it had already ended."""
         who = user.get_username() if user else "unknown"
         cancelled = self._end(
             run_id=run_id,
-            leaving=self.model.ACTIVE_STATUSES,
+            leaving=Q(status__in=self.model.ACTIVE_STATUSES),
             status=self.model.Status.CANCELLED,
             error=f"cancelled by {who}",
             cancelled_by=user,
@@ -89,14 +202,13 @@ class RunQuerySet(models.QuerySet):
         self.filter(pk=run_id, status=self.model.Status.CANCELLED).update(log=log, updated_time=timezone.now())
 
     def _end(self, *, run_id, leaving, status, **fields):
-        """Move a run that is still in `leaving` (a status or several) to the final `status`, and say so."""
-        leaving = [leaving] if isinstance(leaving, str) else list(leaving)
+        """Move a run that is still as `leaving` (a Q) says to the final `status`, and say so."""
         now = timezone.now()
-        ended = self.filter(pk=run_id, status__in=leaving).update(
+        ended = self.filter(leaving, pk=run_id).update(
             status=status, finished_time=now, updated_time=now, deadline=None, **fields
         )
         if not ended:
-            logger.warning("run %s was no longer %s; its end (%s) was dropped", run_id, " or ".join(leaving), status)
+            logger.warning("run %s had already ended; this end (%s) was dropped", run_id, status)
             return False
         error = fields.get("error", "")
         logger.info("run %s ended %s%s", run_id, status, f": {error.splitlines()[-1]}" if error else "")

@@ -2,6 +2,7 @@
 
 import logging
 import threading
+import time
 
 from django import db
 from dramatiq.middleware import Middleware
@@ -10,39 +11,100 @@ logger = logging.getLogger(__name__)
 
 
 class LostRunReaper(Middleware):
-    """Every worker process, now and then, ends the runs whose worker died and removes what it left on disk."""
+    """Every worker process keeps its runs' leases and, now and then, looks after the runs of workers that died.
+
+    Two threads: the heartbeat renews the leases of this process's running runs every
+    PARSEQ_HEARTBEAT_SECONDS; the reaper, every PARSEQ_REAPER_INTERVAL, reruns (or ends) the runs
+    whose lease has lapsed, sends again the runs left waiting `enqueued`, and removes what killed
+    workers left on disk. An outage is logged once, and its end with the number of failed checks.
+    """
 
     def __init__(self):
-        self.stopping = None
+        self.stopping = {}
 
     def after_worker_boot(self, broker, worker):
-        self.stopping = threading.Event()
-        threading.Thread(
-            target=self.reap_until_stopped, args=(self.stopping,), name="parseq-reaper", daemon=True
-        ).start()
+        from django.conf import settings
+
+        from parseq.core.execution import renew_leases
+
+        reaper = Reaper()
+        threads = {
+            "parseq-heartbeat": (settings.HEARTBEAT_SECONDS, renew_leases, "renew the runs' leases", None),
+            "parseq-reaper": (settings.REAPER_INTERVAL, reaper.check, "check the runs", reaper.failed),
+        }
+        for name, (seconds, action, what, after) in threads.items():
+            stopping = self.stopping[name] = threading.Event()
+            arguments = {"seconds": seconds, "action": action, "stopping": stopping, "what": what, "after": after}
+            threading.Thread(target=every, kwargs=arguments, name=name, daemon=True).start()
 
     def before_worker_shutdown(self, broker, worker):
-        if self.stopping is not None:
-            self.stopping.set()
+        if "parseq-reaper" in self.stopping:
+            self.stopping["parseq-reaper"].set()
 
-    def reap_until_stopped(self, stopping):
+    def after_worker_shutdown(self, broker, worker):
+        # Only now: dramatiq waits for the runs in progress after before_worker_shutdown, and their
+        # leases must hold until they end, or another worker would start them again meanwhile.
+        if "parseq-heartbeat" in self.stopping:
+            self.stopping["parseq-heartbeat"].set()
+
+
+class Reaper:
+    """One check of the reaper. It acts on lapsed leases only once it has reached the database, answering
+    promptly and checking regularly, for a whole PARSEQ_LOST_RUN_SECONDS: after an outage, a lock that held
+    the runs' table or a pause of this process, the live workers renew their leases first
+    (parseq/core/lifecycle.py says why that keeps a rerun from overlapping a live attempt).
+    """
+
+    def __init__(self, *, clock=time.monotonic):
+        self.clock = clock
+        self.reachable_since = None
+        self.last_check = None
+
+    def check(self):
         from django.conf import settings
 
         from parseq.core.execution import remove_stale_temporary_directories
-        from parseq.core.housekeeping import fail_lost_runs
+        from parseq.core.housekeeping import rerun_or_fail_lost_runs, resend_waiting_runs
 
-        while True:
-            try:
-                count = fail_lost_runs()
-                if count:
-                    logger.warning("ended %d lost run(s) in error", count)
-                remove_stale_temporary_directories()
-            except Exception:  # the reaper must outlive a database hiccup
-                logger.exception("could not end lost runs")
-            finally:
-                db.connections.close_all()
-            if stopping.wait(settings.REAPER_INTERVAL):
-                return
+        began = self.clock()
+        expected = settings.REAPER_INTERVAL + settings.HEARTBEAT_SECONDS
+        late = self.last_check is not None and began - self.last_check > expected  # this process was paused
+        self.last_check = began
+        resend_waiting_runs()  # also a probe: a database that takes long to answer may hold heartbeats up too
+        if late or self.clock() - began > settings.HEARTBEAT_SECONDS:
+            self.reachable_since = None
+        if self.reachable_since is None:
+            self.reachable_since = self.clock()
+        elif self.clock() - self.reachable_since >= settings.LOST_RUN_SECONDS:
+            rerun_or_fail_lost_runs()
+        remove_stale_temporary_directories()
+
+    def failed(self):
+        self.reachable_since = None
+
+
+def every(seconds, action, *, stopping, what, after=None):
+    """Call `action` every `seconds` until `stopping` is set, closing the thread's connections after each call.
+
+    A failure is logged once, and the recovery with the number of failed calls; `after` is told of each.
+    """
+    failures = 0
+    while True:
+        try:
+            action()
+            if failures:
+                logger.warning("could %s again after %d failed attempt(s)", what, failures)
+            failures = 0
+        except Exception:  # the thread must outlive a database hiccup
+            failures += 1
+            if after:
+                after()
+            if failures == 1:
+                logger.exception("could not %s; trying again quietly until it works", what)
+        finally:
+            db.connections.close_all()
+        if stopping.wait(seconds):
+            return
 
 
 class CloseDbConnections(Middleware):
@@ -57,3 +119,28 @@ class CloseDbConnections(Middleware):
         db.connections.close_all()
 
     after_skip_message = after_process_message
+
+
+class DeadLetteredRuns(Middleware):
+    """A run whose message went to the dead-letter queue (its retries used up, as in a long database outage)
+    says so: logged with its run id and, if it is still `enqueued`, noted on the run, which the reaper
+    sends again after PARSEQ_RESEND_ENQUEUED_AFTER seconds (a claimed run is its lease's business).
+    """
+
+    def after_nack(self, broker, message):
+        if message.actor_name != "execute_run" or not message.args:
+            return
+        from parseq.core.models import Run
+        from parseq.logs import about_run
+
+        run_id = message.args[0]
+        cause = "".join((message.options.get("traceback") or "").strip().splitlines()[-1:]) or "no traceback"
+        why = f"dead-lettered after {message.options.get('retries', 0)} attempts ({cause})"
+        with about_run(run_id):
+            logger.error("run %s: its message was %s", run_id, why)
+            try:
+                Run.objects.note_dead_lettered(run_id=run_id, why=why)
+            except db.Error:
+                logger.warning("could not note on run %s that its message was dead-lettered", run_id)
+            finally:
+                db.connections.close_all()

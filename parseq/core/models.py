@@ -3,15 +3,16 @@ import uuid
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-from parseq.core.lifecycle import RunQuerySet
+from parseq.core.lifecycle import UNSENT_ERROR, RunQuerySet
 from parseq.core.triggers import CRON_HELP, validate_cron, validate_timezone
 from parseq.core.validation import validate_webhook_url
 from runner.egress import egress_ports_problem
 
 MAX_INTERVAL_DAYS = 3660
+MAX_ATTEMPTS = 10
 # A failed run's error downloads under this name, beside (never among) its result files.
 ERROR_FILENAME = "error.txt"
 
@@ -54,7 +55,7 @@ class Parser(models.Model):
     # What a user edits, by group, in the order forms show it (the admin's form, the API's serializer).
     SCRIPT_FIELDS = ("name", "description", "script")
     SCHEDULE_FIELDS = ("enabled", "scheduled_time", "repeat_after", "cron", "cron_timezone", "overlap")
-    SANDBOX_FIELDS = ("timeout", "memory_limit_mb", "restricted", "network", "extra_egress_ports")
+    SANDBOX_FIELDS = ("timeout", "max_attempts", "memory_limit_mb", "restricted", "network", "extra_egress_ports")
     ALERT_FIELDS = ("webhook_url", "webhook_on")
     RETENTION_FIELDS = ("keep_last_runs", "keep_days")
     EDITABLE_FIELDS = SCRIPT_FIELDS + SCHEDULE_FIELDS + SANDBOX_FIELDS + ALERT_FIELDS + RETENTION_FIELDS
@@ -101,6 +102,12 @@ class Parser(models.Model):
         default=default_timeout,
         validators=[validate_timeout],
         help_text="Seconds a run may take before it is killed.",
+    )
+    max_attempts = models.PositiveSmallIntegerField(
+        default=2,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_ATTEMPTS)],
+        help_text="How many times a run may start when its worker is lost (killed, or stopped mid-run); "
+        "1 never starts it again. A script's own failure is never retried.",
     )
     memory_limit_mb = models.PositiveIntegerField(
         null=True,
@@ -232,6 +239,12 @@ class Run(models.Model):
     cancelled_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Its attempts: the current one's number, worker and last heartbeat; the earlier ones as
+    # [{"attempt", "worker", "started", "ended", "why"}] (README: When things fail).
+    attempt = models.PositiveSmallIntegerField(default=1)
+    worker = models.CharField(max_length=255, blank=True)
+    heartbeat_time = models.DateTimeField(null=True, blank=True)
+    attempts = models.JSONField(default=list, blank=True)
     # What the run used, recorded when it starts: the script's SHA-256 and the parser's sandbox settings.
     script_sha256 = models.CharField(max_length=64, blank=True)
     parser_settings = models.JSONField(default=dict, blank=True)
@@ -264,17 +277,28 @@ class Run(models.Model):
     def is_finished(self):
         return self.status not in self.ACTIVE_STATUSES
 
+    @property
+    def refused_by_the_broker(self):
+        """Whether the run ended because the broker did not take it (`Run.objects.fail_unsent`)."""
+        return self.status == self.Status.ERROR and self.error.startswith(UNSENT_ERROR)
+
     def file_entry(self, name):
         return next((entry for entry in self.files if entry["name"] == name), None)
 
+    def stored_path(self, filename):
+        """Where this run's result file `filename` is in storage (the attempt that completed it stored it)."""
+        return result_path(run_id=self.run_id, filename=filename, attempt=self.attempt)
+
     def stored_names(self):
         """Where this run's result files are in storage."""
-        return [result_path(run_id=self.run_id, filename=entry["name"]) for entry in self.files]
+        return [self.stored_path(entry["name"]) for entry in self.files]
 
 
-def result_path(*, run_id, filename):
-    """Where a run's result file is kept in storage: `<run_id>/<filename>`, as its download URL."""
-    return f"{run_id}/{filename}"
+def result_path(*, run_id, filename, attempt=1):
+    """Where a run's result file is kept in storage: `<run_id>/<filename>` for a first attempt, as its download
+    URL; a later attempt's under `<run_id>/attempt-<n>/`, so that no attempt ever touches another's files.
+    """
+    return f"{run_id}/{filename}" if attempt == 1 else f"{run_id}/attempt-{attempt}/{filename}"
 
 
 class AuditEntry(models.Model):

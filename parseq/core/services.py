@@ -89,9 +89,12 @@ def create_runs(*, runs):
     return runs
 
 
-def send_runs(*, run_ids):
-    """Have `run_ids` handed to the workers: the actors' module does it (events.runs_enqueued)."""
-    runs_enqueued.send(sender=Run, run_ids=list(run_ids))
+def send_runs(*, run_ids, resend=False):
+    """Have `run_ids` handed to the workers: the actors' module does it (events.runs_enqueued).
+
+    `resend`: the runs were sent before, and stay enqueued should the broker refuse them now.
+    """
+    runs_enqueued.send(sender=Run, run_ids=list(run_ids), resend=resend)
 
 
 def fail_unsent_run(*, run_id, error):

@@ -26,7 +26,8 @@ def retry_when_the_database_failed(retries_so_far, exception):
     min_backoff=1000,
     max_backoff=30000,
     # Above the longest sandbox a parser may have, so the sandbox's own deadline always fires first.
-    time_limit=(settings.MAX_RUN_TIMEOUT + settings.RUN_GRACE) * 1000,
+    # Beyond it, the time a finished run's outcome may wait for the database to come back.
+    time_limit=(settings.MAX_RUN_TIMEOUT + settings.RUN_GRACE + settings.RECORD_RETRY_SECONDS) * 1000,
 )
 def execute_run(run_id):
     with about_run(run_id):
@@ -34,14 +35,18 @@ def execute_run(run_id):
 
 
 @receiver(events.runs_enqueued)
-def send_to_workers(sender, *, run_ids, **kwargs):
+def send_to_workers(sender, *, run_ids, resend=False, **kwargs):
     """One message a run, on this thread's one broker connection (dramatiq keeps one per thread).
 
-    A run the broker does not accept ends in error at once: nothing would ever pick it up.
+    A new run the broker does not accept ends in error at once: nothing would ever pick it up. A run
+    sent again (`resend`) stays enqueued: its first message may still be in the queue, and the
+    reaper tries again later.
     """
     for run_id in run_ids:
         try:
             execute_run.send(str(run_id))
         except Exception as error:
-            logger.exception("could not enqueue run %s", run_id)
+            logger.exception("could not %s run %s", "send again" if resend else "enqueue", run_id)
+            if resend:
+                return  # the broker is away: the other runs wait for the next sweep too
             services.fail_unsent_run(run_id=run_id, error=error)

@@ -116,6 +116,7 @@ class AdminSaveTests(TemporaryMediaMixin, TestCase):
             {
                 "name": "cbr_rates",
                 "timeout": "60",
+                "max_attempts": "2",
                 "network": "internet",
                 "overlap": "skip",
                 "webhook_url": "http://127.0.0.1:5432/hook",

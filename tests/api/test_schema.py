@@ -51,9 +51,9 @@ class SchemaTests(TestCase):
             ],
         )
         run_now = schema["paths"]["/api/parsers/{id}/run/"]["post"]["responses"]
-        self.assertEqual(sorted(run_now), ["202", "401", "403", "404", "429"])
+        self.assertEqual(sorted(run_now), ["202", "401", "403", "404", "429", "503"])
         cancel = schema["paths"]["/api/runs/{run_id}/cancel/"]["post"]["responses"]
-        self.assertEqual(sorted(cancel), ["200", "401", "403", "404", "409", "429"])
+        self.assertEqual(sorted(cancel), ["200", "401", "403", "404", "409", "429", "503"])
         self.assertEqual(cancel["409"]["content"]["application/json"]["schema"], {"$ref": "#/components/schemas/Error"})
         self.assertEqual(set(schema["components"]["securitySchemes"]), {"basicAuth", "cookieAuth", "tokenAuth"})
 

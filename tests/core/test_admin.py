@@ -23,6 +23,7 @@ class AdminTestCase(TemporaryMediaMixin, TestCase):
             "script": SimpleUploadedFile(filename, content),
             "enabled": "on",
             "timeout": "300",
+            "max_attempts": "2",
             "network": "internet",
             "overlap": "skip",
             "webhook_on": "error",
@@ -73,6 +74,7 @@ class ParserUploadTests(AdminTestCase):
             {
                 "name": "weather",
                 "timeout": "60",
+                "max_attempts": "2",
                 "network": "internet",
                 "overlap": "skip",
                 "webhook_on": "error",
@@ -121,6 +123,7 @@ class ParserUploadTests(AdminTestCase):
                 "name": "weather",
                 "description": "changed",
                 "timeout": "60",
+                "max_attempts": "2",
                 "scheduled_time_0": "2030-01-01",
                 "scheduled_time_1": "06:00:00",
                 "repeat_after": "01:00:00",
@@ -157,6 +160,7 @@ class EnvironmentTests(AdminTestCase):
             {
                 "name": "weather",
                 "timeout": "60",
+                "max_attempts": "2",
                 "network": "internet",
                 "overlap": "skip",
                 "webhook_on": "error",

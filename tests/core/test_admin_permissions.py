@@ -13,7 +13,14 @@ from tests.api.test_permissions import ROLES, SECRET, WEBHOOK
 from tests.helpers import TemporaryMediaMixin, make_parser
 
 SOURCE = "def parse():\n    return {'secret_marker.txt': b'x'}\n"
-FORM = {"name": "weather", "timeout": "60", "network": "internet", "overlap": "skip", "webhook_on": "error"}
+FORM = {
+    "name": "weather",
+    "timeout": "60",
+    "max_attempts": "2",
+    "network": "internet",
+    "overlap": "skip",
+    "webhook_on": "error",
+}
 ADMIN_ROLES = {**ROLES, "Viewer": ROLES["Viewer"] | {"view_webhookdelivery"}}
 ADMIN_ROLES["Operator"] = ROLES["Operator"] | {"view_webhookdelivery", "change_webhookdelivery"}
 ADMIN_ROLES["Editor"] = ROLES["Editor"] | {"view_webhookdelivery", "change_webhookdelivery"}

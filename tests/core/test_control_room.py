@@ -16,7 +16,14 @@ from parseq.core.models import Parser, Run
 from tests.helpers import TemporaryMediaMixin, make_parser
 
 SOURCE = "def parse():\n    return {'a.txt': b'a'}\n"
-PARSER_FORM = {"timeout": "300", "network": "internet", "overlap": "skip", "webhook_on": "error", "restricted": "on"}
+PARSER_FORM = {
+    "timeout": "300",
+    "max_attempts": "2",
+    "network": "internet",
+    "overlap": "skip",
+    "webhook_on": "error",
+    "restricted": "on",
+}
 
 
 class ControlRoomTestCase(TemporaryMediaMixin, TestCase):

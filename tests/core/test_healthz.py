@@ -1,4 +1,4 @@
-"""`/healthz`: 200 when the database and the broker answer, 503 with the reason otherwise."""
+"""`/healthz`: 200 when the database, the broker and the storage answer, 503 with the reason otherwise."""
 
 import json
 import os
@@ -8,19 +8,21 @@ from unittest import mock
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.files.storage import default_storage
 from django.db import connection
 from django.test import TestCase
 from django.urls import reverse
 
 import runner
 from parseq.core import execution
+from parseq.health import STORAGE_PROBE_DIRECTORY
 from parseq.scheduling.coordination import coordinator_for_database
-from tests.helpers import rabbitmq_url, require
+from tests.helpers import TemporaryMediaMixin, rabbitmq_url, require
 
 
-class HealthTests(TestCase):
+class HealthTests(TemporaryMediaMixin, TestCase):
     def test_healthy_with_a_database_and_the_in_memory_broker(self):
-        with self.settings(BROKER_URL=None, SANDBOX_BACKEND="bwrap"):
+        with self.settings(BROKER_URL=None, SANDBOX_BACKEND="bwrap", STORAGE_MIN_FREE_MB=0):
             response = self.client.get("/healthz")
 
         self.assertEqual(response.status_code, 200)
@@ -30,6 +32,7 @@ class HealthTests(TestCase):
                 "status": "ok",
                 "database": "ok",
                 "broker": "ok",
+                "storage": "ok",
                 "sandbox": "bwrap",
                 "run_limits": execution.run_limits_description(),
                 "scheduler": "none running",
@@ -109,3 +112,33 @@ class RealBrokerHealthTests(TestCase):
 
         self.assertEqual(response.status_code, 200)
         self.assertEqual(response.json()["broker"], "ok")
+
+
+class StorageHealthTests(TemporaryMediaMixin, TestCase):
+    def test_the_storage_probe_leaves_nothing_behind(self):
+        self.client.get("/healthz")
+
+        self.assertEqual(default_storage.listdir(STORAGE_PROBE_DIRECTORY), ([], []))
+
+    def test_storage_low_on_space_is_degraded_but_still_serves(self):
+        with self.settings(BROKER_URL=None, STORAGE_MIN_FREE_MB=10**12):
+            response = self.client.get("/healthz")
+
+        body = response.json()
+        self.assertEqual((response.status_code, body["status"]), (200, "degraded"))
+        self.assertRegex(
+            body["storage"], r"^degraded: \d+ MiB free, under PARSEQ_STORAGE_MIN_FREE_MB \(1000000000000\)$"
+        )
+
+    def test_storage_that_cannot_be_written_makes_parseq_unavailable(self):
+        # A file where the storage's directory should be: no write can succeed, even as root.
+        blocker = os.path.join(self.media_dir, "not-a-directory")
+        with open(blocker, "w") as file:
+            file.write("x")
+        storages = {**settings.STORAGES, "default": {**settings.STORAGES["default"], "OPTIONS": {"location": blocker}}}
+
+        with self.settings(BROKER_URL=None, STORAGES=storages):
+            response = self.client.get("/healthz")
+
+        self.assertEqual((response.status_code, response.json()["status"]), (503, "unavailable"))
+        self.assertTrue(response.json()["storage"].startswith("unwritable: "), response.json()["storage"])

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 import uuid
@@ -11,7 +12,7 @@ from unittest import mock
 import dramatiq
 from django.core.files.storage import default_storage
 from django.db import connection, transaction
-from django.test import TransactionTestCase, tag
+from django.test import TransactionTestCase, override_settings, tag
 from django.utils import timezone
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
@@ -19,6 +20,7 @@ import runner
 from parseq.core import execution, housekeeping, services
 from parseq.core.models import Run
 from parseq.core.tasks import execute_run
+from runner import leftovers
 from tests.helpers import TemporaryMediaMixin, in_process_worker, make_parser, wait_until
 
 WORKING_SCRIPT = """
@@ -167,6 +169,30 @@ class EnqueueTests(TemporaryMediaMixin, TransactionTestCase):
 
 @tag("slow")  # scripts in real sandboxes: not in `make test-fast`
 class ExecuteRunTests(TemporaryMediaMixin, TransactionTestCase):
+    def test_a_failure_of_the_runner_itself_fails_the_run_saying_so_instead_of_leaving_it_running(self):
+        run = Run.objects.create(parser=make_parser(WORKING_SCRIPT))
+        broken = mock.patch.object(runner, "run_script", side_effect=OSError("AF_UNIX path too long"))
+
+        with broken, self.assertLogs("parseq.core.execution", "ERROR"):
+            self.assertFalse(execution.execute_run(run_id=run.run_id))
+
+        run.refresh_from_db()
+        self.assertEqual(run.status, Run.Status.ERROR)
+        self.assertEqual(run.error, "the worker could not run the sandbox: OSError: AF_UNIX path too long")
+
+    def test_a_script_printing_nul_characters_still_completes_with_its_files(self):
+        # PostgreSQL's text cannot hold a NUL: the log keeps a replacement character in its place.
+        parser = make_parser("def parse():\n    print('a\\x00b')\n    return {'r.csv': b'1'}\n")
+        run = Run.objects.create(parser=parser)
+
+        execution.execute_run(run_id=run.run_id)
+
+        run.refresh_from_db()
+        self.assertEqual(
+            (run.status, run.log, [entry["name"] for entry in run.files]), ("completed", "a\ufffdb\n", ["r.csv"])
+        )
+        self.assertEqual(run.worker, execution.worker_name())
+
     def test_a_duplicate_delivery_of_a_run_does_nothing(self):
         run = Run.objects.create(parser=make_parser(WORKING_SCRIPT))
         execution.execute_run(run_id=run.run_id)
@@ -249,15 +275,15 @@ class ExecuteRunTests(TemporaryMediaMixin, TransactionTestCase):
 
 
 class LostRunTests(TemporaryMediaMixin, TransactionTestCase):
-    def test_a_running_run_past_its_deadline_ends_in_error_as_worker_lost(self):
+    def test_a_run_claimed_before_leases_and_past_its_deadline_with_no_attempt_left_ends_in_error(self):
         now = timezone.now()
-        parser = make_parser(WORKING_SCRIPT)
+        parser = make_parser(WORKING_SCRIPT, max_attempts=1)
         lost = Run.objects.create(parser=parser, status=Run.Status.RUNNING, started_time=now, deadline=now)
         alive = Run.objects.create(
             parser=parser, status=Run.Status.RUNNING, started_time=now, deadline=now + timedelta(minutes=5)
         )
 
-        self.assertEqual(housekeeping.fail_lost_runs(now=now + timedelta(seconds=1)), 1)
+        self.assertEqual(housekeeping.rerun_or_fail_lost_runs(now=now + timedelta(seconds=1)), (0, 1))
 
         lost.refresh_from_db()
         alive.refresh_from_db()
@@ -266,16 +292,50 @@ class LostRunTests(TemporaryMediaMixin, TransactionTestCase):
         self.assertIsNotNone(lost.finished_time)
         self.assertEqual(alive.status, Run.Status.RUNNING)
 
-    def test_the_reaper_in_a_worker_ends_lost_runs_on_its_own(self):
+    @override_settings(LOST_RUN_SECONDS=3, REAPER_INTERVAL=1, HEARTBEAT_SECONDS=1)
+    def test_the_reaper_in_a_worker_ends_a_lost_run_with_no_attempt_left_on_its_own(self):
         now = timezone.now()
         lost = Run.objects.create(
-            parser=make_parser(WORKING_SCRIPT), status=Run.Status.RUNNING, started_time=now, deadline=now
+            parser=make_parser(WORKING_SCRIPT, max_attempts=1),
+            status=Run.Status.RUNNING,
+            started_time=now,
+            heartbeat_time=now - timedelta(seconds=60),
+            worker="elsewhere:1",
         )
 
         with in_process_worker():
             wait_until(finished(lost), message="the reaper")
 
         self.assertIn("worker lost", lost.error)
+        self.assertEqual([attempt["worker"] for attempt in lost.attempts], ["elsewhere:1"])
+
+    @tag("slow")  # the rerun runs in a real sandbox
+    @override_settings(LOST_RUN_SECONDS=3, REAPER_INTERVAL=1, HEARTBEAT_SECONDS=1)
+    def test_the_reaper_in_a_worker_reruns_a_lost_run_which_then_completes_as_its_second_attempt(self):
+        now = timezone.now()
+        lost = Run.objects.create(
+            parser=make_parser(WORKING_SCRIPT),
+            status=Run.Status.RUNNING,
+            started_time=now,
+            heartbeat_time=now - timedelta(seconds=60),
+            worker="elsewhere:1",
+        )
+
+        with in_process_worker():
+            wait_until(finished(lost), timeout=60, message="the rerun")
+
+        self.assertEqual((lost.status, lost.attempt), (Run.Status.COMPLETED, 2))
+        self.assertEqual(lost.worker, execution.worker_name())
+        [first] = lost.attempts
+        self.assertEqual((first["attempt"], first["worker"]), (1, "elsewhere:1"))
+        self.assertIn("worker lost: no heartbeat from elsewhere:1", first["why"])
+
+
+def _exited_pid():
+    """The pid of a child that has exited and been reaped: no process has it (until the kernel reuses it)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
 
 
 class TemporaryDirectorySweepTests(TransactionTestCase):
@@ -296,6 +356,23 @@ class TemporaryDirectorySweepTests(TransactionTestCase):
             self.assertEqual(execution.remove_stale_temporary_directories(), 2)
 
         self.assertEqual(sorted(os.listdir(tmp)), sorted([os.path.basename(fresh_run), "someone-elses"]))
+
+    def test_the_directory_of_a_worker_process_that_is_gone_is_removed_at_once(self):
+        tmp = tempfile.mkdtemp(prefix="parseq-test-tmp-")
+        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+        dead_pid = _exited_pid()
+        here = leftovers.place()
+        of_the_dead = os.path.join(tmp, f"{execution.WORKER_TEMP_PREFIX}{dead_pid}+{here}+abc")
+        of_the_living = os.path.join(tmp, f"{execution.WORKER_TEMP_PREFIX}{os.getpid()}+{here}+abc")
+        # Another container's, sharing TMPDIR (process ids of its own): not ours to judge.
+        of_another_host = os.path.join(tmp, f"{execution.WORKER_TEMP_PREFIX}{dead_pid}+000000+abc")
+        for path in (of_the_dead, of_the_living, of_another_host):
+            os.makedirs(os.path.join(path, "out"))
+
+        with mock.patch.object(tempfile, "tempdir", tmp):
+            self.assertEqual(execution.remove_stale_temporary_directories(), 1)
+
+        self.assertEqual(sorted(os.listdir(tmp)), sorted(os.path.basename(p) for p in (of_the_living, of_another_host)))
 
 
 @tag("slow")  # scripts in real sandboxes: not in `make test-fast`

@@ -94,6 +94,7 @@ class AllInOneSchedulingTests(AllInOneTestCase):
             "overlap": "skip",
             "webhook_on": "error",
             "timeout": "300",
+            "max_attempts": "2",
             "restricted": "on",
             "network": "internet",
             "environment_text": "",

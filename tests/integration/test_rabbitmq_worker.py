@@ -15,6 +15,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.test import Client, TransactionTestCase, override_settings
+from django.utils import timezone
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from rest_framework.test import APIClient
 
@@ -88,6 +89,9 @@ class RealWorkerTestCase(TransactionTestCase):
             "PARSEQ_VAR_DIR": self.var_dir,
             "PARSEQ_RUN_GRACE": "5",
             "PARSEQ_REAPER_INTERVAL": "1",
+            # Leases renewed every second: a run whose worker is killed counts as lost 3 s later.
+            "PARSEQ_HEARTBEAT_SECONDS": "1",
+            "PARSEQ_LOST_RUN_SECONDS": "3",
             "DEBUG": "true",
             "TMPDIR": tmp_dir,
             "LOG_LEVEL": "INFO",  # `make test` quiets logging, but these logs are what a failure prints
@@ -196,10 +200,9 @@ class ManyRunsTests(RealWorkerTestCase):
 
 @requires_postgresql_and_rabbitmq
 class LostWorkerTests(RealWorkerTestCase):
-    @shows_process_logs_on_failure
-    def test_a_run_killed_with_its_worker_ends_in_error_and_its_redelivery_does_not_run_it_again(self):
-        # Given a worker running a script that would sleep far past its 5 s timeout
-        first_worker = self.start_worker()
+    def start_a_run_to_kill(self, *, max_attempts):
+        """A worker running, in its sandbox, a script that takes 8 s; returns (worker, run, sandbox marker)."""
+        worker = self.start_worker()
         marker = f"lost_{uuid.uuid4().hex}.py"  # the sandbox's display name, on its command line
         self.addCleanup(kill_groups_of, marker)  # should the sandbox outlive its worker, it goes with the test
         parser = make_parser(
@@ -207,12 +210,13 @@ class LostWorkerTests(RealWorkerTestCase):
             import time
 
             def parse():
-                time.sleep(60)
-                return {}
+                time.sleep(8)
+                return {"done.txt": b"done"}
             """,
             name="sleeper",
             filename=marker,
-            timeout=5,
+            timeout=30,
+            max_attempts=max_attempts,
         )
         run = Run.objects.create(parser=parser, trigger=Run.Trigger.API)
         self.enqueue(run)
@@ -220,41 +224,65 @@ class LostWorkerTests(RealWorkerTestCase):
             lambda: Run.objects.get(pk=run.pk).status == Run.Status.RUNNING and live_processes_with(marker),
             timeout=30,
             message="the run to be running in a sandbox",
-            worker=first_worker,
+            worker=worker,
         )
-        started_time = Run.objects.get(pk=run.pk).started_time
+        return worker, Run.objects.get(pk=run.pk), marker
 
-        # When the worker's whole process group is killed
+    @shows_process_logs_on_failure
+    def test_a_run_whose_worker_is_killed_runs_again_on_another_worker_and_completes_as_its_second_attempt(self):
+        # Given a worker running a script in its sandbox
+        first_worker, run, marker = self.start_a_run_to_kill(max_attempts=2)
+        first_name = run.worker
+
+        # When the worker's whole process group is killed, and a second worker starts
         self.kill_worker(first_worker)
-
-        # Then the sandbox notices through its lifeline and kills itself
+        killed_at = timezone.now()
         wait_until(lambda: not live_processes_with(marker), timeout=5, message="the orphaned sandbox to die")
-        # And RabbitMQ puts the unacknowledged message back in the queue
-        wait_until(lambda: self.ready_messages() == 1, timeout=10, message="the message to be requeued")
+        second_worker = self.start_worker()
 
-        # When a second worker starts, and gets the redelivered message
+        # Then, once its lease has lapsed, the run starts again on the second worker and completes there
+        run = self.wait_for(
+            lambda: Run.objects.filter(pk=run.pk, status=Run.Status.COMPLETED).first(),
+            timeout=60,
+            message="the second attempt to complete",
+            worker=second_worker,
+        )
+        self.assertEqual(run.attempt, 2)
+        self.assertNotEqual(run.worker, first_name)
+        self.assertEqual([entry["name"] for entry in run.files], ["done.txt"])
+        [first] = run.attempts
+        self.assertEqual((first["attempt"], first["worker"]), (1, first_name))
+        self.assertIn("worker lost", first["why"])
+        # And the attempts never overlapped: the first sandbox was gone before the second attempt started
+        self.assertGreater(run.started_time, killed_at)
+        self.assertEqual(live_processes_with(marker), [])
+
+    @shows_process_logs_on_failure
+    def test_a_run_with_no_attempt_left_ends_in_error_when_its_worker_is_killed_and_never_runs_again(self):
+        first_worker, run, marker = self.start_a_run_to_kill(max_attempts=1)
+        started_time = run.started_time
+
+        self.kill_worker(first_worker)
+        wait_until(lambda: not live_processes_with(marker), timeout=5, message="the orphaned sandbox to die")
+        wait_until(lambda: self.ready_messages() == 1, timeout=10, message="the message to be requeued")
         second_worker = self.start_worker()
         self.wait_for(lambda: self.ready_messages() == 0, timeout=30, message="the redelivery", worker=second_worker)
 
-        # Then its reaper ends the run in error once the deadline (timeout + grace) has passed
+        # Then the second worker's reaper ends it in error once its lease has lapsed
         run = self.wait_for(
             lambda: Run.objects.filter(pk=run.pk, status=Run.Status.ERROR).first(),
             timeout=30,
             message="the lost run to end in error",
             worker=second_worker,
         )
-        self.assertIn("worker lost", run.error)
         self.assertEqual(run.error, LOST_RUN_ERROR)
-        self.assertIsNotNone(run.finished_time)
-
+        self.assertEqual([attempt["attempt"] for attempt in run.attempts], [1])
         # And once a run sent after the redelivery has completed, the lost run has not run again
         self.run_a_quick_one(worker=second_worker)
         self.assertEqual(live_processes_with(marker), [])
         final = Run.objects.get(pk=run.pk)
-        self.assertEqual(final.status, Run.Status.ERROR)
-        self.assertEqual(final.error, LOST_RUN_ERROR)
+        self.assertEqual((final.status, final.error, final.attempt), (Run.Status.ERROR, LOST_RUN_ERROR, 1))
         self.assertEqual(final.started_time, started_time)
-        self.assertEqual(final.finished_time, run.finished_time)
 
 
 @requires_postgresql_and_rabbitmq

@@ -218,8 +218,8 @@ class ScaleOutTests(RealWorkerTestCase):
             self.assertFalse(os.path.exists(media) and os.listdir(media), f"host {host['name']} stored files locally")
 
     @shows_process_logs_on_failure
-    def test_a_host_killed_mid_run_leaves_its_run_in_error_and_the_other_host_goes_on(self):
-        # Given two worker hosts, and a run that would sleep far past its 5 s timeout running on one of them
+    def test_a_host_killed_mid_run_leaves_its_run_with_no_attempt_left_in_error_and_the_other_host_goes_on(self):
+        # Given two worker hosts, and a run (that may start once only) sleeping past its timeout on one of them
         self.start_two_hosts()
         marker = f"lost_{uuid.uuid4().hex}.py"  # the sandbox's display name, on its command line
         self.addCleanup(kill_groups_of, marker)
@@ -228,6 +228,7 @@ class ScaleOutTests(RealWorkerTestCase):
             name="sleeper",
             filename=marker,
             timeout=5,
+            max_attempts=1,
         )
         lost = Run.objects.create(parser=sleeper, trigger=Run.Trigger.API)
         self.enqueue(lost)
@@ -260,7 +261,7 @@ class ScaleOutTests(RealWorkerTestCase):
             message="the runs sent after the kill to complete",
             worker=survivor_worker,
         )
-        # And the lost run does not stay running: the other host's reaper ends it in error past its deadline
+        # And the lost run does not stay running: the other host's reaper ends it in error once its lease lapsed
         ended = self.wait_for(
             lambda: Run.objects.filter(pk=lost.pk).exclude(status=Run.Status.RUNNING).first(),
             timeout=30,

@@ -26,6 +26,7 @@ class ScheduleAdminTestCase(TemporaryMediaMixin, TestCase):
             "script": SimpleUploadedFile("rates.py", SCRIPT.encode()),
             "enabled": "on",
             "timeout": "300",
+            "max_attempts": "2",
             "network": "internet",
             "overlap": "skip",
             "webhook_on": "error",

@@ -185,7 +185,7 @@ class ParserAdmin(admin.ModelAdmin):
     def run_now(self, request, queryset):
         for parser in queryset:
             run = services.enqueue_run(parser=parser, trigger=Run.Trigger.MANUAL, user=request.user)
-            self.message_user(request, format_html("{}: run {} enqueued.", parser.name, run_link(run)))
+            self._say_whether_enqueued(request, run, prefix=f"{parser.name}: ")
 
     def get_urls(self):
         run_url = path("<int:parser_id>/run/", self.admin_site.admin_view(self.run_now_view), name="core_parser_run")
@@ -198,8 +198,17 @@ class ParserAdmin(admin.ModelAdmin):
             raise PermissionDenied
         parser = get_object_or_404(Parser, pk=parser_id)
         run = services.enqueue_run(parser=parser, trigger=Run.Trigger.MANUAL, user=request.user)
-        self.message_user(request, format_html("Run {} enqueued.", run_link(run)), messages.SUCCESS)
+        self._say_whether_enqueued(request, run)
         return HttpResponseRedirect(reverse("admin:core_run_change", args=[run.run_id]))
+
+    def _say_whether_enqueued(self, request, run, *, prefix=""):
+        """Run X enqueued; or, when the broker refused it, that it is not and why (the run, in error, says so)."""
+        run.refresh_from_db()
+        if not run.refused_by_the_broker:
+            self.message_user(request, format_html("{}Run {} enqueued.", prefix, run_link(run)), messages.SUCCESS)
+        else:
+            message = format_html("{}Run {} was not enqueued: {}", prefix, run_link(run), run.error)
+            self.message_user(request, message, messages.ERROR)
 
 
 def _without(fieldsets, *, sections=(), fields=()):

@@ -37,6 +37,7 @@ class RunAdmin(admin.ModelAdmin):
                     "started",
                     "finished",
                     "duration",
+                    "attempt_display",
                 ]
             },
         ),
@@ -142,6 +143,11 @@ class RunAdmin(admin.ModelAdmin):
     @admin.display(description="status", ordering="status")
     def status_badge(self, run):
         return display.status_badge(run)
+
+    @admin.display(description="attempt")
+    def attempt_display(self, run):
+        context = {"run": run, "max_attempts": run.parser.max_attempts}
+        return render_to_string("admin/core/run/panels/attempts.html", context)
 
     @admin.display(description="duration")
     def duration(self, run):
