@@ -71,13 +71,19 @@ def _database_health():
     return "ok"
 
 
-def _broker_health():
-    if not settings.BROKER_URL:
-        return "ok"
+def broker_parameters():
+    """How to reach the broker for a quick question: one attempt, answers within 3 s."""
     parameters = pika.URLParameters(settings.BROKER_URL)
     parameters.socket_timeout = 3
     parameters.connection_attempts = 1
     parameters.blocked_connection_timeout = 3
+    return parameters
+
+
+def _broker_health():
+    if not settings.BROKER_URL:
+        return "ok"
+    parameters = broker_parameters()
     try:
         pika.BlockingConnection(parameters).close()
     except Exception as error:  # noqa: BLE001 - any failure is a reason to report

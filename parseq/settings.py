@@ -241,6 +241,8 @@ if LOST_RUN_SECONDS < 3 * HEARTBEAT_SECONDS:
         f"PARSEQ_LOST_RUN_SECONDS ({LOST_RUN_SECONDS}) must be at least 3 times PARSEQ_HEARTBEAT_SECONDS "
         f"({HEARTBEAT_SECONDS}): a live worker must renew its runs several times before they count as lost"
     )
+# A scraper sends it as `Authorization: Bearer <token>` to read /metrics; unset, only staff may.
+METRICS_TOKEN = env_str("PARSEQ_METRICS_TOKEN", "")
 # /healthz says `degraded` when the local storage has less free space than this.
 STORAGE_MIN_FREE_MB = env_int("PARSEQ_STORAGE_MIN_FREE_MB", 1024, minimum=0)
 # How long a worker keeps retrying to record a finished run while the database is unreachable.

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from parseq import health
+from parseq import health, metrics
 from parseq.api.views import RunFileDownload
 
 urlpatterns = [
@@ -10,6 +10,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("parseq.api.urls")),
     path("healthz", health.healthz, name="healthz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("<uuid:run_id>/<str:filename>", RunFileDownload.as_view(), name="download"),
 ]
 

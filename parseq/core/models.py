@@ -105,6 +105,7 @@ class Parser(models.Model):
     )
     max_attempts = models.PositiveSmallIntegerField(
         default=2,
+        db_default=2,
         validators=[MinValueValidator(1), MaxValueValidator(MAX_ATTEMPTS)],
         help_text="How many times a run may start when its worker is lost (killed, or stopped mid-run); "
         "1 never starts it again. A script's own failure is never retried.",
@@ -241,10 +242,11 @@ class Run(models.Model):
     )
     # Its attempts: the current one's number, worker and last heartbeat; the earlier ones as
     # [{"attempt", "worker", "started", "ended", "why"}] (README: When things fail).
-    attempt = models.PositiveSmallIntegerField(default=1)
-    worker = models.CharField(max_length=255, blank=True)
+    # Defaults in the database too: during an upgrade, code from before these columns still inserts runs.
+    attempt = models.PositiveSmallIntegerField(default=1, db_default=1)
+    worker = models.CharField(max_length=255, blank=True, default="", db_default="")
     heartbeat_time = models.DateTimeField(null=True, blank=True)
-    attempts = models.JSONField(default=list, blank=True)
+    attempts = models.JSONField(default=list, blank=True, db_default=[])
     # What the run used, recorded when it starts: the script's SHA-256 and the parser's sandbox settings.
     script_sha256 = models.CharField(max_length=64, blank=True)
     parser_settings = models.JSONField(default=dict, blank=True)

@@ -1,4 +1,5 @@
-"""Fault injection with real processes: a finished run outlives its database's outage.
+"""Fault injection with real processes: a finished run outlives its database's outage; a full storage fails only
+the run whose result did not fit.
 
 The test starts a PostgreSQL cluster of its own on another port (so it can stop it without
 touching the shared one), a RabbitMQ vhost of its own and a real `rundramatiq` worker on
@@ -19,14 +20,28 @@ import uuid
 from pathlib import Path
 
 import psycopg2
-from django.test import SimpleTestCase
+from django.conf import settings
+from django.test import SimpleTestCase, TransactionTestCase, override_settings, tag
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from tests.helpers import rabbitmq_url, require, requires_postgresql_and_rabbitmq, shows_process_logs_on_failure
+from parseq.core import services
+from parseq.core.models import Run
+from parseq.core.tasks import execute_run
+from tests.helpers import (
+    in_process_worker,
+    make_parser,
+    rabbitmq_url,
+    require,
+    requires_postgresql_and_rabbitmq,
+    shows_process_logs_on_failure,
+)
 from tests.processes import Process, free_port, port_accepting, wait_until
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 POSTGRESQL_VERSIONS = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
 OUTAGE_SECONDS = 25
+LONG_OUTAGE_SECONDS = 90  # longer than a message's retries last (about 31 s of backoff)
+QUICK_SCRIPT = "def parse():\n    return {'quick.txt': b'quick'}\n"
 
 # Writes its files only after the database has gone away.
 SLOW_SCRIPT = """
@@ -112,29 +127,42 @@ class DatabaseOutageTests(SimpleTestCase):
         command = [sys.executable, str(REPOSITORY / "manage.py"), *arguments]
         return subprocess.run(command, env=cls.environment, check=True, capture_output=True, text=True).stdout
 
-    def start_worker(self):
+    def start_worker(self, *, threads=2, env=None):
         tmp_dir = self.var_dir + "-tmp"
         os.makedirs(tmp_dir, mode=0o1777, exist_ok=True)
         os.chmod(tmp_dir, 0o1777)
         self.addCleanup(shutil.rmtree, tmp_dir, ignore_errors=True)
         log_path = os.path.join(self.var_dir, "worker.log")
-        argv = [sys.executable, str(REPOSITORY / "manage.py"), "rundramatiq", "--processes", "1", "--threads", "2"]
-        worker = Process(argv, name="worker", log_path=log_path, env={**self.environment, "TMPDIR": tmp_dir})
+        argv = [
+            sys.executable,
+            str(REPOSITORY / "manage.py"),
+            "rundramatiq",
+            "--processes",
+            "1",
+            "--threads",
+            str(threads),
+        ]
+        environment = {**self.environment, "TMPDIR": tmp_dir, **(env or {})}
+        worker = Process(argv, name="worker", log_path=log_path, env=environment)
         self.addCleanup(worker.stop)
         self.process_logs = [log_path]
         return worker
 
-    def enqueue_run(self):
-        """A parser with SLOW_SCRIPT and a run of it, made and sent as the admin would."""
+    def enqueue_run(self, *, source=SLOW_SCRIPT, name="slow", send=True):
+        """A parser with `source` and a run of it, made (and, if `send`, sent) as the admin would; its id."""
+        create = (
+            "services.enqueue_run(parser=parser, trigger=Run.Trigger.MANUAL)"
+            if send
+            else "Run.objects.create(parser=parser)"
+        )
         code = (
             "from django.core.files.base import ContentFile\n"
             "from parseq.core import services\n"
             "from parseq.core.models import Parser, Run\n"
-            f"script = ContentFile({SLOW_SCRIPT!r}.encode(), name='slow.py')\n"
-            "parser = Parser(name='slow', script=script, enabled=False)\n"
+            f"script = ContentFile({source!r}.encode(), name='script.py')\n"
+            f"parser = Parser(name={name!r}, script=script, enabled=False)\n"
             "services.save_parser(parser=parser, user=None, source='command')\n"
-            "run = services.enqueue_run(parser=parser, trigger=Run.Trigger.MANUAL)\n"
-            "print(run.run_id)\n"
+            f"print({create}.run_id)\n"
         )
         return self.manage("shell", "-c", code).strip().splitlines()[-1]
 
@@ -170,6 +198,93 @@ class DatabaseOutageTests(SimpleTestCase):
         self.assertEqual(stored.read_bytes(), b"computed during the outage\n")
         self.assertTrue(worker.logged("recorded the run's outcome"))
 
+    @shows_process_logs_on_failure
+    def test_runs_whose_messages_were_dead_lettered_in_a_90_second_outage_run_once_the_database_is_back(self):
+        # Given a worker with three threads, two of them running scripts in their sandboxes
+        worker = self.start_worker(threads=3, env={"PARSEQ_RESEND_ENQUEUED_AFTER": "10"})
+        slow = [self.enqueue_run(name=f"slow {n}") for n in range(2)]
+        worker.wait_until(
+            lambda: all((self.status_of(run_id) or ("",))[0] == "running" for run_id in slow),
+            timeout=60,
+            message="both slow runs in their sandboxes",
+        )
+        waiting = [self.enqueue_run(source=QUICK_SCRIPT, name=f"quick {n}", send=False) for n in range(3)]
+
+        # When the database stops, and the waiting runs' messages arrive only then: the third thread cannot
+        # claim them, and once their retries are used up they go to the dead-letter queue
+        self.cluster.stop()
+        stopped = time.monotonic()
+        broker = RabbitmqBroker(url=self.environment["PARSEQ_BROKER_URL"], confirm_delivery=True)
+        self.addCleanup(broker.close)
+        broker.declare_queue("runs", ensure=True)
+        for run_id in waiting:
+            broker.enqueue(execute_run.message(run_id))
+        worker.wait_until(
+            lambda: worker.log_text().count("its message was dead-lettered") >= len(waiting),
+            timeout=LONG_OUTAGE_SECONDS - 5,
+            message="the waiting runs' messages dead-lettered",
+        )
+        time.sleep(max(0.0, LONG_OUTAGE_SECONDS - (time.monotonic() - stopped)))
+        self.cluster.start()
+
+        # Then every run completes: the slow ones with the outcome their worker kept, the waiting ones sent again
+        worker.wait_until(
+            lambda: [(self.status_of(run_id) or ("",))[0] for run_id in slow + waiting] == ["completed"] * 5,
+            timeout=90,
+            message="all five runs to complete",
+        )
+        self.assertTrue(worker.logged("sending again 3 run(s) enqueued for over 10 s"))
+
 
 if not POSTGRESQL_VERSIONS:  # keeps unittest's loader quiet where PostgreSQL is not installed at all
     DatabaseOutageTests = unittest.skip("no PostgreSQL installed")(DatabaseOutageTests)
+
+
+@tag("slow")
+@require(os.geteuid() == 0, "root, to mount a small tmpfs as the storage")
+class FullStorageTests(TransactionTestCase):
+    """The storage is a 1 MiB tmpfs: a result that does not fit fails its run alone and leaves nothing behind."""
+
+    def setUp(self):
+        self.media_dir = tempfile.mkdtemp(prefix="parseq-full-")
+        self.addCleanup(shutil.rmtree, self.media_dir, ignore_errors=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", self.media_dir], check=True)
+        self.addCleanup(subprocess.run, ["umount", "-l", self.media_dir], check=False)
+        storages = {
+            **settings.STORAGES,
+            "default": {
+                "BACKEND": "django.core.files.storage.FileSystemStorage",
+                "OPTIONS": {"location": self.media_dir},
+            },
+        }
+        override = override_settings(STORAGES=storages, MEDIA_ROOT=self.media_dir)
+        override.enable()
+        self.addCleanup(override.disable)
+
+    def test_a_result_that_does_not_fit_fails_its_run_alone_and_the_next_run_completes(self):
+        too_big = make_parser(
+            "def parse():\n    return {f'part{n}.bin': bytes(400 * 1024) for n in range(3)}\n",
+            name="too big",
+            filename="too_big.py",
+        )
+        small = make_parser("def parse():\n    return {'ok.txt': b'ok'}\n", name="small", filename="small.py")
+
+        with in_process_worker(threads=1), self.assertLogs("parseq.core.execution", "ERROR"):
+            failed = services.enqueue_run(parser=too_big, trigger=Run.Trigger.MANUAL)
+            wait_until(lambda: Run.objects.get(pk=failed.pk).is_finished, timeout=60, message="the big run")
+            completed = services.enqueue_run(parser=small, trigger=Run.Trigger.MANUAL)
+            wait_until(lambda: Run.objects.get(pk=completed.pk).is_finished, timeout=60, message="the small run")
+
+        failed.refresh_from_db()
+        completed.refresh_from_db()
+        self.assertEqual(failed.status, Run.Status.ERROR)
+        self.assertIn("could not store the result files: [Errno 28] No space left on device", failed.error)
+        self.assertEqual(os.listdir(os.path.join(self.media_dir, str(failed.run_id))), [])  # no partial file
+        self.assertEqual((completed.status, [entry["name"] for entry in completed.files]), ("completed", ["ok.txt"]))
+
+    def test_healthz_says_degraded_when_the_storage_is_low_on_space(self):
+        with self.settings(BROKER_URL=None, STORAGE_MIN_FREE_MB=2):
+            response = self.client.get("/healthz")
+
+        self.assertEqual((response.status_code, response.json()["status"]), (200, "degraded"))
+        self.assertTrue(response.json()["storage"].startswith("degraded: 1 MiB free"), response.json()["storage"])
