@@ -189,6 +189,7 @@ _dramatiq_middleware = [
     "django_dramatiq.middleware.DbConnectionsMiddleware",
     "parseq.core.middleware.LostRunReaper",
     "parseq.core.middleware.DeadLetteredRuns",
+    "parseq.core.middleware.Draining",
     "parseq.core.middleware.CloseDbConnections",
 ]
 if BROKER_URL:
@@ -241,6 +242,9 @@ if LOST_RUN_SECONDS < 3 * HEARTBEAT_SECONDS:
         f"PARSEQ_LOST_RUN_SECONDS ({LOST_RUN_SECONDS}) must be at least 3 times PARSEQ_HEARTBEAT_SECONDS "
         f"({HEARTBEAT_SECONDS}): a live worker must renew its runs several times before they count as lost"
     )
+# A stopping worker lets its runs go on this long, then stops their sandboxes and hands them back to the others
+# (README: When things fail). Keep it under `rundramatiq --worker-shutdown-timeout`, which abandons them.
+DRAIN_SECONDS = env_int("PARSEQ_DRAIN_SECONDS", 60, minimum=0)
 # A scraper sends it as `Authorization: Bearer <token>` to read /metrics; unset, only staff may.
 METRICS_TOKEN = env_str("PARSEQ_METRICS_TOKEN", "")
 # /healthz says `degraded` when the local storage has less free space than this.

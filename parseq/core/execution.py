@@ -25,6 +25,7 @@ from django.db import InterfaceError, OperationalError, connection
 import runner
 from parseq.core import cancellation
 from parseq.core.environment import mask_values
+from parseq.core.events import runs_enqueued
 from parseq.core.housekeeping import delete_stored_files
 from parseq.core.models import Run, result_path
 from parseq.core.validation import allowed_modules
@@ -39,12 +40,44 @@ DATABASE_UNREACHABLE = (OperationalError, InterfaceError)
 _clock, _sleep = time.monotonic, time.sleep
 
 
+class Drain:
+    """A stopping worker process: it claims no new run, and stops the sandboxes of those it still runs once
+    PARSEQ_DRAIN_SECONDS have passed, handing each back as its next attempt (Run.objects.hand_back).
+    """
+
+    def __init__(self, *, clock=time.monotonic):
+        self.clock = clock
+        self.deadline = None
+
+    def begin(self, *, seconds):
+        self.deadline = self.clock() + seconds
+
+    @property
+    def active(self):
+        return self.deadline is not None
+
+    def end(self):
+        self.deadline = None
+
+    def time_is_up(self):
+        return self.deadline is not None and self.clock() >= self.deadline
+
+
+drain = Drain()
+STOPPED_BY_DRAIN = "stopped by the worker's shutdown"
+
+
 def execute_run(*, run_id):
     """The worker's job: claim the run, run its script in the sandbox, keep the outcome.
 
     A run that is not `enqueued` (a duplicate delivery, or one already handled) is left
-    alone. Returns whether the run completed (None when there was nothing to claim).
+    alone, and so is every run once this worker is stopping: it goes back to the queue for
+    another worker. Returns whether the run completed (None when there was nothing to claim).
     """
+    if drain.active:
+        logger.info("stopping: run %s goes back to the queue", run_id)
+        runs_enqueued.send(sender=Run, run_ids=[run_id], resend=True)
+        return None
     run = Run.objects.claim(run_id=run_id, grace=settings.RUN_GRACE, worker=worker_name())
     if run is None:
         return None
@@ -101,12 +134,14 @@ def _run_in_sandbox(*, run, script_path, out_dir, backend):
             refused_networks=settings.REFUSED_NETWORKS,
             extra_ports=parser.extra_egress_ports,
             restricted_modules=allowed_modules() if parser.restricted else None,
-            cancelled=cancelled.is_set,
+            cancelled=lambda: cancelled.is_set() or drain.time_is_up(),
             warm=warm_start(backend=backend),
             preload=warm_preload(),
         )
     finally:
         cancellation.watcher.forget(run.run_id)
+    if outcome.status == runner.CANCELLED and not cancelled.is_set():
+        outcome.status = STOPPED_BY_DRAIN  # not a user's cancel: the worker is stopping and its drain time is up
     # Whoever may read runs reads these; the variables' values are for those who may change the parser.
     # A NUL cannot be stored in PostgreSQL's text: a script printing one must not make its outcome unsavable.
     outcome.error = mask_values(outcome.error, environment=parser.environment).replace("\x00", "\ufffd")
@@ -265,6 +300,10 @@ def _keep_outcome(*, run_id, attempt, outcome, out_dir):
     """
     if outcome.status == runner.CANCELLED:
         _record(lambda: Run.objects.keep_log_of_cancelled(run_id=run_id, log=outcome.log))
+        return False
+    if outcome.status == STOPPED_BY_DRAIN:
+        why = f"its worker was stopped and gave the run PARSEQ_DRAIN_SECONDS ({settings.DRAIN_SECONDS} s) to end"
+        _record(lambda: Run.objects.hand_back(run_id=run_id, attempt=attempt, why=why))
         return False
     if not outcome.ok:
         _record(lambda: Run.objects.fail(run_id=run_id, attempt=attempt, error=outcome.error, log=outcome.log))

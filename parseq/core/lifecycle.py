@@ -3,7 +3,9 @@
     enqueued ──claim──▶ running ──complete──▶ completed
      ▲ │                  ├──────fail──────▶ error
      │ │                  ├─rerun_or_fail_lost: attempts left──┐   (no heartbeat: its worker is gone)
-     │ │                  └─rerun_or_fail_lost: none left──▶ error "worker lost"
+     │ │                  ├─rerun_or_fail_lost: none left──▶ error "worker lost"
+     │ │                  ├─hand_back: attempts left──────────┤   (its worker is stopping: sandbox stopped)
+     │ │                  └─hand_back: none left──▶ error "worker stopped"
      └─┼──────────────────────────────────────────────────────┘   (attempt + 1, sent again)
        ├──fail_unsent──▶ error                                     (the broker did not take it)
        └──cancel (enqueued or running)──▶ cancelled
@@ -43,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 UNSENT_ERROR = "could not enqueue the run: the broker did not accept it"
 LOST_RUN_ERROR = "worker lost: its worker stopped (killed, or cut off) and the run had no attempt left"
+STOPPED_RUN_ERROR = "worker stopped: its worker was shut down during the run, which had no attempt left"
 
 
 class RunQuerySet(models.QuerySet):
@@ -143,31 +146,51 @@ class RunQuerySet(models.QuerySet):
         stale = silent | Q(heartbeat_time__isnull=True, deadline__lt=now)
         rerun = failed = 0
         for run in self.filter(stale, status=status.RUNNING).select_related("parser"):
-            record = {
-                "attempt": run.attempt,
-                "worker": run.worker,
-                "started": run.started_time.isoformat() if run.started_time else None,
-                "ended": now.isoformat(),
-                "why": f"worker lost: no heartbeat from {run.worker or 'its worker'} since "
-                f"{run.heartbeat_time.isoformat() if run.heartbeat_time else 'its start'}",
-            }
-            if run.attempt < run.parser.max_attempts:
-                rerun += self._rerun(run=run, stale=stale, record=record, now=now)
-            else:
-                # Still stale, checked again in the UPDATE itself: a heartbeat that came meanwhile wins.
-                leaving = stale & Q(status=status.RUNNING, attempt=run.attempt)
-                attempts = [*run.attempts, record]
-                failed += self._end(
-                    run_id=run.pk, leaving=leaving, status=status.ERROR, error=LOST_RUN_ERROR, attempts=attempts
-                )
+            since = run.heartbeat_time.isoformat() if run.heartbeat_time else "its start"
+            why = f"worker lost: no heartbeat from {run.worker or 'its worker'} since {since}"
+            # Still stale, checked again in the UPDATE itself: a heartbeat that came meanwhile wins.
+            became = self._rerun_or_end(run=run, leaving=stale, why=why, error=LOST_RUN_ERROR, now=now)
+            rerun += became == status.ENQUEUED
+            failed += became == status.ERROR
         return rerun, failed
 
-    def _rerun(self, *, run, stale, record, now):
-        """Put a lost run back in the queue as its next attempt, and send it once this commits.
-
-        Still `stale`, checked again in the UPDATE: a heartbeat that came since the run was read wins.
+    def hand_back(self, *, run_id, attempt, why):
+        """A stopping worker stopped attempt `attempt`'s sandbox: the run goes to another worker at once as its
+        next attempt, or, with none left, ends in error. Returns the status it took (None: it had ended already).
         """
-        rerun = self.filter(stale, pk=run.pk, status=self.model.Status.RUNNING, attempt=run.attempt).update(
+        run = self.select_related("parser").filter(pk=run_id, attempt=attempt, status=self.model.Status.RUNNING).first()
+        if run is None:
+            return None
+        return self._rerun_or_end(run=run, leaving=Q(), why=why, error=STOPPED_RUN_ERROR, now=timezone.now())
+
+    def _rerun_or_end(self, *, run, leaving, why, error, now):
+        """End a running attempt that will not report: the run is rerun (`enqueued`) if it has attempts left, else
+        ends with `error` (`error`). Either only while the run is still on that attempt and as `leaving` (a Q) says;
+        returns the status it took, or None.
+        """
+        record = {
+            "attempt": run.attempt,
+            "worker": run.worker,
+            "started": run.started_time.isoformat() if run.started_time else None,
+            "ended": now.isoformat(),
+            "why": why,
+        }
+        status = self.model.Status
+        if run.attempt < run.parser.max_attempts:
+            return status.ENQUEUED if self._rerun(run=run, leaving=leaving, record=record, now=now) else None
+        leaving = leaving & Q(status=status.RUNNING, attempt=run.attempt)
+        ended = self._end(
+            run_id=run.pk, leaving=leaving, status=status.ERROR, error=error, attempts=[*run.attempts, record]
+        )
+        return status.ERROR if ended else None
+
+    def _rerun(self, *, run, leaving, record, now):
+        """Put a running run back in the queue as its next attempt, and send it once this commits.
+
+        Only while it is still as `leaving` says, checked again in the UPDATE: for a lost run, a heartbeat
+        that came since the run was read wins.
+        """
+        rerun = self.filter(leaving, pk=run.pk, status=self.model.Status.RUNNING, attempt=run.attempt).update(
             status=self.model.Status.ENQUEUED,
             attempt=run.attempt + 1,
             attempts=[*run.attempts, record],
@@ -178,7 +201,7 @@ class RunQuerySet(models.QuerySet):
             updated_time=now,
         )
         if rerun:
-            logger.warning("run %s lost its worker on attempt %d; it runs again", run.pk, run.attempt)
+            logger.warning("run %s: attempt %d ended (%s); it runs again", run.pk, run.attempt, record["why"])
             # As a resend: should the broker refuse it now, it waits enqueued for the reaper's next sweep.
             transaction.on_commit(lambda: runs_enqueued.send(sender=self.model, run_ids=[run.pk], resend=True))
         return rerun

@@ -5,6 +5,7 @@ import threading
 import time
 
 from django import db
+from dramatiq.common import iter_queue
 from dramatiq.middleware import Middleware
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,60 @@ def every(seconds, action, *, stopping, what, after=None):
         finally:
             db.connections.close_all()
         if stopping.wait(seconds):
+            return
+
+
+class Draining(Middleware):
+    """A worker process told to stop (SIGTERM, or its master's shutdown) hands its work to the others at once.
+
+    Dramatiq lets the runs in progress finish, up to `rundramatiq --worker-shutdown-timeout`, and only
+    then gives back the messages it prefetched; meanwhile they wait, although other workers are idle.
+    Instead: no new run is claimed (execution.execute_run sends it again), the prefetched messages are
+    sent again at once and their copies here acknowledged, and a run still going after
+    PARSEQ_DRAIN_SECONDS has its sandbox stopped and is handed back as its next attempt.
+    """
+
+    def __init__(self):
+        self.consumers_stopping = threading.Event()
+
+    def before_worker_shutdown(self, broker, worker):
+        from django.conf import settings
+
+        from parseq.core.execution import drain
+
+        drain.begin(seconds=settings.DRAIN_SECONDS)
+        logger.warning("stopping: no new run; runs still going in %d s are handed back", settings.DRAIN_SECONDS)
+        arguments = {"worker": worker, "stopping": self.consumers_stopping}
+        threading.Thread(target=give_back_prefetched, kwargs=arguments, name="parseq-drain", daemon=True).start()
+
+    def before_consumer_thread_shutdown(self, broker, thread):
+        # The consumers stop once the runs in progress have: what they hold then goes back as they close.
+        self.consumers_stopping.set()
+
+    def after_worker_shutdown(self, broker, worker):
+        from parseq.core.execution import drain
+
+        drain.end()  # an in-process worker (tests, runparseq) may be started again
+
+
+def give_back_prefetched(*, worker, stopping, every=0.2):
+    """Until `stopping` is set, send again each message `worker` prefetched and no thread took, then
+    acknowledge the one it holds: another worker takes the run at once. A message that cannot be sent
+    (the broker is away) stays unacknowledged, and the broker gives it back when this worker's
+    connection closes.
+    """
+    while True:
+        for item in iter_queue(worker.work_queue):
+            message = item.message
+            try:
+                worker.broker.enqueue(message.copy())
+            except Exception:  # noqa: BLE001 - the broker gives the message back when this worker disconnects
+                logger.warning("could not hand back message %s; it goes back when this worker disconnects", message)
+            else:
+                worker.consumers[message.queue_name].post_process_message(message)
+            finally:
+                worker.work_queue.task_done()
+        if stopping.wait(every):
             return
 
 

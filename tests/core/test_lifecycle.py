@@ -8,7 +8,7 @@ from django.test import TestCase, override_settings
 from django.utils import timezone
 
 from parseq.core.events import run_finished, runs_enqueued
-from parseq.core.lifecycle import LOST_RUN_ERROR, RunQuerySet
+from parseq.core.lifecycle import LOST_RUN_ERROR, STOPPED_RUN_ERROR, RunQuerySet
 from parseq.core.models import Parser, Run
 from tests.helpers import TemporaryMediaMixin, make_parser
 
@@ -121,6 +121,45 @@ class RunLifecycleTests(TemporaryMediaMixin, TestCase):
         self.assertEqual((lost.status, lost.error), (Run.Status.ERROR, LOST_RUN_ERROR))
         self.assertEqual([attempt["attempt"] for attempt in lost.attempts], [2])
         self.assertEqual(self.finished, [(lost.run_id, Run.Status.ERROR)])
+
+    def test_a_run_handed_back_by_its_stopping_worker_is_rerun_as_its_next_attempt_and_sent_again(self):
+        now = timezone.now()
+        run = self.run_in(Run.Status.RUNNING, worker="a:1", started_time=now, heartbeat_time=now)
+
+        with self.captureOnCommitCallbacks(execute=True):
+            became = Run.objects.hand_back(run_id=run.pk, attempt=1, why="its worker was stopped")
+
+        run.refresh_from_db()
+        self.assertEqual(became, Run.Status.ENQUEUED)
+        self.assertEqual((run.status, run.attempt, run.worker), (Run.Status.ENQUEUED, 2, ""))
+        [first] = run.attempts
+        self.assertEqual((first["attempt"], first["worker"], first["why"]), (1, "a:1", "its worker was stopped"))
+        self.assertEqual(self.sent, [run.run_id])
+        self.assertEqual(self.finished, [])
+
+    def test_a_run_handed_back_on_its_last_attempt_ends_in_error_saying_its_worker_stopped(self):
+        Parser.objects.filter(pk=self.parser.pk).update(max_attempts=1)
+        run = self.run_in(Run.Status.RUNNING, worker="a:1")
+
+        became = Run.objects.hand_back(run_id=run.pk, attempt=1, why="its worker was stopped")
+
+        run.refresh_from_db()
+        self.assertEqual(became, Run.Status.ERROR)
+        self.assertEqual((run.status, run.error), (Run.Status.ERROR, STOPPED_RUN_ERROR))
+        self.assertEqual([attempt["why"] for attempt in run.attempts], ["its worker was stopped"])
+        self.assertEqual(self.finished, [(run.run_id, Run.Status.ERROR)])
+        self.assertEqual(self.sent, [])
+
+    def test_only_the_attempt_a_run_is_on_can_be_handed_back(self):
+        cancelled = self.run_in(Run.Status.CANCELLED)
+        replaced = self.run_in(Run.Status.RUNNING, attempt=2)
+
+        self.assertIsNone(Run.objects.hand_back(run_id=cancelled.pk, attempt=1, why="stopped"))
+        self.assertIsNone(Run.objects.hand_back(run_id=replaced.pk, attempt=1, why="stopped"))
+
+        self.assertEqual(Run.objects.get(pk=cancelled.pk).status, Run.Status.CANCELLED)
+        self.assertEqual(Run.objects.get(pk=replaced.pk).attempt, 2)
+        self.assertEqual((self.sent, self.finished), ([], []))
 
     @override_settings(LOST_RUN_SECONDS=30)
     def test_the_outcome_of_an_attempt_that_was_replaced_is_refused(self):

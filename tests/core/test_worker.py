@@ -205,6 +205,35 @@ class ExecuteRunTests(TemporaryMediaMixin, TransactionTestCase):
         self.assertEqual(run.status, Run.Status.COMPLETED)
         self.assertEqual(run.finished_time, first_finish)
 
+    def test_a_stopping_worker_claims_no_run_and_sends_it_back_to_the_queue(self):
+        run = Run.objects.create(parser=make_parser(WORKING_SCRIPT))
+        execution.drain.begin(seconds=60)
+        self.addCleanup(execution.drain.end)
+
+        with mock.patch.object(execute_run, "send") as send:
+            self.assertIsNone(execution.execute_run(run_id=run.run_id))
+
+        send.assert_called_once_with(str(run.run_id))
+        self.assertEqual(Run.objects.get(pk=run.pk).status, Run.Status.ENQUEUED)
+
+    def test_a_run_still_going_when_its_workers_drain_time_is_up_has_its_sandbox_stopped_and_is_handed_back(self):
+        parser = make_parser("import time\ndef parse():\n    print('working', flush=True)\n    time.sleep(60)\n")
+        run = Run.objects.create(parser=parser)
+        execution.drain.begin(seconds=2)  # as a worker told to stop, with PARSEQ_DRAIN_SECONDS=2
+        self.addCleanup(execution.drain.end)
+
+        with mock.patch.object(execute_run, "send") as send, override_settings(DRAIN_SECONDS=2):
+            began = time.monotonic()
+            self.assertFalse(execution._execute_claimed(Run.objects.claim(run_id=run.run_id, grace=5, worker="w:1")))
+
+        self.assertLess(time.monotonic() - began, 30)  # stopped, not left to its 60 s
+        run.refresh_from_db()
+        self.assertEqual((run.status, run.attempt, run.worker), (Run.Status.ENQUEUED, 2, ""))
+        self.assertEqual(
+            run.attempts[0]["why"], "its worker was stopped and gave the run PARSEQ_DRAIN_SECONDS (2 s) to end"
+        )
+        send.assert_called_once_with(str(run.run_id))
+
     def test_a_parsers_own_memory_limit_ends_a_hog_in_error_naming_it(self):
         parser = make_parser("def parse():\n    return {'a': bytes(400 * 1024 * 1024)}\n", memory_limit_mb=128)
         run = Run.objects.create(parser=parser)

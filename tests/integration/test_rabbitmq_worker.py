@@ -7,6 +7,7 @@ worker it starts.
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -283,6 +284,68 @@ class LostWorkerTests(RealWorkerTestCase):
         final = Run.objects.get(pk=run.pk)
         self.assertEqual((final.status, final.error, final.attempt), (Run.Status.ERROR, LOST_RUN_ERROR, 1))
         self.assertEqual(final.started_time, started_time)
+
+
+@requires_postgresql_and_rabbitmq
+class DrainingWorkerTests(RealWorkerTestCase):
+    @shows_process_logs_on_failure
+    def test_a_stopping_worker_hands_its_prefetched_run_on_at_once_and_its_running_one_once_its_drain_time_is_up(self):
+        # Given a worker with one thread, running a script that takes 20 s and holding a run it prefetched
+        stopping = self.start_worker(threads=1, env={"PARSEQ_DRAIN_SECONDS": "8"})
+        marker = f"drained_{uuid.uuid4().hex}.py"
+        self.addCleanup(kill_groups_of, marker)
+        slow = make_parser(
+            "import time\n\ndef parse():\n    time.sleep(20)\n    return {'done.txt': b'done'}\n",
+            name="slow",
+            filename=marker,
+            timeout=60,
+        )
+        long_run = Run.objects.create(parser=slow, trigger=Run.Trigger.API)
+        self.enqueue(long_run)
+        self.wait_for(
+            lambda: Run.objects.get(pk=long_run.pk).status == Run.Status.RUNNING and live_processes_with(marker),
+            timeout=30,
+            message="the long run to be running in a sandbox",
+            worker=stopping,
+        )
+        quick = make_parser("def parse():\n    return {'quick.txt': b'quick'}\n", name="quick", filename="quick.py")
+        prefetched = Run.objects.create(parser=quick, trigger=Run.Trigger.API)
+        self.enqueue(prefetched)
+        self.wait_for(lambda: self.ready_messages() == 0, timeout=10, message="the prefetch", worker=stopping)
+        # And a second worker, idle
+        other = self.start_worker(threads=1)
+        self.wait_for(lambda: self.consumers() == 2, timeout=60, message="the second worker", worker=other)
+
+        # When the first worker is told to stop as `docker stop` tells it: SIGTERM to its main process
+        os.kill(stopping.pid, signal.SIGTERM)
+
+        # Then the prefetched run completes on the second worker while the first still runs its long run
+        done = self.wait_for(
+            lambda: Run.objects.filter(pk=prefetched.pk, status=Run.Status.COMPLETED).first(),
+            timeout=30,
+            message="the prefetched run to complete",
+            worker=other,
+        )
+        first_attempt = Run.objects.get(pk=long_run.pk)
+        self.assertEqual((first_attempt.status, first_attempt.attempt), (Run.Status.RUNNING, 1))
+        self.assertNotEqual(done.worker, first_attempt.worker)
+        self.assertEqual(done.attempt, 1)
+        # And once its drain time is up, the long run's sandbox is stopped and the run handed back:
+        # it completes on the second worker as its second attempt, begun after the first ended
+        run = self.wait_for(
+            lambda: Run.objects.filter(pk=long_run.pk, status=Run.Status.COMPLETED).first(),
+            timeout=90,
+            message="the handed-back run to complete",
+            worker=other,
+        )
+        self.assertEqual((run.attempt, run.worker), (2, done.worker))
+        [first] = run.attempts
+        self.assertEqual((first["attempt"], first["worker"]), (1, first_attempt.worker))
+        self.assertIn("its worker was stopped", first["why"])
+        self.assertGreater(run.started_time.isoformat(), first["ended"])
+        # And the stopped worker has exited, leaving no sandbox behind
+        wait_until(lambda: stopping.returncode is not None, timeout=30, message="the stopped worker to exit")
+        self.assertEqual(live_processes_with(marker), [])
 
 
 @requires_postgresql_and_rabbitmq
