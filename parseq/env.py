@@ -87,7 +87,16 @@ def database_from_url(name, url):
         return sqlite_database(name, database)
     if not database.get("NAME"):
         raise ConfigurationError(f"{name} must name a database, as in postgres://user@host:5432/parseq")
-    return {**database, "PORT": str(database.get("PORT") or ""), "CONN_MAX_AGE": 60, "CONN_HEALTH_CHECKS": True}
+    # A database that does not answer (down, frozen, or a network that drops packets) fails a new connection
+    # in 5 s rather than libpq's default of waiting for ever; `?connect_timeout=N` in the URL says otherwise.
+    options = {"connect_timeout": 5, **database.get("OPTIONS", {})}
+    return {
+        **database,
+        "OPTIONS": options,
+        "PORT": str(database.get("PORT") or ""),
+        "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,
+    }
 
 
 def sqlite_database(name, database):

@@ -75,6 +75,9 @@ def broker_parameters():
     """How to reach the broker for a quick question: one attempt, answers within 3 s."""
     parameters = pika.URLParameters(settings.BROKER_URL)
     parameters.socket_timeout = 3
+    parameters.stack_timeout = (
+        3  # the whole AMQP handshake: a frozen broker accepts the TCP connection, then says nothing
+    )
     parameters.connection_attempts = 1
     parameters.blocked_connection_timeout = 3
     return parameters

@@ -181,6 +181,8 @@ STORAGES = {
 BROKER_URL = env_str("PARSEQ_BROKER_URL")
 if BROKER_URL and not BROKER_URL.startswith(("amqp://", "amqps://")):
     raise ConfigurationError(f"PARSEQ_BROKER_URL must start with amqp:// or amqps://, not {BROKER_URL!r}")
+# How long a request or a scheduler round waits for the broker to confirm a run's message (parseq/core/sending.py).
+BROKER_TIMEOUT = env_int("PARSEQ_BROKER_TIMEOUT", 5, minimum=1)
 _dramatiq_middleware = [
     "dramatiq.middleware.AgeLimit",
     "dramatiq.middleware.TimeLimit",

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.dispatch import receiver
 
-from parseq.core import events, execution, services
+from parseq.core import events, execution, sending, services
 from parseq.logs import about_run
 
 logger = logging.getLogger(__name__)
@@ -36,15 +36,16 @@ def execute_run(run_id):
 
 @receiver(events.runs_enqueued)
 def send_to_workers(sender, *, run_ids, resend=False, **kwargs):
-    """One message a run, on this thread's one broker connection (dramatiq keeps one per thread).
+    """One message a run, each confirmed by the broker within PARSEQ_BROKER_TIMEOUT (parseq/core/sending.py).
 
-    A new run the broker does not accept ends in error at once: nothing would ever pick it up. A run
-    sent again (`resend`) stays enqueued: its first message may still be in the queue, and the
-    reaper tries again later.
+    A new run the broker does not accept in time ends in error at once: nothing would ever pick it
+    up (should its message arrive later all the same, the claim drops it). A run sent again
+    (`resend`) stays enqueued: its first message may still be in the queue, and the reaper tries
+    again later.
     """
     for run_id in run_ids:
         try:
-            execute_run.send(str(run_id))
+            sending.sender.send(lambda run_id=run_id: execute_run.send(str(run_id)), timeout=settings.BROKER_TIMEOUT)
         except Exception as error:
             logger.exception("could not %s run %s", "send again" if resend else "enqueue", run_id)
             if resend:

@@ -19,10 +19,12 @@ def job_id(parser_id):
     return f"{JOB_ID_PREFIX}{parser_id}"
 
 
-def fire(parser_id, *, due_times=None):
+def fire(parser_id, *, due_times=None, active_since=None):
     if not due_times:
         raise RuntimeError("fire() needs the times it is due for: APScheduler must run it with the DueTimesExecutor")
-    return services.fire_schedule(parser_id=parser_id, due_times=due_times, now=timezone.now())
+    return services.fire_schedule(
+        parser_id=parser_id, due_times=due_times, now=timezone.now(), active_since=active_since
+    )
 
 
 def prune_runs(*, due_times=None):

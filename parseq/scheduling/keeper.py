@@ -55,7 +55,10 @@ class DueTimesExecutor(BaseExecutor):
 
     def _do_submit_job(self, job, run_times):
         try:
-            events = run_job(_WithDueTimes(job, run_times), job._jobstore_alias, run_times[-1:], self._logger.name)
+            active_since = getattr(self._scheduler, "active_since", None)
+            events = run_job(
+                _WithDueTimes(job, run_times, active_since), job._jobstore_alias, run_times[-1:], self._logger.name
+            )
         except BaseException:  # noqa: BLE001 - as APScheduler's own executors: report, never kill the scheduler
             self._run_job_error(job.id, *sys.exc_info()[1:])
         else:
@@ -63,13 +66,16 @@ class DueTimesExecutor(BaseExecutor):
 
 
 class _WithDueTimes:
-    """The job as `run_job` sees it: called with its due times, with misfires left to Parseq."""
+    """The job as `run_job` sees it: called with its due times (and since when this scheduler is the active
+    one, to tell why any were missed), with misfires left to Parseq."""
 
     misfire_grace_time = None
 
-    def __init__(self, job, due_times):
+    def __init__(self, job, due_times, active_since):
         self.id, self.func, self.args = job.id, job.func, job.args
         self.kwargs = {**job.kwargs, "due_times": list(due_times)}
+        if job.func_ref == FIRE:
+            self.kwargs["active_since"] = active_since
 
     def __str__(self):
         return self.id
@@ -99,6 +105,8 @@ class HousekeepingExecutor(BaseExecutor):
 
 
 class _Scheduler(BackgroundScheduler):
+    active_since = None  # when it began firing as the active scheduler: due times missed since, it was held up
+
     def _process_jobs(self):
         # APScheduler 3 fires a round's due jobs one by one, each with its own transaction, message and
         # job update: of 50 parsers due at once, the 50th came late. Fire the parsers' jobs together first;
@@ -122,7 +130,8 @@ class _Scheduler(BackgroundScheduler):
                 # _get_run_times: the due times APScheduler's round computes, by the same (private) method.
                 due = [(job, job._get_run_times(now)) for job in jobstore.get_due_jobs(now) if job.func_ref == FIRE]
                 if due:
-                    services.fire_schedules(due_times={job.args[0]: times for job, times in due}, now=now)
+                    due_times = {job.args[0]: times for job, times in due}
+                    services.fire_schedules(due_times=due_times, now=now, active_since=self.active_since)
                     _store_next_times(due=due, now=now, pickle_protocol=jobstore.pickle_protocol)
             except Exception:
                 logger.exception("could not fire the due parsers together; firing them one by one")
@@ -271,6 +280,7 @@ class ScheduleKeeper:
         try:
             add_prune_job(scheduler=scheduler, now=timezone.now())
             sync_all(scheduler=scheduler, now=timezone.now())
+            scheduler.active_since = datetime.now(UTC)
             scheduler.resume()
             self.active.set()
             logger.info("scheduler active")

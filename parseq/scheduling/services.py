@@ -18,18 +18,19 @@ logger = logging.getLogger(__name__)
 JOB_EXECUTIONS_KEPT_SECONDS = 7 * 24 * 3600
 
 
-def fire_schedule(*, parser_id, due_times, now):
+def fire_schedule(*, parser_id, due_times, now, active_since=None):
     """Start the run a parser's schedule is due for, or record why it was skipped. Returns the new run.
 
     `due_times` are the times the schedule came due since it last fired, oldest first; more
-    than one means the earlier ones were missed while no scheduler ran. They are coalesced:
-    the newest runs if it is within the misfire grace period, and a skipped run records the
-    others. Each due time gets at most one run, even if two schedulers fire it.
+    than one means the earlier ones were missed: while no scheduler ran, or, from `active_since`
+    (when the scheduler firing them became the active one), while it was held up. They are
+    coalesced: the newest runs if it is within the misfire grace period, and a skipped run records
+    the others. Each due time gets at most one run, even if two schedulers fire it.
     """
-    return fire_schedules(due_times={parser_id: due_times}, now=now).get(parser_id)
+    return fire_schedules(due_times={parser_id: due_times}, now=now, active_since=active_since).get(parser_id)
 
 
-def fire_schedules(*, due_times, now):
+def fire_schedules(*, due_times, now, active_since=None):
     """Fire many schedules as `fire_schedule` fires one, in one transaction. Returns {parser id: its new run}.
 
     `due_times` maps each parser's id to its due times. For a scheduler with many parsers due at
@@ -39,13 +40,19 @@ def fire_schedules(*, due_times, now):
     """
     # A parser deleted or disabled a moment ago gets no entry (and the scheduler drops its job).
     parsers = _with_busy_run(Parser.objects.filter(pk__in=list(due_times), enabled=True))
-    planned = {parser.pk: _runs_or_skips(parser=parser, due_times=due_times[parser.pk], now=now) for parser in parsers}
+    planned = {
+        parser.pk: _runs_or_skips(parser=parser, due_times=due_times[parser.pk], now=now, active_since=active_since)
+        for parser in parsers
+    }
     try:
         with transaction.atomic():
             create_runs(runs=[run for runs in planned.values() for run in runs])
     except IntegrityError:
         if len(planned) > 1:  # each alone: only what was handled already is refused
-            fired = {pk: fire_schedule(parser_id=pk, due_times=due_times[pk], now=now) for pk in planned}
+            fired = {
+                pk: fire_schedule(parser_id=pk, due_times=due_times[pk], now=now, active_since=active_since)
+                for pk in planned
+            }
             return {pk: run for pk, run in fired.items() if run is not None}
         for pk in planned:
             logger.info("parser %s: due time %s was handled already (another scheduler?)", pk, due_times[pk][-1])
@@ -65,22 +72,21 @@ def _with_busy_run(parsers):
     )
 
 
-def _runs_or_skips(*, parser, due_times, now):
+def _runs_or_skips(*, parser, due_times, now, active_since):
     """The unsaved runs a parser's due times become: the run (or skip) for the newest due time comes last."""
     due, missed = due_times[-1], due_times[:-1]
     grace = timedelta(seconds=settings.MISFIRE_GRACE)
     if now - due > grace:
         reason = (
-            f"{_count(missed, due)} due while no scheduler was running, the last at {moment(due)}: "
+            f"{_count(missed, due)} due {_while(due_times[0], active_since)}, the last at {moment(due)}: "
             f"older than the misfire grace period of {_duration(grace)} (PARSEQ_MISFIRE_GRACE)"
         )
         return [skipped_run(parser=parser, scheduled_for=due, reason=reason)]
     runs = []
     if missed:
         span = moment(missed[0]) if len(missed) == 1 else f"from {moment(missed[0])} to {moment(missed[-1])}"
-        reason = (
-            f"{_count(missed)} due {span} while no scheduler was running: coalesced into the run due at {moment(due)}"
-        )
+        when = _while(missed[0], active_since)
+        reason = f"{_count(missed)} due {span} {when}: coalesced into the run due at {moment(due)}"
         runs.append(skipped_run(parser=parser, scheduled_for=missed[0], reason=reason))
     if parser.overlap == Parser.Overlap.SKIP and parser.busy_run_id is not None:
         reason = (
@@ -121,6 +127,13 @@ def skipped_run(*, parser, scheduled_for, reason):
         finished_time=timezone.now(),
         error=f"Skipped: {reason}.",
     )
+
+
+def _while(first_missed, active_since):
+    """Why due times were missed: before the active scheduler took over, or while it was held up itself."""
+    if active_since is not None and first_missed >= active_since:
+        return "while the scheduler was held up (the database or the broker did not answer in time)"
+    return "while no scheduler was running"
 
 
 def _count(missed, due=None):

@@ -3,17 +3,28 @@ is a JSON 503 wherever it strikes, never an HTML 500 or a 202 for a run that wil
 """
 
 from unittest import mock
+from urllib.parse import urlsplit
 
 from django.db import OperationalError
+from django.test import override_settings, tag
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from rest_framework.test import APITestCase, APITransactionTestCase
 
 from parseq.access.crosssite import CrossSiteWriteGuard
 from parseq.api.views import ParserViewSet
 from parseq.core.models import Run
+from parseq.core.sending import sender
 from parseq.core.tasks import execute_run
+from parseq.health import health
 from tests.api.helpers import FAST_PASSWORDS, basic, make_users, user_in
-from tests.helpers import TemporaryMediaMixin, make_parser
+from tests.freezable_proxy import FreezableProxy
+from tests.helpers import (
+    TemporaryMediaMixin,
+    make_parser,
+    rabbitmq_url,
+    requires_postgresql_and_rabbitmq,
+    wait_until,
+)
 
 LOST_CONNECTION = OperationalError("could not connect to server: Connection refused")
 
@@ -39,6 +50,64 @@ class BrokerOutageTests(TemporaryMediaMixin, APITransactionTestCase):
         self.assertIn("could not enqueue the run: the broker did not accept it", body["detail"])
         self.assertEqual((body["run"]["run_id"], body["run"]["status"]), (str(run.run_id), "error"))
         self.assertEqual((run.status, run.error), (Run.Status.ERROR, body["detail"]))
+
+
+@tag("slow")  # waits for timeouts
+@requires_postgresql_and_rabbitmq
+@FAST_PASSWORDS
+@override_settings(BROKER_TIMEOUT=1)
+class FrozenBrokerTests(TemporaryMediaMixin, APITransactionTestCase):
+    """The real RabbitMQ behind a proxy that freezes as a broker sent SIGSTOP would: connections stay open, silent."""
+
+    def setUp(self):
+        make_users()
+        self.parser = make_parser("def parse():\n    return {}\n")
+        shared = urlsplit(rabbitmq_url())
+        self.proxy = FreezableProxy(target_host=shared.hostname, target_port=shared.port or 5672)
+        self.addCleanup(self.proxy.close)
+        self.url = shared._replace(netloc=f"{shared.username}:{shared.password}@127.0.0.1:{self.proxy.port}").geturl()
+        self.broker = RabbitmqBroker(url=self.url, confirm_delivery=True)
+        self.addCleanup(self.broker.close)
+        self.addCleanup(self.broker.flush, "runs")
+        self.addCleanup(self.proxy.thaw)  # first: the stuck publish ends, and the broker answers again
+        patch = mock.patch.object(execute_run, "broker", self.broker)
+        patch.start()
+        self.addCleanup(patch.stop)
+
+    def ask_for_a_run(self):
+        return self.client.post(f"/api/parsers/{self.parser.pk}/run/", **basic("editor", "editor-pass"))
+
+    def test_a_frozen_broker_holds_a_request_for_a_run_no_longer_than_the_broker_timeout_and_it_says_so(self):
+        # Given a broker that took a run, so the web's connection to it is open
+        taken = self.ask_for_a_run()
+        self.assertEqual(taken.status_code, 202, taken.content)
+
+        # When the broker freezes and a run is asked for
+        self.proxy.freeze()
+        with self.assertLogs("parseq.core.tasks", "ERROR"):
+            first = self.ask_for_a_run()
+            second = self.ask_for_a_run()
+
+        # Then the first waits PARSEQ_BROKER_TIMEOUT and is a 503 naming it; the next is told at once
+        self.assertEqual((first.status_code, first.json()["code"]), (503, "broker_unavailable"))
+        self.assertIn("the broker did not answer within 1 s", first.json()["detail"])
+        self.assertEqual(second.status_code, 503)
+        self.assertRegex(second.json()["detail"], r"the broker has not answered for \d+ s")
+        # And both runs are in error saying why, never left enqueued without a message
+        self.assertEqual(Run.objects.filter(status=Run.Status.ERROR).count(), 2)
+        # And once the broker answers again and the stuck message has gone out, runs are taken again
+        self.proxy.thaw()
+        wait_until(lambda: sender.busy_since is None, timeout=30, message="the stuck publish to end")
+        self.assertEqual(self.ask_for_a_run().status_code, 202)
+
+    def test_healthz_says_a_frozen_broker_is_unreachable_within_seconds(self):
+        self.proxy.freeze()
+        with override_settings(BROKER_URL=self.url):
+            healthy, checks = health()
+
+        self.assertFalse(healthy)
+        self.assertIn("unreachable", checks["broker"])
+        self.assertIn("Timeout during AMQP handshake", checks["broker"])
 
 
 @FAST_PASSWORDS

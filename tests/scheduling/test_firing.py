@@ -20,9 +20,11 @@ class FiringTestCase(TemporaryMediaMixin, TestCase):
     def setUp(self):
         self.parser = make_parser(SCRIPT, name="rates", scheduled_time=DUE, repeat_after=minutes(10))
 
-    def fire(self, *due_times, now):
+    def fire(self, *due_times, now, active_since=None):
         with self.captureOnCommitCallbacks(execute=False):
-            return fire_schedule(parser_id=self.parser.pk, due_times=list(due_times), now=now)
+            return fire_schedule(
+                parser_id=self.parser.pk, due_times=list(due_times), now=now, active_since=active_since
+            )
 
     def runs(self):
         return list(Run.objects.order_by("scheduled_for").values_list("status", "scheduled_for"))
@@ -91,6 +93,21 @@ class MisfireTests(FiringTestCase):
         skip = Run.objects.get(status="skipped")
         self.assertIn("2 scheduled runs due from 2026-11-28 12:00:00 UTC to 2026-11-28 12:10:00 UTC", skip.error)
         self.assertIn("while no scheduler was running: coalesced into the run due at 2026-11-28 12:20:00", skip.error)
+
+    def test_due_times_missed_after_the_scheduler_took_over_say_it_was_held_up_not_that_none_was_running(self):
+        # Given a scheduler active since before the due times, whose rounds were blocked (a frozen broker)
+        missed = [DUE, DUE + minutes(10), DUE + minutes(20)]
+
+        self.fire(*missed, now=DUE + minutes(25), active_since=DUE - minutes(1))
+
+        skip = Run.objects.get(status="skipped")
+        self.assertIn("while the scheduler was held up (the database or the broker did not answer in time)", skip.error)
+        self.assertNotIn("no scheduler was running", skip.error)
+
+    def test_due_times_missed_before_the_scheduler_took_over_were_missed_while_none_was_running(self):
+        self.fire(DUE, DUE + minutes(10), now=DUE + minutes(11), active_since=DUE + minutes(11))
+
+        self.assertIn("while no scheduler was running", Run.objects.get(status="skipped").error)
 
     def test_a_single_late_due_time_within_the_grace_period_just_runs(self):
         run = self.fire(DUE, now=DUE + minutes(59))
