@@ -66,6 +66,13 @@ def _lines():
         "Extra attempts of the runs kept (one per lost worker).",
         [("", reruns["attempts"] or 0)],
     )
+    retries = Run.objects.filter(recording_retries__gt=0).aggregate(runs=Count("pk"), tries=Sum("recording_retries"))
+    yield from _metric(
+        "parseq_recording_retries",
+        "gauge",
+        "Failed tries at recording the outcome of the runs kept (the database was unreachable; each was retried).",
+        [("", retries["tries"] or 0)],
+    )
     yield from _lateness(since)
     active = 1 if scheduler_is_active() else 0
     yield from _metric("parseq_scheduler_active", "gauge", "1 while a scheduler is active.", [("", active)])

@@ -18,7 +18,7 @@ class MetricsTests(TemporaryMediaMixin, TestCase):
         parser = make_parser("def parse():\n    return {}\n")
         now = timezone.now()
         Run.objects.create(parser=parser, status=Run.Status.ENQUEUED)
-        Run.objects.create(parser=parser, status=Run.Status.RUNNING, started_time=now, attempt=2)
+        Run.objects.create(parser=parser, status=Run.Status.RUNNING, started_time=now, attempt=2, recording_retries=3)
         for seconds in (2, 4):
             Run.objects.create(
                 parser=parser,
@@ -45,6 +45,7 @@ class MetricsTests(TemporaryMediaMixin, TestCase):
         self.assertIn("parseq_run_duration_seconds_count 2", lines)
         self.assertIn("parseq_run_duration_seconds_sum 6.0", lines)
         self.assertIn("parseq_reruns 1", lines)
+        self.assertIn("parseq_recording_retries 3", lines)
         self.assertIn("parseq_scheduler_lateness_seconds_count 2", lines)
         self.assertIn("parseq_scheduler_active 0", lines)
         self.assertIn("# TYPE parseq_runs gauge", lines)

@@ -94,7 +94,7 @@ def _execute_claimed(run):
             script_path, script_sha256 = _copy_script(run.parser, tempdir)
         except Exception as error:  # noqa: BLE001 - a disk or an object store (botocore raises no OSError): this run only
             failure = f"cannot read the script: {error}"
-            _record(lambda: Run.objects.fail(run_id=run_id, attempt=attempt, error=failure))
+            _record(run_id, lambda: Run.objects.fail(run_id=run_id, attempt=attempt, error=failure))
             return False
         out_dir = os.path.join(tempdir, "out")
         os.mkdir(out_dir)
@@ -102,9 +102,10 @@ def _execute_claimed(run):
         logger.info("running parser %s (%s) in the %s sandbox", run.parser_id, run.parser.name, backend)
         used = settings_used(parser=run.parser, backend=backend)
         _record(
+            run_id,
             lambda: Run.objects.note_what_ran(
                 run_id=run_id, attempt=attempt, script_sha256=script_sha256, parser_settings=used
-            )
+            ),
         )
         if not connection.in_atomic_block:
             connection.close()
@@ -299,16 +300,16 @@ def _keep_outcome(*, run_id, attempt, outcome, out_dir):
     record them may have committed without its answer arriving.
     """
     if outcome.status == runner.CANCELLED:
-        _record(lambda: Run.objects.keep_log_of_cancelled(run_id=run_id, log=outcome.log))
+        _record(run_id, lambda: Run.objects.keep_log_of_cancelled(run_id=run_id, log=outcome.log))
         return False
     if outcome.status == STOPPED_BY_DRAIN:
         why = f"its worker was stopped and gave the run PARSEQ_DRAIN_SECONDS ({settings.DRAIN_SECONDS} s) to end"
-        _record(lambda: Run.objects.hand_back(run_id=run_id, attempt=attempt, why=why))
+        _record(run_id, lambda: Run.objects.hand_back(run_id=run_id, attempt=attempt, why=why))
         return False
     if not outcome.ok:
-        _record(lambda: Run.objects.fail(run_id=run_id, attempt=attempt, error=outcome.error, log=outcome.log))
+        _record(run_id, lambda: Run.objects.fail(run_id=run_id, attempt=attempt, error=outcome.error, log=outcome.log))
         return False
-    if not _record(lambda: Run.objects.is_current(run_id=run_id, attempt=attempt)):
+    if not _record(run_id, lambda: Run.objects.is_current(run_id=run_id, attempt=attempt)):
         logger.warning(
             "run %s was cancelled, ended or rerun meanwhile; the files of attempt %d are dropped", run_id, attempt
         )
@@ -323,32 +324,36 @@ def _keep_outcome(*, run_id, attempt, outcome, out_dir):
         logger.exception("could not store the files of run %s", run_id)
         delete_stored_files(names=written)
         failure = f"could not store the result files: {error}"
-        _record(lambda: Run.objects.fail(run_id=run_id, attempt=attempt, error=failure, log=outcome.log))
+        _record(run_id, lambda: Run.objects.fail(run_id=run_id, attempt=attempt, error=failure, log=outcome.log))
         return False
     try:
-        completed = _record(lambda: Run.objects.complete(run_id=run_id, attempt=attempt, log=outcome.log, files=files))
+        completed = _record(
+            run_id, lambda: Run.objects.complete(run_id=run_id, attempt=attempt, log=outcome.log, files=files)
+        )
     except DATABASE_UNREACHABLE:
         raise  # files kept: the row may name them (see above); the lease lapses and the run is rerun or ended
     except Exception as error:  # the database refused this outcome (not an outage): it fails, and keeps no file
         logger.exception("could not record the outcome of run %s", run_id)
         delete_stored_files(names=written)
         failure = f"could not record the outcome: {type(error).__name__}: {error}"
-        _record(lambda: Run.objects.fail(run_id=run_id, attempt=attempt, error=failure))
+        _record(run_id, lambda: Run.objects.fail(run_id=run_id, attempt=attempt, error=failure))
         return False
-    if not completed and _record(lambda: Run.objects.confirm_completed(run_id=run_id, attempt=attempt, files=files)):
+    if not completed and _record(
+        run_id, lambda: Run.objects.confirm_completed(run_id=run_id, attempt=attempt, files=files)
+    ):
         return True  # an earlier try did commit: only its answer was lost on the way
     if not completed:
         delete_stored_files(names=written)  # the run was cancelled, ended or rerun meanwhile
     return completed
 
 
-def _record(change):
+def _record(run_id, change):
     """Save a finished run's outcome, retrying while the database is unreachable; returns what `change` returns.
 
     A result, once computed, is not dropped for an outage: attempts back off from 1 s to 30 s
     for PARSEQ_RECORD_RETRY_SECONDS, each on a new connection, before the error is raised. Every
     change is conditional on the run's status, so an attempt that did commit before its answer
-    was lost cannot be applied twice.
+    was lost cannot be applied twice. The failed tries are counted on the run (/metrics).
     """
     deadline = _clock() + settings.RECORD_RETRY_SECONDS
     delay, failures = 1, 0
@@ -369,6 +374,7 @@ def _record(change):
             continue
         if failures:
             logger.warning("recorded the run's outcome after %d failed attempts", failures)
+            Run.objects.note_recording_retries(run_id=run_id, count=failures)
         return result
 
 

@@ -35,7 +35,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import models, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -94,6 +94,10 @@ class RunQuerySet(models.QuerySet):
         """Record, as an attempt starts, the script it runs and the settings it goes by (no change of status)."""
         running = self.filter(pk=run_id, attempt=attempt, status=self.model.Status.RUNNING)
         running.update(script_sha256=script_sha256, parser_settings=parser_settings)
+
+    def note_recording_retries(self, *, run_id, count):
+        """Its worker failed `count` more times to record an outcome of the run (the database was unreachable)."""
+        self.filter(pk=run_id).update(recording_retries=F("recording_retries") + count)
 
     def complete(self, *, run_id, attempt, log, files):
         """Attempt `attempt` returned its files, now stored; False if the run had ended or been rerun meanwhile."""

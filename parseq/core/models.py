@@ -247,6 +247,8 @@ class Run(models.Model):
     worker = models.CharField(max_length=255, blank=True, default="", db_default="")
     heartbeat_time = models.DateTimeField(null=True, blank=True)
     attempts = models.JSONField(default=list, blank=True, db_default=[])
+    # How many tries at recording its outcome failed (the database was unreachable): /metrics adds them up.
+    recording_retries = models.PositiveIntegerField(default=0, db_default=0)
     # What the run used, recorded when it starts: the script's SHA-256 and the parser's sandbox settings.
     script_sha256 = models.CharField(max_length=64, blank=True)
     parser_settings = models.JSONField(default=dict, blank=True)

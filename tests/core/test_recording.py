@@ -82,6 +82,8 @@ class DatabaseOutageTests(RecordingTestCase):
         self.assertEqual((self.run.status, [entry["name"] for entry in self.run.files]), ("completed", ["a.csv"]))
         self.assertEqual(self.waits, [1, 2])
         self.assertTrue(self.stored("a.csv"))
+        # And the run counts the two failed tries, for /metrics
+        self.assertEqual(self.run.recording_retries, 2)
 
     @override_settings(RECORD_RETRY_SECONDS=20)
     def test_a_worker_gives_up_after_the_retry_time_and_keeps_the_files_its_last_try_may_have_named(self):
