@@ -4,6 +4,8 @@ import contextlib
 import contextvars
 import json
 import logging
+import threading
+import time
 from datetime import UTC, datetime
 
 current_run_id = contextvars.ContextVar("parseq_run_id", default=None)
@@ -55,3 +57,54 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
+
+
+class RepeatedBrokerErrors:
+    """Dramatiq's consumers log a connection error, and that they will restart, every 3 s for each queue for
+    as long as the broker is away: a dozen lines every 3 s per worker process. The first error of an outage
+    goes to the log; the rest are counted, and once none has come for `quiet_seconds`, one line says how
+    many were left out and how long the errors lasted (`report_if_over`, called now and then).
+    """
+
+    PREFIXES = ("Consumer encountered a connection error", "Restarting consumer in")
+
+    def __init__(self, *, quiet_seconds=10, clock=time.monotonic):
+        self.quiet_seconds = quiet_seconds
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.first = self.last = None
+        self.left_out = 0
+
+    def admit(self, record):
+        """Whether `record` goes to the log."""
+        if not record.name.startswith("dramatiq.worker.ConsumerThread") or not str(record.msg).startswith(
+            self.PREFIXES
+        ):
+            return True
+        with self.lock:
+            now = self.clock()
+            if self.first is None:
+                self.first = self.last = now
+                return True
+            self.last = now
+            self.left_out += 1
+            return False
+
+    def report_if_over(self):
+        with self.lock:
+            if self.first is None or self.clock() - self.last < self.quiet_seconds:
+                return
+            lasted, left_out = self.last - self.first, self.left_out
+            self.first = self.last = None
+            self.left_out = 0
+        logging.getLogger(__name__).warning(
+            "the broker's connection errors stopped after %.0f s; %d more such lines were left out", lasted, left_out
+        )
+
+
+broker_errors = RepeatedBrokerErrors()
+
+
+class RepeatedBrokerErrorsFilter(logging.Filter):
+    def filter(self, record):
+        return broker_errors.admit(record)

@@ -181,6 +181,8 @@ STORAGES = {
 BROKER_URL = env_str("PARSEQ_BROKER_URL")
 if BROKER_URL and not BROKER_URL.startswith(("amqp://", "amqps://")):
     raise ConfigurationError(f"PARSEQ_BROKER_URL must start with amqp:// or amqps://, not {BROKER_URL!r}")
+# A database connection or query that hears nothing from PostgreSQL for this long fails (parseq/database.py).
+DATABASE_TIMEOUT = env_int("PARSEQ_DATABASE_TIMEOUT", 10, minimum=1)
 # How long a request or a scheduler round waits for the broker to confirm a run's message (parseq/core/sending.py).
 BROKER_TIMEOUT = env_int("PARSEQ_BROKER_TIMEOUT", 5, minimum=1)
 _dramatiq_middleware = [
@@ -340,14 +342,17 @@ LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ["DEBUG", "INFO", "WARNING", "ERROR"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"run_id": {"()": "parseq.logs.RunIdFilter"}},
+    "filters": {
+        "run_id": {"()": "parseq.logs.RunIdFilter"},
+        "repeated_broker_errors": {"()": "parseq.logs.RepeatedBrokerErrorsFilter"},
+    },
     "formatters": {"json": {"()": "parseq.logs.JsonFormatter"}, "plain": {"()": "parseq.logs.PlainFormatter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
             "formatter": LOG_FORMAT,
-            "filters": ["run_id"],
+            "filters": ["run_id", "repeated_broker_errors"],
             # On the handler too: loggers with levels of their own (django.request) would pass it otherwise.
             "level": LOG_LEVEL,
         }

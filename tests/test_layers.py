@@ -15,8 +15,9 @@ PACKAGE = settings.BASE_DIR / "parseq"
 # Higher imports lower, never the other way. An app's admin pages are in its layer: each app adds its own
 # parts to the parser pages. The project's own modules (urls, health, settings) sit above everything.
 LAYERS = {"project": 4, "api": 3, "alerts": 3, "scheduling": 2, "core": 1, "access": 1}
-LAYERS |= {"foundation": 0}  # parseq.env and parseq.logs: settings helpers and log formats, used by all
-FOUNDATION = {"parseq.env", "parseq.logs"}
+# parseq.env, parseq.logs and parseq.database: settings helpers, log formats and bounded database waits, used by all
+LAYERS |= {"foundation": 0}
+FOUNDATION = {"parseq.env", "parseq.logs", "parseq.database"}
 
 
 def modules():

@@ -43,6 +43,7 @@ class CancelWatcher:
                 self.watched.pop(run_id, None)
 
     def _poll(self):
+        failures = 0  # in a row: an outage is logged once, and its end with the count
         while True:
             with self.lock:
                 if not self.watched:
@@ -53,8 +54,13 @@ class CancelWatcher:
                 cancelled = Run.objects.filter(pk__in=list(watched), status=Run.Status.CANCELLED)
                 for run_id in cancelled.values_list("pk", flat=True):
                     watched[run_id].set()
+                if failures:
+                    logger.warning("could check for cancelled runs again after %d failed checks", failures)
+                failures = 0
             except db.Error:  # a database hiccup must not end the runs: they are asked about again soon
-                logger.warning("could not check for cancelled runs", exc_info=True)
+                failures += 1
+                if failures == 1:
+                    logger.warning("could not check for cancelled runs; trying again quietly", exc_info=True)
             finally:
                 db.connection.close()
             threading.Event().wait(self.poll_seconds)

@@ -26,11 +26,9 @@ class LostRunReaper(Middleware):
     def after_worker_boot(self, broker, worker):
         from django.conf import settings
 
-        from parseq.core.execution import renew_leases
-
         reaper = Reaper()
         threads = {
-            "parseq-heartbeat": (settings.HEARTBEAT_SECONDS, renew_leases, "renew the runs' leases", None),
+            "parseq-heartbeat": (settings.HEARTBEAT_SECONDS, heartbeat, "renew the runs' leases", None),
             "parseq-reaper": (settings.REAPER_INTERVAL, reaper.check, "check the runs", reaper.failed),
         }
         for name, (seconds, action, what, after) in threads.items():
@@ -47,6 +45,15 @@ class LostRunReaper(Middleware):
         # leases must hold until they end, or another worker would start them again meanwhile.
         if "parseq-heartbeat" in self.stopping:
             self.stopping["parseq-heartbeat"].set()
+
+
+def heartbeat():
+    """Renew this process's leases; first, say if the broker's connection errors have stopped (parseq/logs.py)."""
+    from parseq.core.execution import renew_leases
+    from parseq.logs import broker_errors
+
+    broker_errors.report_if_over()
+    renew_leases()
 
 
 class Reaper:

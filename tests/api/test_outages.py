@@ -5,8 +5,9 @@ is a JSON 503 wherever it strikes, never an HTML 500 or a 202 for a run that wil
 from unittest import mock
 from urllib.parse import urlsplit
 
-from django.db import OperationalError
-from django.test import override_settings, tag
+from django.conf import settings
+from django.db import OperationalError, connection, connections
+from django.test import SimpleTestCase, override_settings, tag
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from rest_framework.test import APITestCase, APITransactionTestCase
 
@@ -15,6 +16,7 @@ from parseq.api.views import ParserViewSet
 from parseq.core.models import Run
 from parseq.core.sending import sender
 from parseq.core.tasks import execute_run
+from parseq.database import bound_waits
 from parseq.health import health
 from tests.api.helpers import FAST_PASSWORDS, basic, make_users, user_in
 from tests.freezable_proxy import FreezableProxy
@@ -160,3 +162,48 @@ class AdminBrokerOutageTests(TemporaryMediaMixin, APITransactionTestCase):
         )
         self.assertContains(response, "could not enqueue the run: the broker did not accept it")
         self.assertEqual(run.status, Run.Status.ERROR)
+
+
+@tag("slow")  # waits for a timeout
+@requires_postgresql_and_rabbitmq
+class FrozenDatabaseTests(SimpleTestCase):
+    """PostgreSQL behind a proxy that freezes as a database sent SIGSTOP would: connections open and silent."""
+
+    def setUp(self):
+        database = connection.settings_dict
+        self.proxy = FreezableProxy(target_host=database["HOST"], target_port=int(database["PORT"] or 5432))
+        self.addCleanup(self.proxy.close)
+        self.addCleanup(self.proxy.thaw)
+        # The maintenance database: this test needs no table, only answers.
+        settings_dict = {
+            **connection.settings_dict,
+            "NAME": "postgres",
+            "PORT": str(self.proxy.port),
+            "CONN_MAX_AGE": 0,
+        }
+        self.database = connections["default"].__class__(settings_dict, alias="frozen")
+        self.addCleanup(self.database.close)
+
+    def ask(self):
+        with self.database.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            return cursor.fetchone()[0]
+
+    def test_a_query_to_a_frozen_database_fails_after_the_timeout_naming_it_and_the_next_connection_works(self):
+        # Given PARSEQ_DATABASE_TIMEOUT=1, and an open connection that answered
+        bound_waits(seconds=1)
+        self.addCleanup(bound_waits, seconds=settings.DATABASE_TIMEOUT)
+        self.assertEqual(self.ask(), 1)
+
+        # When the database freezes, a query on it fails, naming the timeout, as does a new connection
+        self.proxy.freeze()
+        with self.assertRaisesRegex(OperationalError, r"did not answer within 1 s \(PARSEQ_DATABASE_TIMEOUT\)"):
+            self.ask()
+        self.database.close()
+        with self.assertRaises(OperationalError):
+            self.ask()
+
+        # Then, once it answers again, a new connection works
+        self.proxy.thaw()
+        self.database.close()
+        self.assertEqual(self.ask(), 1)

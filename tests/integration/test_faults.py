@@ -18,6 +18,7 @@ import time
 import unittest
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg2
 from django.conf import settings
@@ -27,6 +28,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from parseq.core import services
 from parseq.core.models import Run
 from parseq.core.tasks import execute_run
+from tests.freezable_proxy import FreezableProxy
 from tests.helpers import (
     in_process_worker,
     make_parser,
@@ -35,12 +37,14 @@ from tests.helpers import (
     requires_postgresql_and_rabbitmq,
     shows_process_logs_on_failure,
 )
+from tests.integration.test_rabbitmq_worker import QUEUE, RealWorkerTestCase
 from tests.processes import Process, free_port, port_accepting, wait_until
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 POSTGRESQL_VERSIONS = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
 OUTAGE_SECONDS = 25
 LONG_OUTAGE_SECONDS = 90  # longer than a message's retries last (about 31 s of backoff)
+BROKER_OUTAGE_SECONDS = 10  # longer than the runs in their sandboxes have left
 QUICK_SCRIPT = "def parse():\n    return {'quick.txt': b'quick'}\n"
 
 # Writes its files only after the database has gone away.
@@ -288,3 +292,80 @@ class FullStorageTests(TransactionTestCase):
 
         self.assertEqual((response.status_code, response.json()["status"]), (200, "degraded"))
         self.assertTrue(response.json()["storage"].startswith("degraded: 1 MiB free"), response.json()["storage"])
+
+
+@requires_postgresql_and_rabbitmq
+class BrokerOutageTests(RealWorkerTestCase):
+    """A real worker reaches RabbitMQ through a proxy that stops (refuses and drops its connections) or freezes
+    (keeps them open and silent, as a broker sent SIGSTOP); the shared RabbitMQ itself is never touched.
+    """
+
+    def setUp(self):
+        super().setUp()
+        shared = urlsplit(rabbitmq_url())
+        self.proxy = FreezableProxy(target_host=shared.hostname, target_port=shared.port or 5672)
+        self.addCleanup(self.proxy.close)
+        self.addCleanup(self.proxy.restore)
+        netloc = f"{shared.username}:{shared.password}@127.0.0.1:{self.proxy.port}"
+        self.worker = self.start_worker(threads=4, env={"PARSEQ_BROKER_URL": shared._replace(netloc=netloc).geturl()})
+        self.wait_for(lambda: self.consumers() == 1, timeout=60, message="the worker", worker=self.worker)
+
+    def runs_in_their_sandboxes(self, count):
+        parser = make_parser(SLOW_SCRIPT, name="slow", filename="slow.py", timeout=60)
+        runs = [Run.objects.create(parser=parser, trigger=Run.Trigger.API) for _ in range(count)]
+        for run in runs:
+            self.enqueue(run)
+        self.wait_for(
+            lambda: Run.objects.filter(status=Run.Status.RUNNING).count() == count,
+            timeout=30,
+            message="the runs to be in their sandboxes",
+            worker=self.worker,
+        )
+        return runs
+
+    def assert_completed_once_and_nothing_stuck(self, runs):
+        # Every run completed, on its first attempt, with its file; no message is left waiting or dead-lettered
+        self.wait_for(
+            lambda: (
+                Run.objects.filter(pk__in=[run.pk for run in runs], status=Run.Status.COMPLETED).count() == len(runs)
+            ),
+            timeout=60,
+            message="the runs to complete",
+            worker=self.worker,
+        )
+        self.run_a_quick_one(worker=self.worker)  # the worker is connected and well again
+        for run in Run.objects.filter(pk__in=[run.pk for run in runs]):
+            self.assertEqual((run.attempt, [entry["name"] for entry in run.files]), (1, ["result.txt"]))
+        self.assertEqual(self.broker.get_queue_message_counts(QUEUE), (0, 0, 0))
+        self.assertFalse(Run.objects.filter(status__in=Run.ACTIVE_STATUSES).exists())
+
+    @shows_process_logs_on_failure
+    def test_runs_in_their_sandboxes_while_the_broker_is_stopped_complete_once_and_none_is_stuck(self):
+        # Given four runs in their sandboxes
+        runs = self.runs_in_their_sandboxes(4)
+
+        # When the broker stops for longer than the runs have left, then comes back
+        self.proxy.cut_off()
+        time.sleep(BROKER_OUTAGE_SECONDS)
+        self.proxy.restore()
+
+        # Then each run completed once; the messages the broker gave back were dropped by the claim
+        self.assert_completed_once_and_nothing_stuck(runs)
+        # And the outage took two lines of the worker's log, not one per queue every 3 s
+        self.wait_for(
+            lambda: self.worker.logged("the broker's connection errors stopped after"),
+            timeout=30,
+            message="the end of the outage to be logged",
+            worker=self.worker,
+        )
+        self.assertEqual(self.worker.log_text().count("Consumer encountered a connection error"), 1)
+
+    @shows_process_logs_on_failure
+    def test_runs_in_their_sandboxes_while_the_broker_is_frozen_complete_once_and_none_is_stuck(self):
+        runs = self.runs_in_their_sandboxes(4)
+
+        self.proxy.freeze()
+        time.sleep(BROKER_OUTAGE_SECONDS)
+        self.proxy.thaw()
+
+        self.assert_completed_once_and_nothing_stuck(runs)
