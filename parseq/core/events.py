@@ -6,7 +6,8 @@ from django.dispatch import Signal
 # after the change is saved; receivers that do work elsewhere defer it to the commit.
 run_finished = Signal()
 
-# Sent once runs are `enqueued` for good (after the commit that created them), with `run_ids` and `resend`
-# (true for runs sent before): the actors' module (parseq/core/tasks.py) hands them to the workers. The core
-# never imports its actors.
+# Sent once runs are `enqueued` for good (after the commit that created them), with `run_ids` and `if_refused`:
+# "fail" (a user waits for the answer: a run the broker does not take ends in error) or "wait" (it stays enqueued,
+# noted, and the workers' reaper sends it again). The actors' module (parseq/core/tasks.py) hands them to the
+# workers. The core never imports its actors.
 runs_enqueued = Signal()

@@ -76,7 +76,7 @@ def execute_run(*, run_id):
     """
     if drain.active:
         logger.info("stopping: run %s goes back to the queue", run_id)
-        runs_enqueued.send(sender=Run, run_ids=[run_id], resend=True)
+        runs_enqueued.send(sender=Run, run_ids=[run_id], if_refused="wait")
         return None
     run = Run.objects.claim(run_id=run_id, grace=settings.RUN_GRACE, worker=worker_name())
     if run is None:

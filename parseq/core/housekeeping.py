@@ -9,8 +9,10 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from parseq.core.lifecycle import NOT_SENT_NOTE
 from parseq.core.models import Run
 from parseq.core.services import send_runs
 
@@ -36,28 +38,29 @@ def delete_stored_files(*, names):
 
 
 def resend_waiting_runs(*, now=None):
-    """Send again the runs `enqueued` for over PARSEQ_RESEND_ENQUEUED_AFTER seconds; returns how many.
+    """Send again the runs the broker did not take (noted so), and those `enqueued` for over
+    PARSEQ_RESEND_ENQUEUED_AFTER seconds; returns how many.
 
-    Their message may be gone: a broker that restarted without it, retries used up in a database
-    outage. Resending is safe, because a run is claimed only once: a duplicate message finds it
-    running and does nothing. Each resent run waits the whole time again before the next resend,
-    and of several workers sweeping at once each takes different runs.
+    The latter's message may be gone: a broker that restarted without it, retries used up in a
+    database outage. Resending is safe, because a run is claimed only once: a duplicate message
+    finds it running and does nothing. Each resent run waits the whole time again before the next
+    resend (unless the broker refuses it again), and of several workers sweeping at once each
+    takes different runs.
     """
     now = now or timezone.now()
-    waiting = Run.objects.filter(
-        status=Run.Status.ENQUEUED, updated_time__lt=now - timedelta(seconds=settings.RESEND_ENQUEUED_AFTER)
-    )
+    waited = Q(updated_time__lt=now - timedelta(seconds=settings.RESEND_ENQUEUED_AFTER))
+    waiting = Run.objects.filter(waited | Q(error__startswith=NOT_SENT_NOTE), status=Run.Status.ENQUEUED)
     with transaction.atomic():
         run_ids = list(waiting.select_for_update(skip_locked=True).values_list("pk", flat=True)[:RESEND_BATCH])
-        Run.objects.filter(pk__in=run_ids).update(updated_time=now)
+        Run.objects.filter(pk__in=run_ids).update(updated_time=now, error="")
     if run_ids:
-        logger.warning("sending again %d run(s) enqueued for over %d s", len(run_ids), settings.RESEND_ENQUEUED_AFTER)
-        send_runs(run_ids=run_ids, resend=True)
+        logger.warning("sending again %d run(s) not taken by the broker or waiting for long", len(run_ids))
+        send_runs(run_ids=run_ids, if_refused="wait")
     return len(run_ids)
 
 
 def resend_enqueued_runs():
     """Send again every `enqueued` run: an in-memory broker loses its queue when the process stops."""
     run_ids = list(Run.objects.filter(status=Run.Status.ENQUEUED).values_list("run_id", flat=True))
-    send_runs(run_ids=run_ids)
+    send_runs(run_ids=run_ids, if_refused="wait")
     return len(run_ids)

@@ -44,6 +44,8 @@ from parseq.core.events import run_finished, runs_enqueued
 logger = logging.getLogger(__name__)
 
 UNSENT_ERROR = "could not enqueue the run: the broker did not accept it"
+# What an enqueued run the broker did not take says until the reaper has sent it again.
+NOT_SENT_NOTE = "not sent yet: the broker did not take it"
 LOST_RUN_ERROR = "worker lost: its worker stopped (killed, or cut off) and the run had no attempt left"
 STOPPED_RUN_ERROR = "worker stopped: its worker was shut down during the run, which had no attempt left"
 
@@ -83,6 +85,11 @@ class RunQuerySet(models.QuerySet):
     def is_current(self, *, run_id, attempt):
         """Whether `attempt` is still the run's attempt that may end it (no rerun has replaced it)."""
         return self.filter(self._awaiting_outcome(attempt), pk=run_id).exists()
+
+    def note_not_sent(self, *, run_ids, why):
+        """The broker did not take these enqueued runs: each says so until the reaper's next sweep sends it again."""
+        note = f"{NOT_SENT_NOTE} ({why}); the workers send it again as soon as it does"
+        self.filter(pk__in=run_ids, status=self.model.Status.ENQUEUED).update(error=note)
 
     def note_dead_lettered(self, *, run_id, why):
         """An enqueued run's message is gone to the dead-letter queue: the run says so until it is claimed."""
@@ -206,8 +213,8 @@ class RunQuerySet(models.QuerySet):
         )
         if rerun:
             logger.warning("run %s: attempt %d ended (%s); it runs again", run.pk, run.attempt, record["why"])
-            # As a resend: should the broker refuse it now, it waits enqueued for the reaper's next sweep.
-            transaction.on_commit(lambda: runs_enqueued.send(sender=self.model, run_ids=[run.pk], resend=True))
+            # Should the broker refuse it now, it waits enqueued for the reaper's next sweep.
+            transaction.on_commit(lambda: runs_enqueued.send(sender=self.model, run_ids=[run.pk], if_refused="wait"))
         return rerun
 
     def cancel(self, *, run_id, user):

@@ -76,25 +76,32 @@ def enqueue_run(*, parser, trigger, scheduled_for=None, user=None):
     return run
 
 
-def create_runs(*, runs):
+def create_runs(*, runs, if_refused="fail"):
     """Insert `runs` (unsaved) in one statement; those `enqueued` are sent to the workers once the transaction commits.
 
     The scheduler creates a round's runs and recorded skips together with it: one INSERT, not one per parser.
-    Run has no save signals to miss.
+    Run has no save signals to miss. `if_refused`: as for send_runs.
     """
     Run.objects.bulk_create(runs)
     run_ids = [run.run_id for run in runs if run.status == Run.Status.ENQUEUED]
     if run_ids:
-        transaction.on_commit(lambda: send_runs(run_ids=run_ids))
+        transaction.on_commit(lambda: send_runs(run_ids=run_ids, if_refused=if_refused))
     return runs
 
 
-def send_runs(*, run_ids, resend=False):
+def send_runs(*, run_ids, if_refused="fail"):
     """Have `run_ids` handed to the workers: the actors' module does it (events.runs_enqueued).
 
-    `resend`: the runs were sent before, and stay enqueued should the broker refuse them now.
+    Should the broker not take a run: "fail" ends it in error (a user asked for it and is told at
+    once); "wait" leaves it enqueued with a note, and the workers' reaper sends it again at its
+    next sweep (the scheduler's runs, and runs sent before).
     """
-    runs_enqueued.send(sender=Run, run_ids=list(run_ids), resend=resend)
+    runs_enqueued.send(sender=Run, run_ids=list(run_ids), if_refused=if_refused)
+
+
+def note_runs_not_sent(*, run_ids, why):
+    """Enqueued runs the broker did not take: they say so, and the workers' reaper sends them again."""
+    Run.objects.note_not_sent(run_ids=run_ids, why=why)
 
 
 def fail_unsent_run(*, run_id, error):

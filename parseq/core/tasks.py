@@ -35,19 +35,20 @@ def execute_run(run_id):
 
 
 @receiver(events.runs_enqueued)
-def send_to_workers(sender, *, run_ids, resend=False, **kwargs):
+def send_to_workers(sender, *, run_ids, if_refused="fail", **kwargs):
     """One message a run, each confirmed by the broker within PARSEQ_BROKER_TIMEOUT (parseq/core/sending.py).
 
-    A new run the broker does not accept in time ends in error at once: nothing would ever pick it
-    up (should its message arrive later all the same, the claim drops it). A run sent again
-    (`resend`) stays enqueued: its first message may still be in the queue, and the reaper tries
-    again later.
+    A run the broker does not take in time, with `if_refused="fail"`, ends in error at once, which
+    the user who asked for it is told (should its message arrive later all the same, the claim
+    drops it). With "wait", it and the runs after it stay enqueued, noted, for the reaper's next sweep.
     """
-    for run_id in run_ids:
+    for position, run_id in enumerate(run_ids):
         try:
             sending.sender.send(lambda run_id=run_id: execute_run.send(str(run_id)), timeout=settings.BROKER_TIMEOUT)
         except Exception as error:
-            logger.exception("could not %s run %s", "send again" if resend else "enqueue", run_id)
-            if resend:
-                return  # the broker is away: the other runs wait for the next sweep too
+            if if_refused == "wait":
+                logger.warning("the broker did not take run %s (%s); the reaper sends it again", run_id, error)
+                services.note_runs_not_sent(run_ids=run_ids[position:], why=error)
+                return  # the broker is away: the runs after it wait for the next sweep too
+            logger.exception("could not enqueue run %s", run_id)
             services.fail_unsent_run(run_id=run_id, error=error)

@@ -46,7 +46,8 @@ def fire_schedules(*, due_times, now, active_since=None):
     }
     try:
         with transaction.atomic():
-            create_runs(runs=[run for runs in planned.values() for run in runs])
+            # Nobody waits on a scheduled run: should the broker not take it, it waits for the reaper's resend.
+            create_runs(runs=[run for runs in planned.values() for run in runs], if_refused="wait")
     except IntegrityError:
         if len(planned) > 1:  # each alone: only what was handled already is refused
             fired = {

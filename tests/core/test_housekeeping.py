@@ -8,7 +8,7 @@ from django.test import TransactionTestCase, override_settings
 from django.utils import timezone
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from parseq.core import housekeeping
+from parseq.core import housekeeping, services
 from parseq.core.events import runs_enqueued
 from parseq.core.middleware import DeadLetteredRuns
 from parseq.core.models import Run
@@ -43,16 +43,39 @@ class ResendWaitingRunsTests(TemporaryMediaMixin, TransactionTestCase):
         self.assertNotIn(fresh.run_id, self.sent)
         self.assertNotIn(running.run_id, self.sent)
 
-    def test_a_run_the_broker_refuses_to_take_again_stays_enqueued_for_the_next_sweep(self):
+    def test_a_run_the_broker_refuses_to_take_again_stays_enqueued_noted_and_the_next_sweep_sends_it(self):
         stale = self.run_waiting(301)
         unreachable = RabbitmqBroker(url="amqp://guest:guest@127.0.0.1:1/%2F?connection_attempts=1")
         self.addCleanup(unreachable.close)
 
-        with mock.patch.object(execute_run, "broker", unreachable), self.assertLogs("parseq.core.tasks", "ERROR"):
+        with mock.patch.object(execute_run, "broker", unreachable), self.assertLogs("parseq.core.tasks", "WARNING"):
             housekeeping.resend_waiting_runs()
 
         stale.refresh_from_db()
-        self.assertEqual((stale.status, stale.error), (Run.Status.ENQUEUED, ""))
+        self.assertEqual(stale.status, Run.Status.ENQUEUED)
+        self.assertTrue(stale.error.startswith("not sent yet: the broker did not take it ("), stale.error)
+        # The next sweep, a moment later, does not wait the whole threshold again, and clears the note
+        self.sent.clear()
+        self.assertEqual(housekeeping.resend_waiting_runs(), 1)
+        self.assertEqual(self.sent, [stale.run_id])
+        self.assertEqual(Run.objects.get(pk=stale.pk).error, "")
+
+    def test_a_scheduled_run_the_broker_refuses_waits_enqueued_noted_where_a_users_run_ends_in_error(self):
+        unreachable = RabbitmqBroker(url="amqp://guest:guest@127.0.0.1:1/%2F?connection_attempts=1")
+        self.addCleanup(unreachable.close)
+        scheduled = Run(parser=self.parser, trigger=Run.Trigger.SCHEDULE, status=Run.Status.ENQUEUED)
+        manual = Run(parser=self.parser, trigger=Run.Trigger.MANUAL, status=Run.Status.ENQUEUED)
+
+        with mock.patch.object(execute_run, "broker", unreachable), self.assertLogs("parseq.core.tasks", "WARNING"):
+            services.create_runs(runs=[scheduled], if_refused="wait")  # sent at once: no transaction to wait for
+            services.create_runs(runs=[manual])
+
+        scheduled.refresh_from_db()
+        manual.refresh_from_db()
+        self.assertEqual(scheduled.status, Run.Status.ENQUEUED)
+        self.assertIn("the workers send it again as soon as it does", scheduled.error)
+        self.assertEqual(manual.status, Run.Status.ERROR)
+        self.assertIn("could not enqueue the run: the broker did not accept it", manual.error)
 
     def test_a_run_is_sent_again_each_time_it_has_waited_the_whole_threshold(self):
         stale = self.run_waiting(301)

@@ -10,6 +10,7 @@ outcome and recorded it once the database answered.
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,19 +18,22 @@ import tempfile
 import time
 import unittest
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg2
 from django.conf import settings
 from django.test import SimpleTestCase, TransactionTestCase, override_settings, tag
+from django.utils import timezone
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from parseq.core import services
-from parseq.core.models import Run
+from parseq.core.models import Parser, Run
 from parseq.core.tasks import execute_run
 from tests.freezable_proxy import FreezableProxy
 from tests.helpers import (
+    database_url,
     in_process_worker,
     make_parser,
     rabbitmq_url,
@@ -307,7 +311,8 @@ class BrokerOutageTests(RealWorkerTestCase):
         self.addCleanup(self.proxy.close)
         self.addCleanup(self.proxy.restore)
         netloc = f"{shared.username}:{shared.password}@127.0.0.1:{self.proxy.port}"
-        self.worker = self.start_worker(threads=4, env={"PARSEQ_BROKER_URL": shared._replace(netloc=netloc).geturl()})
+        self.proxied_url = shared._replace(netloc=netloc).geturl()
+        self.worker = self.start_worker(threads=4, env={"PARSEQ_BROKER_URL": self.proxied_url})
         self.wait_for(lambda: self.consumers() == 1, timeout=60, message="the worker", worker=self.worker)
 
     def runs_in_their_sandboxes(self, count):
@@ -369,3 +374,61 @@ class BrokerOutageTests(RealWorkerTestCase):
         self.proxy.thaw()
 
         self.assert_completed_once_and_nothing_stuck(runs)
+
+    @shows_process_logs_on_failure
+    def test_a_scheduler_through_a_frozen_broker_loses_and_doubles_no_due_time_and_its_runs_complete_after(self):
+        # Given a scheduler reaching the broker through the proxy, and a parser due every 2 s
+        scheduler = Process(
+            [sys.executable, "manage.py", "runscheduler"],
+            name="scheduler",
+            log_path=os.path.join(self.var_dir, "scheduler.log"),
+            cwd=REPOSITORY,
+            env={
+                **os.environ,
+                "DATABASE_URL": database_url(),
+                "PARSEQ_BROKER_URL": self.proxied_url,
+                "PARSEQ_VAR_DIR": self.var_dir,
+                "PARSEQ_BROKER_TIMEOUT": "2",
+                "LOG_LEVEL": "INFO",
+            },
+        )
+        self.addCleanup(scheduler.kill)
+        self.process_logs.append(str(scheduler.log_path))
+        scheduler.wait_until(lambda: scheduler.logged("scheduler active"), timeout=30, message="the scheduler")
+        start = timezone.now() + timedelta(seconds=2)
+        parser = make_parser(
+            QUICK_SCRIPT, name="often", scheduled_time=start, repeat_after=timedelta(seconds=2), overlap="allow"
+        )
+        runs = Run.objects.filter(parser=parser)
+        self.wait_for(
+            lambda: runs.filter(status=Run.Status.COMPLETED).count() >= 2,
+            timeout=30,
+            message="two scheduled runs",
+            worker=self.worker,
+        )
+
+        # When the broker freezes for 10 s, then answers again
+        self.proxy.freeze()
+        time.sleep(BROKER_OUTAGE_SECONDS)
+        self.proxy.thaw()
+        time.sleep(4)  # a couple more due times after the outage
+        Parser.objects.filter(pk=parser.pk).update(enabled=False)
+
+        # Then every run due meanwhile completes once the reaper has sent it again: none stuck, none in error
+        self.wait_for(
+            lambda: not runs.filter(status__in=Run.ACTIVE_STATUSES).exists(),
+            timeout=60,
+            message="the scheduled runs to end",
+            worker=self.worker,
+        )
+        scheduler.check_alive()
+        statuses = set(runs.values_list("status", flat=True))
+        self.assertLessEqual(statuses, {Run.Status.COMPLETED, Run.Status.SKIPPED}, list(runs.values("status", "error")))
+        # And no due time was doubled, or lost: each has its run, or is counted by a recorded skip
+        dues = sorted(runs.values_list("scheduled_for", flat=True))
+        self.assertEqual(len(dues), len(set(dues)))
+        covered = runs.exclude(status=Run.Status.SKIPPED).count()
+        for skip in runs.filter(status=Run.Status.SKIPPED):
+            self.assertIn("while the scheduler was held up", skip.error)
+            covered += int(re.match(r"Skipped: (\d+) scheduled run", skip.error).group(1))
+        self.assertEqual(covered, round((dues[-1] - dues[0]).total_seconds() / 2) + 1)
