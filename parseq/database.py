@@ -14,6 +14,16 @@ import psycopg2
 from psycopg2 import extensions
 
 
+def bound_waits_of_this_service():
+    """For the long-running services (web, workers, schedulers), not for one-off commands such as `migrate`,
+    whose statements may wait long on a lock legitimately (a backup's, another migration's)."""
+    from django.conf import settings
+    from django.db import connections
+
+    if any(connections[alias].vendor == "postgresql" for alias in connections):
+        bound_waits(seconds=settings.DATABASE_TIMEOUT)
+
+
 def bound_waits(*, seconds):
     """From now on, in this process, a connection or query that hears nothing for `seconds` fails."""
 

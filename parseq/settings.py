@@ -191,6 +191,7 @@ _dramatiq_middleware = [
     "dramatiq.middleware.Callbacks",
     "dramatiq.middleware.Retries",
     "django_dramatiq.middleware.DbConnectionsMiddleware",
+    "parseq.core.middleware.BoundedDatabaseWaits",
     "parseq.core.middleware.LostRunReaper",
     "parseq.core.middleware.DeadLetteredRuns",
     "parseq.core.middleware.Draining",

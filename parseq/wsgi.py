@@ -10,3 +10,7 @@ try:
     application = get_wsgi_application()
 except ConfigurationError as error:
     sys.exit(f"Configuration error: {error}")
+
+from parseq.database import bound_waits_of_this_service
+
+bound_waits_of_this_service()

@@ -179,6 +179,12 @@ def _leased(run_id):
                 del _leases[run_id]
 
 
+def has_leases():
+    """Whether this worker process is running (or recording) any run."""
+    with _leases_lock:
+        return bool(_leases)
+
+
 def renew_leases():
     """The heartbeat: renew the leases of the runs this worker process is running (one UPDATE); how many."""
     with _leases_lock:

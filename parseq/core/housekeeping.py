@@ -54,7 +54,10 @@ def resend_waiting_runs(*, now=None):
         run_ids = list(waiting.select_for_update(skip_locked=True).values_list("pk", flat=True)[:RESEND_BATCH])
         Run.objects.filter(pk__in=run_ids).update(updated_time=now, error="")
     if run_ids:
-        logger.warning("sending again %d run(s) not taken by the broker or waiting for long", len(run_ids))
+        seconds = settings.RESEND_ENQUEUED_AFTER
+        logger.warning(
+            "sending again %d run(s): not taken by the broker, or enqueued for over %d s", len(run_ids), seconds
+        )
         send_runs(run_ids=run_ids, if_refused="wait")
     return len(run_ids)
 

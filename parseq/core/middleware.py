@@ -1,6 +1,7 @@
 """Dramatiq middleware of Parseq's workers."""
 
 import logging
+import os
 import threading
 import time
 
@@ -9,6 +10,15 @@ from dramatiq.common import iter_queue
 from dramatiq.middleware import Middleware
 
 logger = logging.getLogger(__name__)
+
+
+class BoundedDatabaseWaits(Middleware):
+    """A worker's queries fail after PARSEQ_DATABASE_TIMEOUT of silence from a frozen database (parseq/database.py)."""
+
+    def before_worker_boot(self, broker, worker):
+        from parseq.database import bound_waits_of_this_service
+
+        bound_waits_of_this_service()
 
 
 class LostRunReaper(Middleware):
@@ -120,13 +130,14 @@ class Draining(Middleware):
 
     Dramatiq lets the runs in progress finish, up to `rundramatiq --worker-shutdown-timeout`, and only
     then gives back the messages it prefetched; meanwhile they wait, although other workers are idle.
-    Instead: no new run is claimed (execution.execute_run sends it again), the prefetched messages are
-    sent again at once and their copies here acknowledged, and a run still going after
-    PARSEQ_DRAIN_SECONDS has its sandbox stopped and is handed back as its next attempt.
+    Instead: no new run is claimed (execution.execute_run sends it again), each prefetched message is
+    sent again at once, and a run still going after PARSEQ_DRAIN_SECONDS has its sandbox stopped and
+    is handed back as its next attempt. A watchdog ends the process should its shutdown then hang.
     """
 
     def __init__(self):
         self.consumers_stopping = threading.Event()
+        self.shut_down = threading.Event()
 
     def before_worker_shutdown(self, broker, worker):
         from django.conf import settings
@@ -137,6 +148,9 @@ class Draining(Middleware):
         logger.warning("stopping: no new run; runs still going in %d s are handed back", settings.DRAIN_SECONDS)
         arguments = {"worker": worker, "stopping": self.consumers_stopping}
         threading.Thread(target=give_back_prefetched, kwargs=arguments, name="parseq-drain", daemon=True).start()
+        self.shut_down = threading.Event()
+        watchdog = {"seconds": settings.DRAIN_SECONDS + SHUTDOWN_HANG_SECONDS, "shut_down": self.shut_down}
+        threading.Thread(target=end_a_hung_shutdown, kwargs=watchdog, name="parseq-watchdog", daemon=True).start()
 
     def before_consumer_thread_shutdown(self, broker, thread):
         # The consumers stop once the runs in progress have: what they hold then goes back as they close.
@@ -146,27 +160,52 @@ class Draining(Middleware):
         from parseq.core.execution import drain
 
         drain.end()  # an in-process worker (tests, runparseq) may be started again
+        self.shut_down.set()
 
 
 def give_back_prefetched(*, worker, stopping, every=0.2):
-    """Until `stopping` is set, send again each message `worker` prefetched and no thread took, then
-    acknowledge the one it holds: another worker takes the run at once. A message that cannot be sent
-    (the broker is away) stays unacknowledged, and the broker gives it back when this worker's
-    connection closes.
+    """Until `stopping` is set, send again each message `worker` prefetched and no thread took: another
+    worker takes the run at once.
+
+    The message itself stays unacknowledged here, so the broker sends this worker nothing more (its
+    prefetch stays full) and gives it back when the worker's connection closes; that late duplicate
+    finds its run claimed already and is dropped (Run.objects.claim). A copy that cannot be sent (the
+    broker is away) is only that late message, then.
     """
     while True:
         for item in iter_queue(worker.work_queue):
-            message = item.message
             try:
-                worker.broker.enqueue(message.copy())
-            except Exception:  # noqa: BLE001 - the broker gives the message back when this worker disconnects
-                logger.warning("could not hand back message %s; it goes back when this worker disconnects", message)
-            else:
-                worker.consumers[message.queue_name].post_process_message(message)
+                worker.broker.enqueue(item.message.copy())
+            except Exception:  # noqa: BLE001 - the original goes back to the queue when this worker disconnects
+                logger.warning(
+                    "could not hand back message %s; it goes back when this worker disconnects", item.message
+                )
             finally:
                 worker.work_queue.task_done()
         if stopping.wait(every):
             return
+
+
+# How long past PARSEQ_DRAIN_SECONDS a stopping worker process may take to end before it is ended: closing
+# its connection to a frozen broker waits for an answer that does not come.
+SHUTDOWN_HANG_SECONDS = 30
+
+
+def end_a_hung_shutdown(*, seconds, shut_down):
+    """Exit the process if its worker has not shut down `seconds` after it began to, once no run is left.
+
+    By then its runs have ended or been handed back; what it still holds (unacknowledged messages) the
+    broker gives back once the connection is gone.
+    """
+    from parseq.core.execution import has_leases
+
+    if shut_down.wait(seconds):
+        return
+    while has_leases():  # an outcome still being recorded (a database outage) is worth waiting for
+        time.sleep(1)
+    logger.error("the worker's shutdown hung for %d s (a broker that does not answer?); exiting", seconds)
+    logging.shutdown()
+    os._exit(1)
 
 
 class CloseDbConnections(Middleware):

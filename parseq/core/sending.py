@@ -22,9 +22,14 @@ class BrokerTimeout(Exception):
 class BoundedSender:
     def __init__(self, *, clock=time.monotonic):
         self.clock = clock
+        self._forget_the_thread()
+        # The thread does not survive a fork, and a lock held by another thread meanwhile would stay held.
+        os.register_at_fork(after_in_child=self._forget_the_thread)
+
+    def _forget_the_thread(self):
         self.lock = threading.Lock()
         self.jobs = queue.SimpleQueue()
-        self.owner_pid = None  # the thread does not survive a fork: a forked process starts its own
+        self.owner_pid = None  # the process whose thread publishes: a forked one starts its own
         self.busy_since = None  # when the publish in progress began
 
     def send(self, publish, *, timeout):

@@ -1,6 +1,8 @@
 """A message to the broker within a bounded time: a broker that does not answer holds no caller for long."""
 
 import contextlib
+import os
+import signal
 import threading
 
 from django.test import SimpleTestCase
@@ -71,3 +73,22 @@ class BoundedSenderTests(SimpleTestCase):
     def try_send(self, message, wait, timeout):
         with contextlib.suppress(BrokerTimeout):
             self.sender.send(self.publish(message, wait=wait), timeout=timeout)
+
+    def test_a_process_forked_while_another_thread_held_the_lock_still_sends(self):
+        self.assertEqual(self.sender.send(self.publish("before"), timeout=5), "before")
+        read, write = os.pipe()
+        with self.sender.lock:  # as if another thread were starting the sending thread as the process forks
+            child = os.fork()
+        if child == 0:  # the child: its own thread, and a lock no one holds
+            signal.alarm(10)  # a child stuck on the lock dies, and the parent reads nothing
+            os.close(read)
+            try:
+                answer = self.sender.send(lambda: b"sent from the child", timeout=5)
+            except BaseException as error:  # reported to the parent, whatever it is
+                answer = repr(error).encode()
+            os.write(write, answer)
+            os._exit(0)
+        os.close(write)
+        os.waitpid(child, 0)
+        with os.fdopen(read, "rb") as pipe:
+            self.assertEqual(pipe.read(), b"sent from the child")

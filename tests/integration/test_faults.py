@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -241,7 +242,7 @@ class DatabaseOutageTests(SimpleTestCase):
             timeout=90,
             message="all five runs to complete",
         )
-        self.assertTrue(worker.logged("sending again 3 run(s) enqueued for over 10 s"))
+        self.assertTrue(worker.logged("sending again 3 run(s): not taken by the broker, or enqueued for over 10 s"))
 
 
 if not POSTGRESQL_VERSIONS:  # keeps unittest's loader quiet where PostgreSQL is not installed at all
@@ -374,6 +375,42 @@ class BrokerOutageTests(RealWorkerTestCase):
         self.proxy.thaw()
 
         self.assert_completed_once_and_nothing_stuck(runs)
+
+    @shows_process_logs_on_failure
+    def test_a_worker_stopped_while_the_broker_is_frozen_hands_back_its_run_and_exits_all_the_same(self):
+        # Given a worker (with a drain time of 2 s) whose run sits in its sandbox
+        self.worker.kill()
+        worker = self.start_worker(threads=1, env={"PARSEQ_BROKER_URL": self.proxied_url, "PARSEQ_DRAIN_SECONDS": "2"})
+        self.wait_for(lambda: self.consumers() == 1, timeout=60, message="the worker", worker=worker)
+        parser = make_parser(SLOW_SCRIPT.replace("time.sleep(6)", "time.sleep(15)"), name="long", filename="long.py")
+        run = Run.objects.create(parser=parser, trigger=Run.Trigger.API)
+        self.enqueue(run)
+        self.wait_for(
+            lambda: Run.objects.get(pk=run.pk).status == Run.Status.RUNNING,
+            timeout=30,
+            message="the run",
+            worker=worker,
+        )
+
+        # When the broker freezes and the worker is told to stop
+        self.proxy.freeze()
+        os.kill(worker.pid, signal.SIGTERM)
+
+        # Then the run is handed back, waiting for the broker, and the worker exits although its connection hangs
+        wait_until(lambda: worker.returncode is not None, timeout=90, message="the stopped worker to exit")
+        handed_back = Run.objects.get(pk=run.pk)
+        self.assertEqual((handed_back.status, handed_back.attempt), (Run.Status.ENQUEUED, 2))
+        self.assertTrue(worker.logged("the worker's shutdown hung"))
+        # And once the broker answers, another worker's reaper sends the run, which completes as attempt 2
+        self.proxy.thaw()
+        other = self.start_worker(threads=1)
+        done = self.wait_for(
+            lambda: Run.objects.filter(pk=run.pk, status=Run.Status.COMPLETED).first(),
+            timeout=120,
+            message="the handed-back run to complete",
+            worker=other,
+        )
+        self.assertEqual(done.attempt, 2)
 
     @shows_process_logs_on_failure
     def test_a_scheduler_through_a_frozen_broker_loses_and_doubles_no_due_time_and_its_runs_complete_after(self):

@@ -7,6 +7,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from parseq.core import housekeeping
+from parseq.database import bound_waits_of_this_service
 from parseq.scheduling.keeper import ScheduleKeeper
 
 
@@ -18,6 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
 
     def handle(self, *, host, port, **options):
+        bound_waits_of_this_service()
         worker = dramatiq.Worker(dramatiq.get_broker(), worker_threads=settings.INPROCESS_WORKER_THREADS)
         worker.start()
         stopping = threading.Event()

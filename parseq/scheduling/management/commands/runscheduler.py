@@ -4,6 +4,7 @@ import threading
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from parseq.database import bound_waits_of_this_service
 from parseq.scheduling.keeper import ScheduleKeeper
 
 
@@ -19,6 +20,7 @@ class Command(BaseCommand):
                 "runscheduler needs PARSEQ_BROKER_URL (RabbitMQ): the runs it enqueued on an in-memory broker "
                 "would never reach a worker. `make run` (runparseq) runs the scheduler in its own process."
             )
+        bound_waits_of_this_service()
         stopping = threading.Event()
         for signal_number in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signal_number, lambda *_: stopping.set())
