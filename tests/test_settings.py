@@ -134,3 +134,26 @@ class ProductionConfigurationTests(SimpleTestCase):
         )
 
         self.assertEqual(result.stdout.split(), ["False", "json"], result.stderr)
+
+
+class DatabaseWaitTests(SimpleTestCase):
+    """PARSEQ_DATABASE_TIMEOUT bounds the services' waits, not a one-off command's (a migration may wait on a lock)."""
+
+    def wait_callback_in(self, code):
+        result = subprocess.run(
+            [sys.executable, "-c", code + "\nfrom psycopg2 import extensions\nprint(extensions.get_wait_callback())"],
+            cwd=settings.BASE_DIR,
+            env={**os.environ, "SECRET_KEY": "k", "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/parseq"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return result.stdout.strip()
+
+    def test_the_web_process_bounds_its_database_waits(self):
+        self.assertIn("bound_waits.<locals>.wait", self.wait_callback_in("import parseq.wsgi"))
+
+    def test_a_management_command_such_as_migrate_does_not(self):
+        code = "import os, django\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'parseq.settings')\ndjango.setup()"
+        self.assertEqual(self.wait_callback_in(code), "None")
