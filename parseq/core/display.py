@@ -69,6 +69,11 @@ def moment(value):
     return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
+def short_id(run):
+    """The first 8 hex digits of a run's id: unique enough to tell runs apart in a list, short enough to read."""
+    return str(run.run_id)[:8]
+
+
 def last_line(text):
     """The last line of an error: what went wrong, after the traceback that led there."""
     return text.splitlines()[-1] if text else ""

@@ -127,6 +127,56 @@ class RunPageTests(ControlRoomTestCase):
         self.assertNotContains(response, 'http-equiv="refresh"')
 
 
+class RunListTests(ControlRoomTestCase):
+    def setUp(self):
+        super().setUp()
+        self.failed = Run.objects.create(
+            parser=self.parser,
+            status=Run.Status.ERROR,
+            error="Traceback (most recent call last):\n  ...\nLookupError: no table on the page",
+        )
+        self.other = make_parser(SOURCE, name="weather", filename="weather.py")
+        self.completed = Run.objects.create(parser=self.other, status=Run.Status.COMPLETED)
+
+    def run_list(self, **query):
+        return self.client.get(reverse("admin:core_run_changelist"), query)
+
+    def test_a_run_shows_its_short_id_linking_its_page_with_the_whole_id_on_hover(self):
+        page = self.run_list().content.decode()
+
+        url = reverse("admin:core_run_change", args=[self.failed.run_id])
+        self.assertIn(
+            f'<a href="{url}" title="{self.failed.run_id}" class="parseq-run-id">{str(self.failed.run_id)[:8]}</a>',
+            page,
+        )
+        self.assertNotIn(f">{self.failed.run_id}<", page)  # the whole id is never a cell's text
+
+    def test_the_parser_is_a_link_and_a_failed_run_shows_its_errors_last_line(self):
+        page = self.run_list().content.decode()
+
+        self.assertIn(f'<a href="{reverse("admin:core_parser_change", args=[self.parser.pk])}">rates</a>', page)
+        self.assertIn('title="LookupError: no table on the page">LookupError: no table on the page</span>', page)
+        self.assertNotIn("Traceback (most recent call last)", page)
+
+    def test_times_read_to_the_second_as_on_the_run_page(self):
+        page = self.run_list().content.decode()
+
+        self.assertIn(timezone.localtime(self.failed.created_time).strftime("%Y-%m-%d %H:%M:%S"), page)
+
+    def test_the_search_box_finds_a_run_by_a_word_of_its_error_its_short_id_or_its_parsers_name(self):
+        for term, expected in [
+            ("no table", [self.failed]),
+            (str(self.completed.run_id)[:8], [self.completed]),
+            (str(self.completed.run_id), [self.completed]),
+            ("weather", [self.completed]),
+            ("nothing like this", []),
+        ]:
+            with self.subTest(term=term):
+                shown = list(self.run_list(q=term).context["cl"].result_list)
+
+                self.assertEqual(shown, expected)
+
+
 class CancelInAdminTests(ControlRoomTestCase):
     def test_the_cancel_button_cancels_a_running_run_and_records_who(self):
         run = Run.objects.create(parser=self.parser, status=Run.Status.RUNNING, started_time=timezone.now())

@@ -1,7 +1,11 @@
 """A run's pages: the list, and a run's record with its files, log and what it ran; Cancel."""
 
+import uuid
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import CharField
+from django.db.models.functions import Cast
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
@@ -15,8 +19,12 @@ from parseq.core.models import ERROR_FILENAME, AuditEntry, Run
 
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
-    list_display = ["run_id", "parser", "status_badge", "created_time", "duration", "trigger", "scheduled_for"]
+    list_display = ["short_id", "parser_link", "status_badge", "created", "duration", "trigger", "error_line"]
+    list_display_links = None  # the short id is the link (a column of full UUIDs wraps over four lines)
     list_filter = ["status", "parser", "trigger"]
+    # The box finds a run by its parser's name, its id (the 8 digits the list shows will do) or its error's text.
+    search_fields = ["parser__name", "run_id_text", "error"]
+    search_help_text = "A parser's name, a run's id (its first 8 digits will do) or a word of its error."
     list_select_related = ["parser"]
     date_hierarchy = "created_time"
     actions = ["cancel_runs"]
@@ -120,11 +128,33 @@ class RunAdmin(admin.ModelAdmin):
             return JsonResponse({"detail": "Give one or more scope=runs, parser:<id> or run:<uuid>."}, status=400)
         return JsonResponse({"fingerprints": fingerprints}, headers={"Cache-Control": "no-store"})
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(run_id_text=Cast("run_id", output_field=CharField()))
+
+    def get_search_results(self, request, queryset, search_term):
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        try:  # a whole id, however written: SQLite keeps ids as 32 digits without hyphens
+            return found | queryset.filter(pk=uuid.UUID(search_term.strip())), may_have_duplicates
+        except ValueError:
+            return found, may_have_duplicates
+
+    @admin.display(description="run", ordering="run_id")
+    def short_id(self, run):
+        url = reverse("admin:core_run_change", args=[run.run_id])
+        return format_html(
+            '<a href="{}" title="{}" class="parseq-run-id">{}</a>', url, run.run_id, display.short_id(run)
+        )
+
+    @admin.display(description="error")
+    def error_line(self, run):
+        line = display.last_line(run.error)
+        return format_html('<span class="parseq-error-line" title="{}">{}</span>', line, line) if line else ""
+
     @admin.display(description="due (schedule)")
     def due(self, run):
         return display.moment(run.scheduled_for) if run.scheduled_for else "-"
 
-    @admin.display(description="created")
+    @admin.display(description="created", ordering="created_time")
     def created(self, run):
         return display.moment(run.created_time)
 
