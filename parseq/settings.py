@@ -183,6 +183,8 @@ if BROKER_URL and not BROKER_URL.startswith(("amqp://", "amqps://")):
     raise ConfigurationError(f"PARSEQ_BROKER_URL must start with amqp:// or amqps://, not {BROKER_URL!r}")
 # A database connection or query that hears nothing from PostgreSQL for this long fails (parseq/database.py).
 DATABASE_TIMEOUT = env_int("PARSEQ_DATABASE_TIMEOUT", 10, minimum=1)
+# How often a worker process writes what its running runs printed (milliseconds): the run page and the API show it.
+LIVE_LOG_MS = env_int("PARSEQ_LIVE_LOG_MS", 500, minimum=100)
 # How long a request or a scheduler round waits for the broker to confirm a run's message (parseq/core/sending.py).
 BROKER_TIMEOUT = env_int("PARSEQ_BROKER_TIMEOUT", 5, minimum=1)
 _dramatiq_middleware = [

@@ -107,6 +107,7 @@ def run_script(
     cancelled: Callable[[], bool] | None = None,
     warm: bool = False,
     preload: Iterable[str] = (),
+    log_sink: Callable[[bytes], None] | None = None,
 ) -> Outcome:
     """Run the script at `script_path` in a sandbox; on success its files are in `out_dir`.
 
@@ -119,8 +120,10 @@ def run_script(
     requests go to ports 80 and 443, and the `extra_ports`.
     With `restricted_modules`, the script runs under the RestrictedPython policy and may import only
     those. `cancelled`, a callable, is asked about twice a second whether to stop: once it answers true,
-    the sandbox is killed and the outcome is CANCELLED. With `warm` (subprocess and bwrap), the sandbox is a fork of
-    a zygote that has imported the modules in `preload` already (runner/starts.py, runner/warm.py). Never raises
+    the sandbox is killed and the outcome is CANCELLED. `log_sink` is called, in this thread, with each
+    part of the script's output the log keeps, as it comes (docker: not called, its log comes at the end).
+    With `warm` (subprocess and bwrap), the sandbox is a fork of a zygote that has imported the modules
+    in `preload` already (runner/starts.py, runner/warm.py). Never raises
     for anything the script does: every failure is an Outcome with a
     status and an error for the user.
     """
@@ -152,6 +155,7 @@ def run_script(
             extra_ports=tuple(extra_ports),
             restricted_modules=restricted_modules,
             cancelled=cancelled or _never,
+            log_sink=log_sink,
         )
         outcome = sandbox.run(run)
     outcome.duration = time.monotonic() - started

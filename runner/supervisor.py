@@ -69,6 +69,8 @@ class SandboxRun:
     extra_ports: tuple[int, ...] = ()
     restricted_modules: Iterable[str] | None = None
     cancelled: Callable[[], bool] = lambda: False
+    # Told each part of the output that the log keeps, as it comes (a live view of the log).
+    log_sink: Callable[[bytes], None] | None = None
     # Where the sandbox finds the egress proxy, while one serves it.
     egress_socket: str | None = None
     # A cold bwrap run's scratch tmpfs (runner/bwrap_jail.py), as root.
@@ -220,10 +222,11 @@ def child_limits(
 
 
 class LogCollector:
-    """Keeps the first `limit` bytes of the script's output and counts the rest."""
+    """Keeps the first `limit` bytes of the script's output and counts the rest; `sink` is told what it keeps."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, sink: Callable[[bytes], None] | None = None) -> None:
         self.limit = limit
+        self.sink = sink
         self.kept = bytearray()
         self.dropped = 0
 
@@ -231,6 +234,8 @@ class LogCollector:
         room = max(self.limit - len(self.kept), 0)
         self.kept += chunk[:room]
         self.dropped += max(len(chunk) - room, 0)
+        if self.sink is not None and room and chunk:
+            self.sink(chunk[:room])
 
     def text(self) -> str:
         text = self.kept.decode("utf-8", errors="replace")
@@ -261,7 +266,7 @@ class Supervisor:
         self.uid = run.uid
         self.wrapper_reports_signals = wrapper_reports_signals
         self.limits = run.limits
-        self.log = LogCollector(run.limits.log_bytes)
+        self.log = LogCollector(run.limits.log_bytes, sink=run.log_sink)
         self.result = ResultReader(run.out_dir, run.limits)
         self.selector = selectors.DefaultSelector()
         self.selector.register(log_fd, selectors.EVENT_READ, self.log.feed)

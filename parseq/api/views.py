@@ -156,11 +156,25 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     def archive(self, request, run_id=None):
         return downloads.archive_response(run=self.get_object())
 
-    @extend_schema(summary="The captured log of a run", responses={(200, "text/plain"): OpenApiTypes.STR})
+    @extend_schema(
+        summary="The captured log of a run, growing while it runs",
+        description=(
+            "From byte `offset` on (default 0); `X-Log-Size` is the whole log's size so far, in bytes. To follow a "
+            "running run, ask again with `offset` set to the last `X-Log-Size` until the run has ended."
+        ),
+        parameters=[OpenApiParameter("offset", OpenApiTypes.INT, description="The first byte to send (default 0)")],
+        responses={(200, "text/plain"): OpenApiTypes.STR},
+    )
     def log(self, request, run_id=None):
-        response = HttpResponse(self.get_object().log, content_type="text/plain; charset=utf-8")
+        offset = request.query_params.get("offset", "0")
+        if not offset.isdigit():
+            raise exceptions.ValidationError({"offset": "A number of bytes from the start of the log: 0 or more."})
+        log = self.get_object().log.encode()
+        response = HttpResponse(log[int(offset) :], content_type="text/plain; charset=utf-8")
+        response["X-Log-Size"] = str(len(log))
         response["X-Content-Type-Options"] = "nosniff"
         response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+        response["Cache-Control"] = "no-store"  # it grows while the run runs
         return response
 
     @classmethod

@@ -27,6 +27,7 @@ from parseq.core import cancellation
 from parseq.core.environment import mask_values
 from parseq.core.events import runs_enqueued
 from parseq.core.housekeeping import delete_stored_files
+from parseq.core.live_logs import live_logs
 from parseq.core.models import Run, result_path
 from parseq.core.validation import allowed_modules
 from parseq.env import ConfigurationError
@@ -122,6 +123,7 @@ def _run_in_sandbox(*, run, script_path, out_dir, backend):
     """Run the script with the parser's settings; the outcome's text no longer shows the variables' values."""
     parser = run.parser
     cancelled = cancellation.watcher.watch(run.run_id)
+    live = live_logs.follow(run_id=run.run_id, attempt=run.attempt, environment=parser.environment)
     try:
         outcome = runner.run_script(
             script_path,
@@ -138,9 +140,11 @@ def _run_in_sandbox(*, run, script_path, out_dir, backend):
             cancelled=lambda: cancelled.is_set() or drain.time_is_up(),
             warm=warm_start(backend=backend),
             preload=warm_preload(),
+            log_sink=live.feed,
         )
     finally:
         cancellation.watcher.forget(run.run_id)
+        live_logs.forget(live)
     if outcome.status == runner.CANCELLED and not cancelled.is_set():
         outcome.status = STOPPED_BY_DRAIN  # not a user's cancel: the worker is stopping and its drain time is up
     # Whoever may read runs reads these; the variables' values are for those who may change the parser.

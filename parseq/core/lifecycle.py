@@ -67,6 +67,7 @@ class RunQuerySet(models.QuerySet):
             deadline=now + timedelta(seconds=run.parser.timeout + grace),
             updated_time=now,
             error="",  # a note from its wait (dead-lettered) is not an error of this run
+            log="",  # what an earlier attempt printed: this one's comes live (parseq/core/live_logs.py)
             worker=worker,
             heartbeat_time=Now(),  # the database's clock, as the reaper's: the hosts' clocks may disagree
         )

@@ -165,6 +165,29 @@ class DetailTests(RunApiTestCase):
         self.assertEqual(response["X-Content-Type-Options"], "nosniff")
         self.assertEqual(response.content, b"<script>alert(1)</script>\n")
 
+    def test_the_log_from_an_offset_sends_the_bytes_after_it_and_the_whole_size_so_a_client_can_follow(self):
+        run = Run.objects.create(parser=self.parser, status="running", log="first line\nsecond ü line\n")
+        size = len("first line\nsecond ü line\n".encode())
+
+        whole = self.client.get(f"{LIST}{run.run_id}/log")
+        rest = self.client.get(f"{LIST}{run.run_id}/log?offset=11")
+        beyond = self.client.get(f"{LIST}{run.run_id}/log?offset=1000")
+
+        self.assertEqual((whole.content, whole["X-Log-Size"]), ("first line\nsecond ü line\n".encode(), str(size)))
+        self.assertEqual((rest.content, rest["X-Log-Size"]), ("second ü line\n".encode(), str(size)))
+        self.assertEqual((beyond.status_code, beyond.content, beyond["X-Log-Size"]), (200, b"", str(size)))
+        self.assertEqual(whole["Cache-Control"], "no-store")
+
+    def test_an_offset_that_is_not_a_number_of_bytes_is_a_400_naming_it(self):
+        run = Run.objects.create(parser=self.parser, status="running", log="a\n")
+
+        for offset in ("-1", "x", "1.5", ""):
+            with self.subTest(offset=offset):
+                response = self.client.get(f"{LIST}{run.run_id}/log?offset={offset}", HTTP_ACCEPT="application/json")
+
+                self.assertEqual(response.status_code, 400)
+                self.assertIn("offset", response.json()["errors"])
+
     def test_a_run_shows_the_script_hash_and_settings_it_went_by(self):
         run = Run.objects.create(
             parser=self.parser, status="completed", script_sha256="ab" * 32, parser_settings={"timeout": 5}

@@ -33,6 +33,11 @@ def parse():
     return {{"rates.csv": b"day,rate\\n1,91.5\\n", "chart.png": base64.b64decode({base64.b64encode(PNG)!r})}}
 """
 FAILING = "def parse():\n    rows = []\n    return {'first.txt': rows[0]}\n"
+# Prints a line every half second: the run page shows them while it runs.
+TICKING = (
+    "import time\n\ndef parse():\n    for n in range(1, 31):\n        print(f'tick {n}', flush=True)\n"
+    "        time.sleep(0.5)\n    return {}\n"
+)
 HANGING = (
     "import time\n\ndef parse():\n    print('waiting for a site that never answers', flush=True)\n    time.sleep(600)\n"
 )
@@ -52,6 +57,22 @@ class ControlRoomInBrowserTests(TemporaryMediaMixin, AdminPages, BrowserTestCase
 
     def badge(self, status):
         return self.page.locator(f'#live-run [data-status="{status}"]')
+
+    def test_a_running_runs_page_shows_its_lines_as_they_are_printed(self):
+        # Given a parser whose script prints a line every half second
+        self.upload_parser("ticker", TICKING)
+        self.expect_text("was added successfully")
+
+        # When the user runs it and stays on its page
+        self.run_page_of_a_new_run()
+
+        # Then the lines show up while it is still running, the log's end in view, without a reload
+        expect(self.page.locator("#live-run")).to_contain_text("tick 3", timeout=RUN_TIMEOUT_MS)
+        expect(self.badge("running")).to_be_visible()
+        expect(self.page.locator("#live-run")).to_contain_text("tick 6")
+        expect(self.badge("running")).to_be_visible()
+        self.assertTrue(self.page.evaluate("window.parseqNotReloaded === true"), "the page was reloaded")
+        self.screenshot("run-live-log")
 
     def test_a_user_creates_a_parser_runs_it_and_watches_it_complete_without_reloading(self):
         # Given a parser created by uploading a script

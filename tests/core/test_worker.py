@@ -10,9 +10,10 @@ from datetime import timedelta
 from unittest import mock
 
 import dramatiq
+from django.contrib.auth import get_user_model
 from django.core.files.storage import default_storage
 from django.db import connection, transaction
-from django.test import TransactionTestCase, override_settings, tag
+from django.test import Client, TransactionTestCase, override_settings, tag
 from django.utils import timezone
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
@@ -69,6 +70,38 @@ class InMemoryBrokerTests(TemporaryMediaMixin, TransactionTestCase):
         self.assertIn("apikey=********", run.error)
         self.assertEqual(run.log, "calling with ******** and ********\n")
         self.assertNotIn("LEAKY", run.error + run.log)
+
+    def test_what_a_running_script_prints_reaches_its_row_and_the_api_while_it_still_runs(self):
+        # Given a script that prints a line every half second for a few seconds
+        parser = make_parser(
+            """
+            import time
+
+            def parse():
+                for n in range(1, 9):
+                    print(f"line {n}", flush=True)
+                    time.sleep(0.5)
+                return {}
+            """
+        )
+        admin = get_user_model().objects.create_superuser("admin", "admin@example.com", "admin")
+        client = Client()
+        client.force_login(admin)
+
+        with in_process_worker():
+            run = services.enqueue_run(parser=parser, trigger=Run.Trigger.MANUAL)
+
+            # Then its first lines are in its row while it still runs, and the API serves them from an offset
+            wait_until(lambda: "line 2\n" in Run.objects.get(pk=run.pk).log, message="the first lines")
+            self.assertEqual(Run.objects.get(pk=run.pk).status, Run.Status.RUNNING)
+            first = client.get(f"/api/runs/{run.run_id}/log")
+            self.assertTrue(first.content.startswith(b"line 1\nline 2\n"))
+            later = client.get(f"/api/runs/{run.run_id}/log?offset={first['X-Log-Size']}")
+            self.assertFalse(later.content.startswith(b"line 1"))
+            wait_until(finished(run), message="the run to finish")
+
+        # And the final log is the whole of it, once
+        self.assertEqual(run.log, "".join(f"line {n}\n" for n in range(1, 9)))
 
     def test_a_run_through_the_in_memory_broker_completes_with_its_files_in_storage(self):
         parser = make_parser(WORKING_SCRIPT)

@@ -195,7 +195,7 @@ class RunAdmin(admin.ModelAdmin):
     @admin.display(description="log")
     def log_display(self, run):
         if not run.log:
-            return "Nothing was printed." if run.is_finished else "The log arrives when the run ends."
+            return "Nothing was printed." if run.is_finished else "Nothing printed yet: lines show here as they are."
         tail, shown, total = display.log_tail(run.log)
         context = {"run": run, "tail": tail, "shown": shown, "total": total}
         return render_to_string("admin/core/run/panels/log.html", context)

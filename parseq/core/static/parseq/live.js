@@ -6,6 +6,7 @@
 
   const liveUrl = document.currentScript && document.currentScript.dataset.liveUrl;
   const ACTIVE_POLL_MS = 2000; // while a run on the page is enqueued or running
+  const LIVE_LOG_POLL_MS = 500; // a running run's own page: its log grows as the script prints (live_logs.py)
   const IDLE_POLL_MS = 10000; // otherwise: new runs still show up, just later
   const AFTER_CHANGE_MS = 10000; // a run that just ended may still get its log: keep up with it a while
   let changedAt = -Infinity;
@@ -79,11 +80,16 @@
     region.dataset.liveFingerprint = replacement.dataset.liveFingerprint;
   }
 
+  function nextPollMs() {
+    if (document.querySelector('[data-live-scope^="run:"] [data-status="running"]')) return LIVE_LOG_POLL_MS;
+    return showsActiveRuns() || performance.now() - changedAt < AFTER_CHANGE_MS ? ACTIVE_POLL_MS : IDLE_POLL_MS;
+  }
+
   function schedulePoll() {
     window.setTimeout(async () => {
       if (!document.hidden) await poll();
       schedulePoll();
-    }, showsActiveRuns() || performance.now() - changedAt < AFTER_CHANGE_MS ? ACTIVE_POLL_MS : IDLE_POLL_MS);
+    }, nextPollMs());
   }
 
   function humanSeconds(seconds) {
