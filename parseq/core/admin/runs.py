@@ -12,7 +12,7 @@ from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from parseq.core import display, selectors, services
+from parseq.core import display, previews, selectors, services
 from parseq.core.admin.common import owned_objects_go_along
 from parseq.core.models import ERROR_FILENAME, AuditEntry, Run
 
@@ -185,7 +185,8 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.display(description="files")
     def result_files(self, run):
-        context = {"run": run, "error_filename": ERROR_FILENAME}
+        shown = previews.previews(run) if run.status == Run.Status.COMPLETED else []
+        context = {"run": run, "error_filename": ERROR_FILENAME, "previews": shown}
         return render_to_string("admin/core/run/panels/result_files.html", context)
 
     @admin.display(description="error or reason")
