@@ -49,7 +49,7 @@ if not PUBLIC_URL.startswith(("http://", "https://")) or not PUBLIC_URL.split(":
 PUBLIC_URL = PUBLIC_URL.rstrip("/")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "parseq.admin_site.ParseqAdminConfig",  # django.contrib.admin, Parseq's apps first
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

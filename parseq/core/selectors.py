@@ -46,8 +46,12 @@ def live_fingerprint(*, scope):
     return f"{latest['count']}/{changed}"
 
 
+FAILING_SHOWN = 10
+
+
 def dashboard(*, now):
     """The admin index: runs of the last 24 h by status, the runs in progress, and parsers whose last run failed."""
+    failing = parsers_with_last_run().filter(last_run_status=Run.Status.ERROR).order_by("name")
     counts = dict(
         Run.objects.filter(created_time__gte=now - timedelta(hours=24))
         .values_list("status")
@@ -57,5 +61,7 @@ def dashboard(*, now):
     return {
         "last_day": [(status, counts.get(status, 0)) for status in Run.Status.values],
         "in_progress": Run.objects.filter(status__in=Run.ACTIVE_STATUSES).select_related("parser")[:50],
-        "failing": parsers_with_last_run().filter(last_run_status=Run.Status.ERROR).order_by("name"),
+        # Bounded: the page links the rest (the runs in error) rather than growing with them.
+        "failing": list(failing[:FAILING_SHOWN]),
+        "failing_more": max(0, failing.count() - FAILING_SHOWN),
     }

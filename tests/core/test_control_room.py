@@ -349,6 +349,24 @@ class DashboardTests(ControlRoomTestCase):
         self.assertContains(response, f'<a href="/admin/core/parser/{failing.pk}/change/">weather</a>', html=True)
         self.assertContains(response, 'data-live-scope="runs"')
 
+    def test_the_failing_parsers_list_is_bounded_and_links_the_rest(self):
+        for n in range(13):
+            Run.objects.create(parser=make_parser(SOURCE, name=f"failing {n:02}"), status=Run.Status.ERROR)
+
+        response = self.client.get(reverse("admin:index"))
+
+        self.assertEqual(len(response.context["failing"]), 10)
+        self.assertContains(response, ">3 more: see the runs in error</a>")
+
+    def test_parseqs_apps_come_first_and_djangos_recent_actions_are_gone(self):
+        response = self.client.get(reverse("admin:index"))
+
+        labels = [app["app_label"] for app in response.context["app_list"]]
+        self.assertEqual(labels[0], "core")
+        parseq = [app["name"].startswith("Parseq") for app in response.context["app_list"]]
+        self.assertEqual(parseq, sorted(parseq, reverse=True))  # no Parseq app after another one
+        self.assertNotContains(response, "Recent actions")
+
     def test_with_nothing_going_on_the_dashboard_says_so(self):
         response = self.client.get(reverse("admin:index"))
 
