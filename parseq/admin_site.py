@@ -9,7 +9,7 @@ class ParseqAdminSite(admin.AdminSite):
     def get_app_list(self, request, app_label=None):
         apps = super().get_app_list(request, app_label)
         # Parseq's apps first, the core leading; Django's and the libraries' (tokens, APScheduler) after them.
-        return sorted(apps, key=lambda app: (not app["app_label"] == "core", not app["name"].startswith("Parseq")))
+        return sorted(apps, key=lambda app: (app["app_label"] != "core", not app["name"].startswith("Parseq")))
 
 
 class ParseqAdminConfig(AdminConfig):
