@@ -3,7 +3,8 @@
 import uuid
 from datetime import timedelta
 
-from django.db.models import Count, Max, OuterRef, Subquery
+from django.db.models import Count, Max, OuterRef, Q, Subquery
+from django.db.models.functions import TruncDate, TruncHour
 
 from parseq.core.models import Parser, Run
 
@@ -23,6 +24,41 @@ def success_rate(*, parser, last=20):
         parser.runs.filter(status__in=[Run.Status.COMPLETED, Run.Status.ERROR]).values_list("status", flat=True)[:last]
     )
     return statuses.count(Run.Status.COMPLETED), len(statuses)
+
+
+def recent_finished(*, parser, last=50):
+    """The parser's last `last` runs that started and ended, oldest first (for its history chart)."""
+    runs = parser.runs.filter(started_time__isnull=False, finished_time__isnull=False).order_by("-created_time")
+    return list(reversed(runs.only("run_id", "status", "created_time", "started_time", "finished_time")[:last]))
+
+
+def daily_success(*, parser, now, days=30):
+    """{day: (succeeded, counted)} over the parser's runs that completed or failed in the last `days` days."""
+    per_day = (
+        parser.runs.filter(
+            created_time__gte=now - timedelta(days=days), status__in=[Run.Status.COMPLETED, Run.Status.ERROR]
+        )
+        .annotate(day=TruncDate("created_time"))
+        .values("day")
+        .annotate(counted=Count("pk"), succeeded=Count("pk", filter=Q(status=Run.Status.COMPLETED)))
+        .order_by("day")
+    )
+    return {row["day"]: (row["succeeded"], row["counted"]) for row in per_day}
+
+
+def hourly_runs(*, now, hours=24):
+    """{hour: {status: count}} of the runs created in the last `hours` hours (for the dashboard's chart)."""
+    per_hour = (
+        Run.objects.filter(created_time__gte=now - timedelta(hours=hours))
+        .annotate(hour=TruncHour("created_time"))
+        .values("hour", "status")
+        .annotate(count=Count("pk"))
+        .order_by()
+    )
+    counts = {}
+    for row in per_hour:
+        counts.setdefault(row["hour"], {})[row["status"]] = row["count"]
+    return counts
 
 
 def live_fingerprint(*, scope):

@@ -15,7 +15,7 @@ from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from parseq.core import audit, display, execution, selectors, services
+from parseq.core import audit, display, execution, history, selectors, services
 from parseq.core.admin.common import owned_objects_go_along, run_link
 from parseq.core.admin.forms import ParserForm
 from parseq.core.environment import MASK
@@ -157,6 +157,7 @@ class ParserAdmin(admin.ModelAdmin):
             "counted": counted,
             "percent": round(100 * succeeded / counted) if counted else None,
             "fingerprint": selectors.live_fingerprint(scope=f"parser:{parser.pk}"),
+            "charts": history.parser_charts(parser=parser),
         }
         return render_to_string("admin/core/parser/panels/recent_runs.html", context)
 

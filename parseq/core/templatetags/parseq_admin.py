@@ -3,7 +3,7 @@
 from django import template
 from django.utils import timezone
 
-from parseq.core import selectors
+from parseq.core import history, selectors
 
 register = template.Library()
 
@@ -11,5 +11,11 @@ register = template.Library()
 @register.inclusion_tag("admin/parseq_dashboard.html", takes_context=True)
 def dashboard(context):
     # The user's permissions decide which parts and buttons it shows.
-    dashboard = selectors.dashboard(now=timezone.now())
-    return {**dashboard, "fingerprint": selectors.live_fingerprint(scope="runs"), "perms": context["perms"]}
+    now = timezone.now()
+    dashboard = selectors.dashboard(now=now)
+    return {
+        **dashboard,
+        "chart": history.dashboard_chart(now=now),
+        "fingerprint": selectors.live_fingerprint(scope="runs"),
+        "perms": context["perms"],
+    }

@@ -1,0 +1,67 @@
+"""How runs have gone, drawn on the server as SVG: a parser's last runs and daily success, the dashboard's last day."""
+
+from datetime import timedelta
+
+from django.test import SimpleTestCase
+from django.urls import reverse
+from django.utils import timezone
+
+from parseq.core.charts import HEIGHT, Column, rectangles
+from parseq.core.models import Run
+from tests.core.test_control_room import ControlRoomTestCase
+
+
+class RectangleTests(SimpleTestCase):
+    def test_the_tallest_column_fills_the_height_and_the_others_scale_with_it(self):
+        bars = rectangles([Column([(2, "completed")], "a"), Column([(4, "error")], "b")], width=100, height=100)
+
+        self.assertEqual([(bar.height, bar.y, bar.status) for bar in bars], [(50, 50, "completed"), (100, 0, "error")])
+        self.assertEqual([bar.x for bar in bars], [0, 50])
+
+    def test_segments_stack_bottom_first_and_empty_ones_are_not_drawn(self):
+        [bottom, top] = rectangles([Column([(3, "completed"), (0, "skipped"), (1, "error")], "13:00")], height=80)
+
+        self.assertEqual((bottom.status, bottom.y, bottom.height), ("completed", 20, 60))
+        self.assertEqual((top.status, top.y, top.height), ("error", 0, 20))
+
+    def test_a_chart_of_nothing_draws_nothing(self):
+        self.assertEqual(rectangles([]), [])
+        self.assertEqual([bar.height for bar in rectangles([Column([(0, "rate")], "day")], scale_to=100)], [])
+
+
+class HistoryPageTests(ControlRoomTestCase):
+    def finished_run(self, status, seconds, *, days_ago=0):
+        now = timezone.now() - timedelta(days=days_ago)
+        run = Run.objects.create(
+            parser=self.parser, status=status, started_time=now - timedelta(seconds=seconds), finished_time=now
+        )
+        Run.objects.filter(pk=run.pk).update(created_time=now - timedelta(seconds=seconds))
+        return run
+
+    def test_the_parser_page_charts_its_runs_durations_by_status_and_its_daily_success(self):
+        slow = self.finished_run(Run.Status.COMPLETED, 20)
+        failed = self.finished_run(Run.Status.ERROR, 5)
+        self.finished_run(Run.Status.COMPLETED, 10, days_ago=1)
+
+        page = self.client.get(reverse("admin:core_parser_change", args=[self.parser.pk])).content.decode()
+
+        self.assertIn("Duration of the last 3 finished runs, by status", page)
+        self.assertIn(f'<a href="{reverse("admin:core_run_change", args=[slow.run_id])}">', page)
+        tallest = f'height="{HEIGHT}.0" class="parseq-bar parseq-bar-completed">'
+        self.assertIn(f"{tallest}<title>{str(slow.run_id)[:8]}: completed, 20.0 s", page)
+        self.assertIn(f"<title>{str(failed.run_id)[:8]}: error, 5.0 s", page)
+        today = timezone.localdate()
+        self.assertIn(f"<title>{today}: 1 of 2 succeeded (50%)</title>", page)
+        self.assertIn(f"<title>{today - timedelta(days=1)}: 1 of 1 succeeded (100%)</title>", page)
+        self.assertNotIn("<script", page.split("parseq-charts")[1].split("</div>")[0])
+
+    def test_the_dashboard_charts_the_last_24_hours_of_runs_by_status(self):
+        for status in (Run.Status.COMPLETED, Run.Status.COMPLETED, Run.Status.ERROR):
+            Run.objects.create(parser=self.parser, status=status)
+
+        page = self.client.get(reverse("admin:index")).content.decode()
+
+        hour = timezone.localtime().replace(minute=0, second=0, microsecond=0)
+        self.assertIn("Runs per hour over the last 24 hours, by status", page)
+        self.assertIn(f"<title>{hour:%Y-%m-%d %H}:00: 2 completed, 1 error</title>", page)
+        self.assertEqual(page.count('class="parseq-bar parseq-bar-completed"'), 1)
