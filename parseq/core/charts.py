@@ -29,19 +29,28 @@ class Column:
     href: str = ""
 
 
-def rectangles(columns, *, scale_to=None, width=WIDTH, height=HEIGHT):
-    """The rectangles of stacked `columns` side by side, the tallest (or `scale_to`) filling the height."""
+def tallest(columns):
+    """The largest stack of `columns` (0 for none)."""
+    return max((sum(value for value, _ in column.segments) for column in columns), default=0)
+
+
+def rectangles(columns, *, scale_to=None, slots=None, width=WIDTH, height=HEIGHT):
+    """The rectangles of stacked `columns` side by side, the tallest (or `scale_to`) filling the height.
+
+    With `slots`, the chart has room for that many columns and fewer keep their width, to the right.
+    """
     if not columns:
         return []
-    tallest = scale_to or max(sum(value for value, _ in column.segments) for column in columns) or 1
-    step = width / len(columns)
+    top = scale_to or tallest(columns) or 1
+    step = width / max(len(columns), slots or 0)
+    first = max((slots or 0) - len(columns), 0)
     drawn = []
-    for position, column in enumerate(columns):
+    for position, column in enumerate(columns, start=first):
         bottom = height
         for value, status in column.segments:
             if value <= 0:
                 continue
-            size = max(value / tallest * height, 1)  # a tiny run stays visible
+            size = max(value / top * height, 1)  # a tiny run stays visible
             drawn.append(
                 Rectangle(
                     x=round(position * step, 2),

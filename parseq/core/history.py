@@ -10,12 +10,13 @@ from parseq.core import charts, display, selectors
 
 # Bottom first: what went well under what did not, what is still going on top.
 STACK_ORDER = ["completed", "error", "cancelled", "skipped", "running", "enqueued"]
+RECENT_RUNS_CHARTED = 50
 
 
 def parser_charts(*, parser, now=None):
     """The parser page's two charts: its last 50 runs' durations, and its success rate day by day (30 days)."""
     now = now or timezone.now()
-    runs = selectors.recent_finished(parser=parser)
+    runs = selectors.recent_finished(parser=parser, last=RECENT_RUNS_CHARTED)
     durations = [
         charts.Column(
             segments=[((run.finished_time - run.started_time).total_seconds(), run.status)],
@@ -33,9 +34,16 @@ def parser_charts(*, parser, now=None):
             f" ({round(100 * succeeded / counted)}%)" if counted else ""
         )
         rates.append(charts.Column(segments=[(100 * succeeded / counted if counted else 0, "rate")], title=title))
+    longest = display.human_seconds(charts.tallest(durations))
     return [
-        _chart(charts.rectangles(durations), label=f"Duration of the last {len(runs)} finished runs, by status"),
-        _chart(charts.rectangles(rates, scale_to=100), label="Share of runs that succeeded, day by day (30 days)"),
+        _chart(
+            charts.rectangles(durations, slots=RECENT_RUNS_CHARTED),
+            label=f"Duration of the last {len(runs)} finished runs, by status (the tallest: {longest})",
+        ),
+        _chart(
+            charts.rectangles(rates, scale_to=100),
+            label="Share of runs that succeeded, day by day over 30 days (full height: 100%)",
+        ),
     ]
 
 
@@ -51,7 +59,9 @@ def dashboard_chart(*, now=None):
         parts = ", ".join(f"{statuses[status]} {status}" for status in STACK_ORDER if statuses.get(status))
         title = f"{hour:%Y-%m-%d %H}:00: {parts or 'no runs'}"
         columns.append(charts.Column(segments=[(statuses.get(s, 0), s) for s in STACK_ORDER], title=title))
-    return _chart(charts.rectangles(columns), label="Runs per hour over the last 24 hours, by status")
+    most = int(charts.tallest(columns))
+    label = f"Runs per hour over the last 24 hours, by status (the tallest: {most} run{'s' if most != 1 else ''})"
+    return _chart(charts.rectangles(columns), label=label)
 
 
 def _chart(bars, *, label):

@@ -24,6 +24,11 @@ class RectangleTests(SimpleTestCase):
         self.assertEqual((bottom.status, bottom.y, bottom.height), ("completed", 20, 60))
         self.assertEqual((top.status, top.y, top.height), ("error", 0, 20))
 
+    def test_with_slots_a_few_columns_keep_their_width_to_the_right(self):
+        bars = rectangles([Column([(1, "completed")], "a")], slots=4, width=100, height=10)
+
+        self.assertEqual([(bar.x, bar.width) for bar in bars], [(75, 23)])
+
     def test_a_chart_of_nothing_draws_nothing(self):
         self.assertEqual(rectangles([]), [])
         self.assertEqual([bar.height for bar in rectangles([Column([(0, "rate")], "day")], scale_to=100)], [])
@@ -45,7 +50,7 @@ class HistoryPageTests(ControlRoomTestCase):
 
         page = self.client.get(reverse("admin:core_parser_change", args=[self.parser.pk])).content.decode()
 
-        self.assertIn("Duration of the last 3 finished runs, by status", page)
+        self.assertIn("Duration of the last 3 finished runs, by status (the tallest: 20.0 s)", page)
         self.assertIn(f'<a href="{reverse("admin:core_run_change", args=[slow.run_id])}">', page)
         tallest = f'height="{HEIGHT}.0" class="parseq-bar parseq-bar-completed">'
         self.assertIn(f"{tallest}<title>{str(slow.run_id)[:8]}: completed, 20.0 s", page)
@@ -62,6 +67,6 @@ class HistoryPageTests(ControlRoomTestCase):
         page = self.client.get(reverse("admin:index")).content.decode()
 
         hour = timezone.localtime().replace(minute=0, second=0, microsecond=0)
-        self.assertIn("Runs per hour over the last 24 hours, by status", page)
+        self.assertIn("Runs per hour over the last 24 hours, by status (the tallest: 3 runs)", page)
         self.assertIn(f"<title>{hour:%Y-%m-%d %H}:00: 2 completed, 1 error</title>", page)
         self.assertEqual(page.count('class="parseq-bar parseq-bar-completed"'), 1)
