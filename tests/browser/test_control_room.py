@@ -6,6 +6,7 @@ import os
 import time
 
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.utils import timezone
 from PIL import Image
 from playwright.sync_api import expect
@@ -165,6 +166,41 @@ class ControlRoomInBrowserTests(TemporaryMediaMixin, AdminPages, BrowserTestCase
         # And what it printed before is kept, and shows up on the page as it arrives
         self.expect_text("waiting for a site that never answers")
         self.assertEqual(Parser.objects.get(name=marker).runs.count(), 1)
+
+    def test_a_user_finds_a_failed_run_by_a_word_of_its_error_and_reads_a_completed_runs_results_on_its_page(self):
+        # Given a failed run among others, and a completed one whose results are a table, JSON and text
+        parser = Parser.objects.create(name="prices", script=ContentFile(b"def parse():\n    return {}\n", "p.py"))
+        Run.objects.create(parser=parser, status=Run.Status.ERROR, error="Traceback ...\nKeyError: 'price'")
+        for _ in range(3):
+            Run.objects.create(parser=parser, status=Run.Status.ERROR, error="TimeoutError: the site did not answer")
+        done = Run.objects.create(parser=parser, status=Run.Status.COMPLETED)
+        results = {
+            "prices.csv": ("text/csv", b"item,price\ntea,3.20\ncoffee,4.10\n"),
+            "prices.json": ("application/json", b'{"tea": 3.2, "coffee": 4.1}'),
+            "notes.md": ("text/markdown", b"# Notes\n\nPrices in euros.\n"),
+        }
+        for name, (_, content) in results.items():
+            default_storage.save(done.stored_path(name), ContentFile(content))
+        entries = [{"name": n, "size": len(c), "content_type": t} for n, (t, c) in results.items()]
+        Run.objects.filter(pk=done.pk).update(files=entries)
+
+        # When the user searches the run list for a word of the error
+        self.visit("/admin/core/run/")
+        self.page.locator("#searchbar").fill("KeyError")
+        self.page.locator("#searchbar").press("Enter")
+
+        # Then only that run is listed, with its error's last line
+        expect(self.page.locator("#result_list tbody tr")).to_have_count(1)
+        expect(self.page.locator("#result_list")).to_contain_text("KeyError: 'price'")
+        self.screenshot("run-list-search")
+
+        # And the completed run's page shows its results readably
+        self.visit(f"/admin/core/run/{done.run_id}/change/")
+        expect(self.page.locator(".parseq-preview-table th").first).to_have_text("item")
+        expect(self.page.locator(".parseq-preview-table")).to_contain_text("coffee")
+        expect(self.page.locator(".parseq-preview-text").first).to_contain_text('"tea": 3.2')
+        expect(self.page.locator(".parseq-preview-text").nth(1)).to_contain_text("Prices in euros.")
+        self.screenshot("run-previews")
 
     def test_the_run_list_follows_its_runs_in_place_and_keeps_what_the_user_ticked(self):
         # Given two running runs in the run list, one of them ticked for an action
