@@ -19,7 +19,7 @@ from parseq.core.models import ERROR_FILENAME, AuditEntry, Run
 
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
-    list_display = ["short_id", "parser_link", "status_badge", "created", "duration", "trigger", "error_line"]
+    list_display = ["short_id", "parser_link", "status_badge", "created", "duration", "trigger", "due", "error_line"]
     list_display_links = None  # the short id is the link (a column of full UUIDs wraps over four lines)
     list_filter = ["status", "parser", "trigger"]
     # The box finds a run by its parser's name, its id (the 8 digits the list shows will do) or its error's text.
@@ -150,7 +150,7 @@ class RunAdmin(admin.ModelAdmin):
         line = display.last_line(run.error)
         return format_html('<span class="parseq-error-line" title="{}">{}</span>', line, line) if line else ""
 
-    @admin.display(description="due (schedule)")
+    @admin.display(description="due (schedule)", ordering="scheduled_for")
     def due(self, run):
         return display.moment(run.scheduled_for) if run.scheduled_for else "-"
 
