@@ -171,8 +171,9 @@ class ControlRoomInBrowserTests(TemporaryMediaMixin, AdminPages, BrowserTestCase
         # Given a failed run among others, and a completed one whose results are a table, JSON and text
         parser = Parser.objects.create(name="prices", script=ContentFile(b"def parse():\n    return {}\n", "p.py"))
         Run.objects.create(parser=parser, status=Run.Status.ERROR, error="Traceback ...\nKeyError: 'price'")
+        long_error = "ProxyError: 403 Forbidden from the egress proxy: " + "the address is not allowed " * 8
         for _ in range(3):
-            Run.objects.create(parser=parser, status=Run.Status.ERROR, error="TimeoutError: the site did not answer")
+            Run.objects.create(parser=parser, status=Run.Status.ERROR, error=long_error)
         done = Run.objects.create(parser=parser, status=Run.Status.COMPLETED)
         results = {
             "prices.csv": ("text/csv", b"item,price\ntea,3.20\ncoffee,4.10\n"),
@@ -184,8 +185,12 @@ class ControlRoomInBrowserTests(TemporaryMediaMixin, AdminPages, BrowserTestCase
         entries = [{"name": n, "size": len(c), "content_type": t} for n, (t, c) in results.items()]
         Run.objects.filter(pk=done.pk).update(files=entries)
 
-        # When the user searches the run list for a word of the error
+        # When the user opens the run list in a 1280 px window, its long errors and all fit
         self.visit("/admin/core/run/")
+        results = self.page.locator("#changelist .results")
+        self.assertLessEqual(*results.evaluate("box => [box.scrollWidth, box.clientWidth]"))
+        self.screenshot("run-list-long-errors")
+        # And searches it for a word of the error
         self.page.locator("#searchbar").fill("KeyError")
         self.page.locator("#searchbar").press("Enter")
 
