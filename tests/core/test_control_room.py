@@ -177,6 +177,17 @@ class RunListTests(ControlRoomTestCase):
                 self.assertEqual(shown, expected)
 
 
+class CancelledLogTests(ControlRoomTestCase):
+    def test_a_run_cancelled_a_moment_ago_says_its_log_is_on_its_way_and_later_that_nothing_was_printed(self):
+        just = Run.objects.create(parser=self.parser, status=Run.Status.CANCELLED, finished_time=timezone.now())
+        long_ago = Run.objects.create(
+            parser=self.parser, status=Run.Status.CANCELLED, finished_time=timezone.now() - timedelta(minutes=1)
+        )
+
+        self.assertContains(self.run_page(just), "Stopping: what it printed until now shows here in a moment.")
+        self.assertContains(self.run_page(long_ago), "Nothing was printed.")
+
+
 class CancelInAdminTests(ControlRoomTestCase):
     def test_the_cancel_button_cancels_a_running_run_and_records_who(self):
         run = Run.objects.create(parser=self.parser, status=Run.Status.RUNNING, started_time=timezone.now())

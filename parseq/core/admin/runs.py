@@ -1,6 +1,7 @@
 """A run's pages: the list, and a run's record with its files, log and what it ran; Cancel."""
 
 import uuid
+from datetime import timedelta
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -10,11 +11,15 @@ from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from parseq.core import display, previews, selectors, services
 from parseq.core.admin.common import owned_objects_go_along
 from parseq.core.models import ERROR_FILENAME, AuditEntry, Run
+
+# How long after a cancel its worker may take to stop the sandbox and write what it printed.
+CANCELLED_LOG_WAIT = timedelta(seconds=15)
 
 
 @admin.register(Run)
@@ -202,7 +207,11 @@ class RunAdmin(admin.ModelAdmin):
     @admin.display(description="log")
     def log_display(self, run):
         if not run.log:
-            return "Nothing was printed." if run.is_finished else "Nothing printed yet: lines show here as they are."
+            if not run.is_finished:
+                return "Nothing printed yet: lines show here as they are."
+            if run.status == Run.Status.CANCELLED and timezone.now() - run.finished_time < CANCELLED_LOG_WAIT:
+                return "Stopping: what it printed until now shows here in a moment."  # its worker writes it
+            return "Nothing was printed."
         tail, shown, total = display.log_tail(run.log)
         context = {"run": run, "tail": tail, "shown": shown, "total": total}
         return render_to_string("admin/core/run/panels/log.html", context)
