@@ -1,4 +1,4 @@
-"""How a worker process learns that one of its runs was cancelled.
+"""How a worker process learns that one of its runs was cancelled (or deleted, with its parser or alone).
 
 One thread per process asks the database about all the runs the process is running, in one
 query twice a second, on a connection it closes again at once: the cost stays the same however
@@ -51,8 +51,13 @@ class CancelWatcher:
                     return
                 watched = dict(self.watched)
             try:
-                cancelled = Run.objects.filter(pk__in=list(watched), status=Run.Status.CANCELLED)
-                for run_id in cancelled.values_list("pk", flat=True):
+                # Cancelled, or deleted (its parser with it): either way its sandbox has nothing left to do.
+                going = set(
+                    Run.objects.filter(pk__in=list(watched))
+                    .exclude(status=Run.Status.CANCELLED)
+                    .values_list("pk", flat=True)
+                )
+                for run_id in watched.keys() - going:
                     watched[run_id].set()
                 if failures:
                     logger.warning("could check for cancelled runs again after %d failed checks", failures)

@@ -62,6 +62,15 @@ def resend_waiting_runs(*, now=None):
     return len(run_ids)
 
 
+def recover_runs_of_the_last_process():
+    """At the start of the all-in-one process on the in-memory broker, the only worker there is: a run still
+    `running` ran in the process before it, and is rerun (or ended) now, not once its lease has lapsed."""
+    rerun, failed = Run.objects.rerun_or_end_all_running(why="worker lost: the all-in-one process was restarted")
+    if rerun or failed:
+        logger.warning("runs of the last process: %d run again, %d ended in error (no attempt left)", rerun, failed)
+    return rerun, failed
+
+
 def resend_enqueued_runs():
     """Send again every `enqueued` run: an in-memory broker loses its queue when the process stops."""
     run_ids = list(Run.objects.filter(status=Run.Status.ENQUEUED).values_list("run_id", flat=True))

@@ -166,6 +166,16 @@ class RunQuerySet(models.QuerySet):
             failed += became == status.ERROR
         return rerun, failed
 
+    def rerun_or_end_all_running(self, *, why):
+        """Every running run has lost its worker (the only one, an all-in-one process, has restarted): each is
+        rerun or ended at once, as a lost one would be once its lease lapsed. Returns (rerun, failed)."""
+        now, status = timezone.now(), self.model.Status
+        became = [
+            self._rerun_or_end(run=run, leaving=Q(), why=why, error=LOST_RUN_ERROR, now=now)
+            for run in self.filter(status=status.RUNNING).select_related("parser")
+        ]
+        return became.count(status.ENQUEUED), became.count(status.ERROR)
+
     def hand_back(self, *, run_id, attempt, why):
         """A stopping worker stopped attempt `attempt`'s sandbox: the run goes to another worker at once as its
         next attempt, or, with none left, ends in error. Returns the status it took (None: it had ended already).

@@ -66,6 +66,31 @@ class CancelTests(TemporaryMediaMixin, TransactionTestCase):
         self.assertIsNotNone(run.finished_time)
         self.assertEqual(self.finished, [(run.run_id, Run.Status.CANCELLED)])
 
+    def test_deleting_a_parser_while_its_run_is_in_the_sandbox_kills_the_sandbox_and_leaves_no_file(self):
+        # Given a run of a parser in a real sandbox, as in the test above
+        marker = f"parseq-delete-{os.getpid()}-{time.monotonic_ns()}"
+        parser = make_parser(HANGING_SCRIPT, filename=f"{marker}.py", timeout=300)
+        run = Run.objects.create(parser=parser)
+        worker = threading.Thread(target=execution.execute_run, kwargs={"run_id": run.run_id})
+        worker.start()
+        self.addCleanup(worker.join, 10)
+        wait_until(lambda: live_processes_with(marker), message="the sandbox to start")
+
+        script = parser.script.name
+
+        # When a user deletes the parser
+        deleted_at = time.monotonic()
+        services.delete_parser(parser=parser, user=self.user, source=AuditEntry.Source.ADMIN)
+
+        # Then the sandbox is gone within 2 s, the worker is done, and storage keeps nothing of the parser
+        wait_until(lambda: not live_processes_with(marker), timeout=2, message="the sandbox to be killed")
+        self.assertLess(time.monotonic() - deleted_at, 2.0)
+        worker.join(timeout=5)
+        self.assertFalse(worker.is_alive())
+        self.assertFalse(Run.objects.filter(pk=run.pk).exists())
+        self.assertFalse(os.path.exists(os.path.join(self.media_dir, script)))
+        self.assertFalse(os.path.exists(os.path.join(self.media_dir, str(run.run_id))))
+
     def test_a_queued_run_that_is_cancelled_never_starts(self):
         parser = make_parser("def parse():\n    return {'a.txt': b'a'}\n")
         run = Run.objects.create(parser=parser)

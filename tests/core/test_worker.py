@@ -151,6 +151,23 @@ class InMemoryBrokerTests(TemporaryMediaMixin, TransactionTestCase):
         self.assertEqual(run.status, Run.Status.ERROR)
         self.assertEqual(run.error, "timed out after 1 s")
 
+    def test_runs_left_running_by_the_last_all_in_one_process_run_again_at_once_or_end(self):
+        parser = make_parser(WORKING_SCRIPT)
+        once = make_parser(WORKING_SCRIPT, name="once", max_attempts=1)
+        left = Run.objects.create(
+            parser=parser, status=Run.Status.RUNNING, worker="host:1:1", heartbeat_time=timezone.now()
+        )
+        last_attempt = Run.objects.create(parser=once, status=Run.Status.RUNNING, worker="host:1:1")
+
+        with in_process_worker():
+            self.assertEqual(housekeeping.recover_runs_of_the_last_process(), (1, 1))
+            wait_until(finished(left), message="the rerun")
+
+        self.assertEqual((left.status, left.attempt), (Run.Status.COMPLETED, 2))
+        self.assertEqual(left.attempts[0]["why"], "worker lost: the all-in-one process was restarted")
+        last_attempt.refresh_from_db()
+        self.assertEqual(last_attempt.status, Run.Status.ERROR)
+
     def test_runs_left_enqueued_by_a_stopped_in_memory_broker_are_sent_again(self):
         parser = make_parser(WORKING_SCRIPT)
         left_behind = [Run.objects.create(parser=parser) for _ in range(3)]

@@ -20,6 +20,12 @@ class Command(BaseCommand):
 
     def handle(self, *, host, port, **options):
         bound_waits_of_this_service()
+        if not settings.BROKER_URL:  # before this process's worker claims runs of its own
+            rerun, failed = housekeeping.recover_runs_of_the_last_process()
+            if rerun or failed:
+                self.stdout.write(
+                    f"Runs the last process was running: {rerun} run again, {failed} ended (no attempt left)."
+                )
         worker = dramatiq.Worker(dramatiq.get_broker(), worker_threads=settings.INPROCESS_WORKER_THREADS)
         worker.start()
         stopping = threading.Event()
@@ -37,5 +43,5 @@ class Command(BaseCommand):
             stopping.set()
             scheduler.join(timeout=10)
             # Do not wait for long runs: their sandboxes die with this process, and the runs
-            # end as "worker lost" (or, still enqueued, are sent again) when Parseq starts next.
+            # run again (or, still enqueued, are sent again) when Parseq starts next.
             worker.stop(timeout=5000)
