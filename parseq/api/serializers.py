@@ -219,7 +219,7 @@ class RunSerializer(serializers.ModelSerializer):
         return self._absolute(reverse("api:run-archive", args=[run.run_id]))
 
     def get_error_url(self, run) -> str | None:
-        if run.status != Run.Status.ERROR:
+        if not run.has_reason:
             return None
         return self._absolute(reverse("download", args=[run.run_id, ERROR_FILENAME]))
 

@@ -62,8 +62,9 @@ def run_file_response(request, *, run, filename):
 
 
 def error_response(run):
-    if run.status != Run.Status.ERROR:
-        raise Http404("This run has no error.")
+    """A failed run's error, or a cancelled or skipped run's reason, as error.txt."""
+    if not run.has_reason:
+        raise Http404("This run has no error or reason: it completed, or has not ended.")
     response = HttpResponse(run.error + "\n", content_type="text/plain; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="error.txt"'
     return as_download(response)

@@ -5,6 +5,7 @@ never both; a new parser needs one. Before it is saved a new script is checked, 
 the stored one when restricted mode is switched on.
 """
 
+import codecs
 import os
 
 from django.core.exceptions import ValidationError
@@ -27,7 +28,7 @@ def incoming_script(*, upload, text, parser, parser_name, restricted):
     """
     if upload is not None and text is not None:
         raise ValidationError({"script_text": BOTH_GIVEN})
-    script = script_from_text(text=text, parser_name=parser_name) if text is not None else upload
+    script = script_from_text(text=text, parser_name=parser_name) if text is not None else without_bom(upload)
     stored = parser.script if parser is not None and parser.pk and parser.script else None
     if script is None and stored is None:
         raise ValidationError({"script": NONE_GIVEN})
@@ -55,7 +56,22 @@ def check_script(*, uploaded_file, restricted):
 def script_from_text(*, text, parser_name):
     """A script written as text, as an upload named after its parser."""
     filename = f"{slugify(parser_name).replace('-', '_') or 'parser'}.py"
-    return SimpleUploadedFile(filename, text.encode("utf-8"), content_type="text/x-python")
+    return SimpleUploadedFile(filename, text.removeprefix("\ufeff").encode("utf-8"), content_type="text/x-python")
+
+
+def without_bom(upload):
+    """The upload without the byte order mark that Windows editors (Notepad) put before UTF-8 text, if it has one.
+
+    Python reads a script with one, but the restricted policy's compiler and the editor would not.
+    """
+    if upload is None:
+        return None
+    upload.seek(0)
+    content = upload.read(MAX_SCRIPT_BYTES + 1)
+    upload.seek(0)
+    if not content.startswith(codecs.BOM_UTF8) or upload.size > MAX_SCRIPT_BYTES:
+        return upload  # a script too large is refused as it is
+    return SimpleUploadedFile(upload.name, content[len(codecs.BOM_UTF8) :], content_type="text/x-python")
 
 
 def script_source(*, parser):

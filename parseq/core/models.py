@@ -282,6 +282,11 @@ class Run(models.Model):
         return self.status not in self.ACTIVE_STATUSES
 
     @property
+    def has_reason(self):
+        """Whether the run ended with an error or a reason (cancelled by whom, skipped why): its error.txt."""
+        return self.is_finished and self.status != self.Status.COMPLETED and bool(self.error)
+
+    @property
     def refused_by_the_broker(self):
         """Whether the run ended because the broker did not take it (`Run.objects.fail_unsent`)."""
         return self.status == self.Status.ERROR and self.error.startswith(UNSENT_ERROR)

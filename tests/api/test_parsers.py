@@ -1,5 +1,6 @@
 """/api/parsers/: who may do what, uploads with the admin's checks, schedules, environment, Run now."""
 
+import codecs
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
@@ -93,6 +94,15 @@ class UploadTests(ParserApiTestCase):
         self.assertEqual(response.status_code, 201, response.content)
         self.assertEqual(response.json()["script_name"], "my_rates.py")
         self.assertEqual(self.client.get(f"{LIST}{response.json()['id']}/script/").content, VALID)
+
+    def test_a_utf8_script_saved_with_a_byte_order_mark_is_taken_and_stored_without_it(self):
+        # As Windows Notepad saves UTF-8: a mark the restricted policy's compiler would choke on
+        uploaded = self.upload(codecs.BOM_UTF8 + VALID)
+        written = self.client.post(LIST, {"name": "typed", "script_text": "\ufeff" + VALID.decode()}, format="json")
+
+        self.assertEqual((uploaded.status_code, written.status_code), (201, 201), uploaded.content)
+        for body in (uploaded.json(), written.json()):
+            self.assertEqual(self.client.get(f"{LIST}{body['id']}/script/").content, VALID)
 
     def test_a_broken_script_is_refused_with_line_and_reason_and_nothing_is_stored(self):
         response = self.upload(b"import numpy\n\ndef parse(url):\n    return {}\n")

@@ -56,6 +56,23 @@ class DownloadTests(TemporaryMediaMixin, TestCase):
         self.assertEqual(response["Content-Disposition"], 'attachment; filename="error.txt"')
         self.assertEqual(response["X-Content-Type-Options"], "nosniff")
 
+    def test_a_cancelled_or_skipped_runs_reason_is_served_as_error_txt_too(self):
+        for status, reason in [
+            (Run.Status.CANCELLED, "cancelled by alice"),
+            (Run.Status.SKIPPED, "Skipped: due at ..."),
+        ]:
+            with self.subTest(status=status):
+                run = Run.objects.create(parser=self.parser, status=status, error=reason)
+
+                response = self.client.get(f"/{run.run_id}/error.txt")
+
+                self.assertEqual((response.status_code, response.content), (200, f"{reason}\n".encode()))
+
+    def test_a_running_run_has_no_error_txt_yet_even_with_a_note(self):
+        run = Run.objects.create(parser=self.parser, status=Run.Status.ENQUEUED, error="not sent yet: ...")
+
+        self.assertEqual(self.client.get(f"/{run.run_id}/error.txt").status_code, 404)
+
     def test_unknown_runs_files_and_ids_are_404(self):
         run = self.completed_run({"a.txt": (b"a", "text/plain")})
         for url in [f"/{uuid.uuid4()}/a.txt", f"/{run.run_id}/b.txt", f"/{run.run_id}/error.txt", "/not-a-uuid/a.txt"]:
