@@ -1,12 +1,13 @@
 from datetime import UTC
 
 from django import forms
+from django.db.models import Q
 from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
-from parseq.core.models import AuditEntry, Run
+from parseq.core.models import AuditEntry, Parser, Run
 
 LARGEST_ID = 2**63 - 1
 
@@ -47,6 +48,21 @@ class RunFilter(filters.FilterSet):
     class Meta:
         model = Run
         fields = ["parser", "status", "trigger", "created_after", "created_before", "ordering"]
+
+
+class ParserFilter(filters.FilterSet):
+    # As the admin's search box: a word of the name or the description (never of a secret: script, variables).
+    search = filters.CharFilter(method="search_words", help_text="A word of the parser's name or description.")
+    enabled = filters.BooleanFilter(help_text="Whether its automatic runs are on.")
+
+    class Meta:
+        model = Parser
+        fields = ["search", "enabled"]
+
+    def search_words(self, queryset, name, value):
+        for word in value.split():
+            queryset = queryset.filter(Q(name__icontains=word) | Q(description__icontains=word))
+        return queryset
 
 
 class AuditEntryFilter(filters.FilterSet):

@@ -11,7 +11,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from parseq.api.filters import AuditEntryFilter, RunFilter
+from parseq.api.filters import AuditEntryFilter, ParserFilter, RunFilter
 from parseq.api.parsers import StrictMultiPartParser
 from parseq.api.permissions import PublicDownloads
 from parseq.api.renderers import AnyContentRenderer
@@ -51,6 +51,7 @@ class RunAlreadyEnded(exceptions.APIException):
 )
 class ParserViewSet(viewsets.ModelViewSet):
     serializer_class = ParserSerializer
+    filterset_class = ParserFilter
     lookup_value_regex = "[0-9]{1,18}"  # ids the database can hold; anything else is a 404
     parser_classes = [StrictMultiPartParser, JSONParser]
     action_permissions = {

@@ -55,7 +55,10 @@ def _repeats_a_wall_time(moment, zone):
 
 def cron_trigger(expression, *, timezone, start_date=None):
     """The trigger of a cron expression in a timezone; ValueError naming the problem if it is not one."""
-    expression = CRON_MACROS.get(expression.strip().lower(), expression)
+    macro = expression.strip().lower()
+    if macro.startswith("@") and macro not in CRON_MACROS:
+        raise ValueError(f"{expression.strip()!r} is not a macro; the macros are {', '.join(CRON_MACROS)}")
+    expression = CRON_MACROS.get(macro, expression)
     fields = expression.split()
     if len(fields) != 5:
         raise ValueError(f"it has {len(fields)} field(s), not five")

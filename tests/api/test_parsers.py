@@ -104,6 +104,19 @@ class UploadTests(ParserApiTestCase):
         for body in (uploaded.json(), written.json()):
             self.assertEqual(self.client.get(f"{LIST}{body['id']}/script/").content, VALID)
 
+    def test_the_list_is_searched_by_words_of_the_name_or_description_and_filtered_by_enabled(self):
+        Parser.objects.create(name="Oslo weather", description="hourly", script="scripts/a.py", enabled=False)
+        Parser.objects.create(name="Rates", description="weather of the markets", script="scripts/b.py")
+        Parser.objects.create(name="News", script="scripts/c.py")
+
+        def names(query):
+            return [parser["name"] for parser in self.client.get(f"{LIST}?{query}").json()["results"]]
+
+        self.assertEqual(names("search=weather"), ["Oslo weather", "Rates"])
+        self.assertEqual(names("search=oslo%20WEATHER"), ["Oslo weather"])
+        self.assertEqual(names("search=nothing"), [])
+        self.assertEqual(names("enabled=false"), ["Oslo weather"])
+
     def test_a_broken_script_is_refused_with_line_and_reason_and_nothing_is_stored(self):
         response = self.upload(b"import numpy\n\ndef parse(url):\n    return {}\n")
 

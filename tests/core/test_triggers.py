@@ -99,6 +99,10 @@ class CronMeaningTests(SimpleTestCase):
 
         self.assertEqual(times, [utc(2026, 11, 30, 9), utc(2026, 12, 1, 9), utc(2026, 12, 7, 9)])
 
+    def test_an_unknown_macro_is_refused_as_one_naming_the_known_ones(self):
+        with self.assertRaisesRegex(ValidationError, r"'@often' is not a macro; the macros are @yearly, .*@hourly"):
+            validate_cron("@often")
+
     def test_macros_are_understood(self):
         self.assertEqual(fire_times(cron_trigger("@daily", timezone=UTC), after=NOW, count=1), [utc(2026, 11, 29)])
         self.assertEqual(fire_times(cron_trigger("@hourly", timezone=UTC), after=NOW, count=1), [utc(2026, 11, 28, 12)])
