@@ -11,6 +11,7 @@ from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.utils.cache import get_conditional_response
 from django.utils.http import content_disposition_header, http_date, parse_http_date_safe
+from django.utils.text import slugify
 
 from parseq.core.models import ERROR_FILENAME, Run
 
@@ -80,7 +81,9 @@ def archive_response(*, run):
         raise Http404("This run has not finished, or it was skipped: it has no files.")
     stamp = run.finished_time.utctimetuple()[:6] if run.finished_time else (1980, 1, 1, 0, 0, 0)
     response = StreamingHttpResponse(_zip_chunks(run, members, stamp), content_type="application/zip")
-    response["Content-Disposition"] = content_disposition_header(True, f"{run.run_id}.zip")
+    # Named after what it is (`rates-1a2b3c4d.zip`): a folder of `<uuid>.zip` files tells nobody anything.
+    name = f"{slugify(run.parser.name) or 'run'}-{str(run.run_id)[:8]}.zip"
+    response["Content-Disposition"] = content_disposition_header(True, name)
     return as_download(response)
 
 

@@ -9,6 +9,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.test import override_settings
 from django.utils import timezone
+from django.utils.text import slugify
 from rest_framework.test import APITestCase
 
 from parseq.core.models import Run
@@ -288,7 +289,8 @@ class ArchiveTests(RunApiTestCase):
 
         self.assertEqual(response.status_code, 200)
         self.assertEqual(response["Content-Type"], "application/zip")
-        self.assertEqual(response["Content-Disposition"], f'attachment; filename="{run.run_id}.zip"')
+        name = f"{slugify(self.parser.name)}-{str(run.run_id)[:8]}.zip"  # named after what it holds
+        self.assertEqual(response["Content-Disposition"], f'attachment; filename="{name}"')
         archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
         self.assertEqual(archive.namelist(), ["a.txt", "b.bin"])
         self.assertEqual((archive.read("a.txt"), archive.read("b.bin")), (b"alpha", DATA))
