@@ -23,7 +23,14 @@ from runner.protocol import LimitExceeded, ProtocolViolation, ResultReader, Scri
 from runner.sandbox import BOOTSTRAP, RESTRICTED_POLICY
 from runner.sandbox.self_jail import FILES_PER_TMPFS
 from runner.sandbox_user import chown_tree
-from runner.supervisor import CANCEL_CHECK_SECONDS, LogCollector, SandboxRun, SandboxSetupError, child_limits
+from runner.supervisor import (
+    CANCEL_CHECK_SECONDS,
+    LogCollector,
+    SandboxRun,
+    SandboxSetupError,
+    child_limits,
+    secret_holdback,
+)
 
 JAIL_WORKDIR = "/sandbox/work"
 JAIL_BOOTSTRAP = "/sandbox/bootstrap.py"
@@ -161,7 +168,7 @@ class DockerBackend:
             container = client.containers.create(**spec)
             container.start()
             stopped = self.wait(container, deadline=time.monotonic() + limits.wall_time, cancelled=cancelled)
-            log = LogCollector(limits.log_bytes)
+            log = LogCollector(limits.log_bytes, holdback=secret_holdback(variables or {}))
             for chunk in container.logs(stdout=True, stderr=True, stream=True):
                 log.feed(chunk)
             exit_code = container.wait(timeout=10).get("StatusCode") if stopped == EXITED else None

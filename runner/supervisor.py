@@ -221,12 +221,21 @@ def child_limits(
     )
 
 
-class LogCollector:
-    """Keeps the first `limit` bytes of the script's output and counts the rest; `sink` is told what it keeps."""
+def secret_holdback(variables: Mapping[str, str]) -> int:
+    """How many bytes before a cut may hold the start of a variable's value, in any form (URL-encoded: 3 x)."""
+    return max((3 * len(str(value).encode()) for value in variables.values()), default=0)
 
-    def __init__(self, limit: int, sink: Callable[[bytes], None] | None = None) -> None:
+
+class LogCollector:
+    """Keeps the first `limit` bytes of the script's output and counts the rest; `sink` is told what it keeps.
+
+    When output is dropped, the last `holdback` bytes kept go too (secret_holdback).
+    """
+
+    def __init__(self, limit: int, sink: Callable[[bytes], None] | None = None, holdback: int = 0) -> None:
         self.limit = limit
         self.sink = sink
+        self.holdback = holdback
         self.kept = bytearray()
         self.dropped = 0
 
@@ -238,9 +247,15 @@ class LogCollector:
             self.sink(chunk[:room])
 
     def text(self) -> str:
-        text = self.kept.decode("utf-8", errors="replace")
-        if self.dropped:
-            text += f"\n[log truncated: {self.dropped} more bytes dropped, the limit is {format_size(self.limit)}]\n"
+        kept, dropped = bytes(self.kept), self.dropped
+        if dropped and self.holdback:
+            # A variable's value cut in two by the limit would escape the masking of secrets: what may be
+            # the start of one goes too.
+            cut = max(len(kept) - self.holdback, 0)
+            kept, dropped = kept[:cut], dropped + len(kept) - cut
+        text = kept.decode("utf-8", errors="replace")
+        if dropped:
+            text += f"\n[log truncated: {dropped} more bytes dropped, the limit is {format_size(self.limit)}]\n"
         return text
 
 
@@ -266,7 +281,7 @@ class Supervisor:
         self.uid = run.uid
         self.wrapper_reports_signals = wrapper_reports_signals
         self.limits = run.limits
-        self.log = LogCollector(run.limits.log_bytes, sink=run.log_sink)
+        self.log = LogCollector(run.limits.log_bytes, sink=run.log_sink, holdback=secret_holdback(run.variables))
         self.result = ResultReader(run.out_dir, run.limits)
         self.selector = selectors.DefaultSelector()
         self.selector.register(log_fd, selectors.EVENT_READ, self.log.feed)

@@ -1,5 +1,7 @@
 """The REST API's views. They only call services and selectors."""
 
+import re
+
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -168,7 +170,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     )
     def log(self, request, run_id=None):
         offset = request.query_params.get("offset", "0")
-        if not offset.isdigit():
+        if not re.fullmatch(r"[0-9]{1,18}", offset):  # ASCII digits only: "²".isdigit() is true
             raise exceptions.ValidationError({"offset": "A number of bytes from the start of the log: 0 or more."})
         log = self.get_object().log.encode()
         response = HttpResponse(log[int(offset) :], content_type="text/plain; charset=utf-8")

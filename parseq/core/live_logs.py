@@ -6,8 +6,8 @@ PARSEQ_LIVE_LOG_MS, in one UPDATE for all of them, on a connection it closes aga
 statement per process per round, not per run, and no connection is held while sandboxes run.
 
 Only whole lines go out, each round's text with the parser's variables' values masked: a value is
-never shown in part because a round ended in its middle (one that spans lines is masked only within
-each round's text). The run's final log, written as it ends, replaces the live one.
+never shown in part because a round ended in its middle; a parser with a value that spans lines
+shows no live log. The run's final log, written as it ends, replaces the live one.
 """
 
 import logging
@@ -39,7 +39,13 @@ class LiveLog:
             self.printed += chunk
 
     def unwritten_lines(self):
-        """(the whole lines printed since those written, masked, or ""; where they end, for `written`)."""
+        """(the whole lines printed since those written, masked, or ""; where they end, for `written`).
+
+        A variable whose value spans lines (a PEM key) could be shown in part by a round that ends between
+        them: such a parser's runs show their log when they end, masked as a whole.
+        """
+        if any("\n" in str(value) for value in (self.environment or {}).values()):
+            return "", self.written
         with self.lock:
             end = self.printed.rfind(b"\n") + 1
             if end <= self.written:

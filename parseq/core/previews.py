@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 PREVIEW_BYTES = 64 * 1024
 PREVIEW_ROWS = 100
 PREVIEWS_PER_RUN = 5  # a run with a thousand files does not read a thousand prefixes for one page
+SNIFF_CHARS = 2048
 TABLE_TYPES = {"text/csv": ",", "text/tab-separated-values": "\t"}
 JSON_TYPES = ("application/json",)
 TEXT_TYPES = ("text/plain", "text/markdown", "text/x-markdown")
@@ -55,13 +56,16 @@ def preview(*, name, content_type, prefix):
     if kind == "table":
         if partial:  # the last line may be cut short
             text = text[: text.rfind("\n") + 1] or text
-        header, rows = _table(text, delimiter=TABLE_TYPES[content_type])
-        return Preview(name=name, kind=kind, header=header, rows=rows, partial=partial or len(rows) == PREVIEW_ROWS)
+        try:
+            header, rows = _table(text, delimiter=TABLE_TYPES[content_type])
+            return Preview(name=name, kind=kind, header=header, rows=rows, partial=partial or len(rows) == PREVIEW_ROWS)
+        except csv.Error:
+            pass  # not a table after all (a bare carriage return in a field, say): shown as text
     if kind == "json" and not partial:
         try:
             return Preview(name=name, kind=kind, text=json.dumps(json.loads(text), indent=2, ensure_ascii=False))
-        except ValueError:
-            pass  # not JSON after all: shown as text
+        except (ValueError, RecursionError):
+            pass  # not JSON after all, or nested deeper than Python parses: shown as text
     return Preview(name=name, kind="text", text=text, partial=partial)
 
 
@@ -82,10 +86,11 @@ def _prefix(run, entry):
 
 def _table(text, *, delimiter):
     """(header, up to PREVIEW_ROWS rows); the header is [] when the first row looks like data."""
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     rows = [row for _, row in zip(range(PREVIEW_ROWS + 1), reader, strict=False)]
     try:
-        has_header = csv.Sniffer().has_header(text[:8192])
+        # A small sample: the sniffer's expressions take seconds on some texts a script could write.
+        has_header = csv.Sniffer().has_header(text[:SNIFF_CHARS])
     except csv.Error:
         has_header = False
     if has_header and rows:

@@ -29,7 +29,8 @@ def success_rate(*, parser, last=20):
 def recent_finished(*, parser, last=50):
     """The parser's last `last` runs that started and ended, oldest first (for its history chart)."""
     runs = parser.runs.filter(started_time__isnull=False, finished_time__isnull=False).order_by("-created_time")
-    return list(reversed(runs.only("run_id", "status", "created_time", "started_time", "finished_time")[:last]))
+    fields = ["run_id", "parser_id", "status", "created_time", "started_time", "finished_time"]
+    return list(reversed(runs.only(*fields)[:last]))
 
 
 def daily_success(*, parser, now, days=30):

@@ -182,7 +182,7 @@ class DetailTests(RunApiTestCase):
     def test_an_offset_that_is_not_a_number_of_bytes_is_a_400_naming_it(self):
         run = Run.objects.create(parser=self.parser, status="running", log="a\n")
 
-        for offset in ("-1", "x", "1.5", ""):
+        for offset in ("-1", "x", "1.5", "", "²", "\u0661", "1" * 5000):  # "²".isdigit() is true (found by an attacker)
             with self.subTest(offset=offset):
                 response = self.client.get(f"{LIST}{run.run_id}/log?offset={offset}", HTTP_ACCEPT="application/json")
 

@@ -293,6 +293,13 @@ class ParserPageTests(ControlRoomTestCase):
         self.assertContains(response, "def parse():\n    return {&#x27;a.txt&#x27;: b&#x27;a&#x27;}")
         self.assertContains(response, 'class="parseq-editor"')
 
+    def test_the_stored_script_links_its_source_not_a_media_url_parseq_never_serves(self):
+        page = self.client.get(reverse("admin:core_parser_change", args=[self.parser.pk])).content.decode()
+
+        self.assertIn(f'Currently: <a href="/api/parsers/{self.parser.pk}/script/">{self.parser.script.name}</a>', page)
+        self.assertNotIn("media-is-not-served", page)
+        self.assertNotIn("script-clear", page)  # a parser always has a script: nothing to clear
+
     def test_an_edited_script_text_replaces_the_script(self):
         edited = "def parse():\n    return {'b.txt': b'b'}\n"
 

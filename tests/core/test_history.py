@@ -2,7 +2,11 @@
 
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.db import connection
 from django.test import SimpleTestCase
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -59,6 +63,30 @@ class HistoryPageTests(ControlRoomTestCase):
         self.assertIn(f"<title>{today}: 1 of 2 succeeded (50%)</title>", page)
         self.assertIn(f"<title>{today - timedelta(days=1)}: 1 of 1 succeeded (100%)</title>", page)
         self.assertNotIn("<script", page.split("parseq-charts")[1].split("</div>")[0])
+
+    def test_the_charts_cost_the_same_few_queries_however_many_runs_there_are(self):
+        self.finished_run(Run.Status.COMPLETED, 1)
+        self.client.get(reverse("admin:core_parser_change", args=[self.parser.pk]))  # fills the caches
+        with CaptureQueriesContext(connection) as few:
+            self.client.get(reverse("admin:core_parser_change", args=[self.parser.pk]))
+        for _ in range(30):
+            self.finished_run(Run.Status.COMPLETED, 1)
+        with CaptureQueriesContext(connection) as many:
+            self.client.get(reverse("admin:core_parser_change", args=[self.parser.pk]))
+
+        self.assertEqual(len(many), len(few), [q["sql"][:150] for q in many])  # not one per run (found by an attacker)
+
+    def test_who_may_not_read_runs_sees_no_runs_charts_or_errors_on_a_parsers_page(self):
+        Run.objects.create(parser=self.parser, status=Run.Status.ERROR, error="internal-db.corp:5432 refused")
+        reader = get_user_model().objects.create_user("reader", is_staff=True)
+        reader.user_permissions.add(Permission.objects.get(codename="view_parser"))
+        self.client.force_login(reader)
+
+        page = self.client.get(reverse("admin:core_parser_change", args=[self.parser.pk])).content.decode()
+
+        self.assertIn("rates", page)
+        self.assertNotIn("internal-db.corp", page)
+        self.assertNotIn("parseq-chart", page)
 
     def test_the_dashboard_charts_the_last_24_hours_of_runs_by_status(self):
         for status in (Run.Status.COMPLETED, Run.Status.COMPLETED, Run.Status.ERROR):

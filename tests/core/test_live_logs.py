@@ -69,6 +69,15 @@ class LiveLogTests(TemporaryMediaMixin, TestCase):
 
         self.assertEqual((self.log_of(ended), self.log_of(rerun)), ("the final log\n", ""))
 
+    def test_a_parser_with_a_value_that_spans_lines_shows_no_live_log(self):
+        # Masked round by round, a value in two lines could show in part (found by an attacker)
+        run = self.running()
+        live = self.logs.follow(run_id=run.run_id, attempt=1, environment={"KEY": "-----BEGIN\nsecret-----"})
+        live.feed(b"token -----BEGIN\n")
+
+        self.assertEqual(self.logs.write(), 0)
+        self.assertEqual(self.log_of(run), "")
+
     def test_a_forgotten_run_is_written_no_more(self):
         run = self.running()
         live = self.follow(run)

@@ -46,6 +46,14 @@ class PreviewTests(SimpleTestCase):
         self.assertEqual((broken.kind, broken.text), ("text", '{"cut": '))
         self.assertEqual((large.kind, len(large.text), large.partial), ("text", PREVIEW_BYTES, True))
 
+    def test_a_csv_that_is_no_table_or_json_nested_too_deep_is_shown_as_text_not_an_error(self):
+        # Both made the run page a 500 (found by an attacker)
+        carriage = preview(name="a.csv", content_type="text/csv", prefix=b"name,price\na\rb,1\n")
+        deep = preview(name="a.json", content_type="application/json", prefix=b"[" * 20000 + b"]" * 20000)
+
+        self.assertEqual(carriage.kind, "table")  # read as a table: a carriage return inside a field is data
+        self.assertEqual(deep.kind, "text")
+
     def test_text_and_markdown_are_shown_as_text_and_invalid_utf8_does_not_break_the_page(self):
         shown = preview(name="notes.md", content_type="text/markdown", prefix=b"# Rates\n\xff up\n")
 

@@ -15,6 +15,7 @@ import runner
 from parseq.core.execution import warm_preload
 from parseq.core.validation import allowed_modules, sandbox_modules
 from runner.subprocess_jail import SubprocessJail
+from runner.supervisor import LogCollector, secret_holdback
 from tests.helpers import live_processes_with, require, wait_until, write_script
 
 # As root (with util-linux and iproute2), the subprocess backend isolates the network like the jail.
@@ -247,6 +248,21 @@ class LogTests(SandboxTestCase):
         self.assertEqual(outcome.status, runner.COMPLETED)
         self.assertTrue(outcome.log.startswith("x" * 1024))
         self.assertIn("[log truncated: 3977 more bytes dropped, the limit is 1 KiB]", outcome.log)
+
+    def test_a_variables_value_cut_by_the_log_limit_is_not_kept_in_part(self):
+        # Parseq masks a value by its whole, later: a part of one kept at the cut would escape (found by an attacker)
+        log = LogCollector(42, holdback=secret_holdback({"API_KEY": "SUPERSECRET"}))  # 3 x 11 bytes may go
+        log.feed(b"fetched 3 rows\n" + b"key=SUPERSECRET\n" * 5)  # the limit falls in "key=SUPERS|ECRET"
+
+        kept, marker = log.text().split("\n[log truncated: ")
+        self.assertEqual(kept, "fetched 3")
+        self.assertEqual(marker, "86 more bytes dropped, the limit is 42 bytes]\n")
+
+    def test_without_variables_the_log_keeps_all_it_may(self):
+        log = LogCollector(4)
+        log.feed(b"abcdef")
+
+        self.assertTrue(log.text().startswith("abcd\n[log truncated: 2 more bytes dropped"))
 
     def test_the_log_of_a_failed_run_is_kept(self):
         outcome = self.run_source("def parse():\n    print('step one done')\n    raise RuntimeError('boom')\n")

@@ -1,6 +1,7 @@
 """The parser form: the script as a file or as text, ports and variables as people write them."""
 
 from django import forms
+from django.urls import reverse
 
 from parseq.core import intake
 from parseq.core.environment import MASK, masked_text, parse_environment_text
@@ -19,6 +20,24 @@ class PortsField(forms.CharField):
         if not all(word.isascii() and word.isdigit() for word in words):
             raise forms.ValidationError("Give port numbers separated by commas, as 8080, 8443.")
         return [int(word) for word in words]
+
+
+class ScriptInput(forms.FileInput):
+    """The stored script's name, linking its source, then a file input; no "clear": a parser always has a script."""
+
+    template_name = "admin/core/parser/script_input.html"
+
+    def __init__(self, *, source_url, attrs=None):
+        super().__init__(attrs)
+        self.source_url = source_url
+
+    def is_initial(self, value):
+        return bool(value and getattr(value, "name", None))
+
+    def get_context(self, name, value, attrs):
+        context = super().get_context(name, value, attrs)
+        context["widget"].update(is_initial=self.is_initial(value), value=value, source_url=self.source_url)
+        return context
 
 
 class ParserForm(forms.ModelForm):
@@ -53,6 +72,8 @@ class ParserForm(forms.ModelForm):
         self.fields["environment_text"].initial = masked_text(self.instance.environment or {})
         self.fields["script"].required = False  # a script may come as text instead; clean() requires one
         if self.instance.pk and self.instance.script:
+            source_url = reverse("api:parser-script", args=[self.instance.pk])
+            self.fields["script"].widget = ScriptInput(source_url=source_url, attrs={"accept": ".py"})
             try:
                 self.fields["script_text"].initial = intake.script_source(parser=self.instance)
             except OSError as error:

@@ -97,6 +97,9 @@ class ParserAdmin(admin.ModelAdmin):
         ]
         if obj is None:
             return _without(fieldsets, sections=["History"])  # a new parser has no history yet
+        if not request.user.has_perm("core.view_run"):
+            # Its runs (errors, charts, success rate) are for those who may read runs, as in the run list.
+            fieldsets = _without(fieldsets, fields=["recent_runs"])
         if not self.has_change_permission(request, obj):
             # Readers see the names of the variables, not their values; no script, no webhook URL.
             fieldsets = _without(fieldsets, fields=self.SECRET_FIELDS)
