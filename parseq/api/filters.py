@@ -17,6 +17,14 @@ class IdFilter(filters.Filter):
     field_class = forms.IntegerField
 
 
+@extend_schema_field(OpenApiTypes.BOOL)
+class TrueOrFalseFilter(filters.TypedChoiceFilter):
+    """`true` or `false`, and a 400 for anything else (django-filter's BooleanFilter ignores what it cannot read)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(choices=[("true", "true"), ("false", "false")], coerce=lambda value: value == "true", **kwargs)
+
+
 class MomentField(IsoDateTimeField):
     """An ISO 8601 moment, given to the database in UTC: PostgreSQL refuses offsets past 15:59 (-17:52 is valid
     ISO 8601), and a moment must exist in UTC too (0001-01-01T00:00-05:00 would be in the year 0).
@@ -53,7 +61,7 @@ class RunFilter(filters.FilterSet):
 class ParserFilter(filters.FilterSet):
     # As the admin's search box: a word of the name or the description (never of a secret: script, variables).
     search = filters.CharFilter(method="search_words", help_text="A word of the parser's name or description.")
-    enabled = filters.BooleanFilter(help_text="Whether its automatic runs are on.")
+    enabled = TrueOrFalseFilter(help_text="Whether its automatic runs are on: true or false.")
 
     class Meta:
         model = Parser

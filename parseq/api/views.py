@@ -110,7 +110,7 @@ class ParserViewSet(viewsets.ModelViewSet):
         return Response(self.get_object().environment or {}, headers={"Cache-Control": "no-store"})
 
     @extend_schema(summary="Who did what to a parser, newest first", responses={200: AuditEntrySerializer(many=True)})
-    @action(detail=True)
+    @action(detail=True, filter_backends=[])  # the list's filters are the parsers', not the trail's
     def audit(self, request, pk=None):
         entries = self.paginate_queryset(audit.entries_of(parser=self.get_object()))
         return self.get_paginated_response(AuditEntrySerializer(entries, many=True).data)

@@ -116,6 +116,7 @@ class UploadTests(ParserApiTestCase):
         self.assertEqual(names("search=oslo%20WEATHER"), ["Oslo weather"])
         self.assertEqual(names("search=nothing"), [])
         self.assertEqual(names("enabled=false"), ["Oslo weather"])
+        self.assertEqual(self.client.get(f"{LIST}?enabled=-58800").status_code, 400)  # found by schemathesis
 
     def test_a_broken_script_is_refused_with_line_and_reason_and_nothing_is_stored(self):
         response = self.upload(b"import numpy\n\ndef parse(url):\n    return {}\n")
