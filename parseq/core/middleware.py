@@ -137,7 +137,7 @@ class Draining(Middleware):
 
     def __init__(self):
         self.consumers_stopping = threading.Event()
-        self.shut_down = threading.Event()
+        self.shut_down = threading.Event()  # a new one each shutdown: an in-process worker may start again
 
     def before_worker_shutdown(self, broker, worker):
         from django.conf import settings
@@ -148,7 +148,7 @@ class Draining(Middleware):
         logger.warning("stopping: no new run; runs still going in %d s are handed back", settings.DRAIN_SECONDS)
         arguments = {"worker": worker, "stopping": self.consumers_stopping}
         threading.Thread(target=give_back_prefetched, kwargs=arguments, name="parseq-drain", daemon=True).start()
-        self.shut_down = threading.Event()
+        self.shut_down = threading.Event()  # this shutdown's: set once it has ended (after_worker_shutdown)
         watchdog = {"seconds": settings.DRAIN_SECONDS + SHUTDOWN_HANG_SECONDS, "shut_down": self.shut_down}
         threading.Thread(target=end_a_hung_shutdown, kwargs=watchdog, name="parseq-watchdog", daemon=True).start()
 

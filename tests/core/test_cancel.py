@@ -35,10 +35,12 @@ class CancelTests(TemporaryMediaMixin, TransactionTestCase):
     def record_finished(self, sender, run_id, status, **kwargs):
         self.finished.append((run_id, status))
 
-    def test_a_running_run_has_its_sandbox_killed_within_two_seconds_and_ends_cancelled(self):
-        # Given a script that hangs, running in a real sandbox in a worker thread
-        marker = f"parseq-cancel-{os.getpid()}-{time.monotonic_ns()}"
-        # (the script's name is on the sandbox's command line: it tells its processes apart)
+    def start_a_hanging_run(self, kind):
+        """A script that hangs, running in a real sandbox in a worker thread: (parser, run, thread, marker).
+
+        The script's name is on the sandbox's command line: the marker tells its processes apart.
+        """
+        marker = f"parseq-{kind}-{os.getpid()}-{time.monotonic_ns()}"
         parser = make_parser(HANGING_SCRIPT, filename=f"{marker}.py", timeout=300)
         run = Run.objects.create(parser=parser)
         worker = threading.Thread(target=execution.execute_run, kwargs={"run_id": run.run_id})
@@ -46,6 +48,11 @@ class CancelTests(TemporaryMediaMixin, TransactionTestCase):
         self.addCleanup(worker.join, 10)
         wait_until(lambda: Run.objects.get(pk=run.pk).status == Run.Status.RUNNING, message="the run to start")
         wait_until(lambda: live_processes_with(marker), message="the sandbox to start")
+        return parser, run, worker, marker
+
+    def test_a_running_run_has_its_sandbox_killed_within_two_seconds_and_ends_cancelled(self):
+        # Given a script that hangs, running in a real sandbox in a worker thread
+        _, run, worker, marker = self.start_a_hanging_run("cancel")
 
         # When a user cancels it
         cancelled_at = time.monotonic()
@@ -68,13 +75,7 @@ class CancelTests(TemporaryMediaMixin, TransactionTestCase):
 
     def test_deleting_a_parser_while_its_run_is_in_the_sandbox_kills_the_sandbox_and_leaves_no_file(self):
         # Given a run of a parser in a real sandbox, as in the test above
-        marker = f"parseq-delete-{os.getpid()}-{time.monotonic_ns()}"
-        parser = make_parser(HANGING_SCRIPT, filename=f"{marker}.py", timeout=300)
-        run = Run.objects.create(parser=parser)
-        worker = threading.Thread(target=execution.execute_run, kwargs={"run_id": run.run_id})
-        worker.start()
-        self.addCleanup(worker.join, 10)
-        wait_until(lambda: live_processes_with(marker), message="the sandbox to start")
+        parser, run, worker, marker = self.start_a_hanging_run("delete")
 
         script = parser.script.name
 
