@@ -292,7 +292,8 @@ class WarmJailTests(SandboxTestCase):
                 return {{}}
         """
         outcomes = []
-        thread = threading.Thread(target=lambda: outcomes.append(self.run_source(beside)))
+        # Each run its own script file: a shared one could be rewritten before the first run reads it.
+        thread = threading.Thread(target=lambda: outcomes.append(self.run_source(beside, name="beside.py")))
         thread.start()
         self.addCleanup(thread.join)
         wait_until(lambda: the_zygote_runs(), timeout=10, message="the first run to start")
