@@ -14,7 +14,7 @@ run: deps sandbox
 	DEBUG=$${DEBUG:-true} $(APP_PY) manage.py migrate --noinput
 	DEBUG=$${DEBUG:-true} $(APP_PY) manage.py ensure_dev_admin
 	DEBUG=$${DEBUG:-true} $(APP_PY) manage.py loaddemo
-	DEBUG=$${DEBUG:-true} $(APP_PY) manage.py runparseq --port $(PORT)
+	DEBUG=$${DEBUG:-true} PORT=$(PORT) $(APP_PY) manage.py runparseq
 
 test: deps sandbox lint
 	SECRET_KEY=$${SECRET_KEY:-parseq-test-only} LOG_LEVEL=$${LOG_LEVEL:-ERROR} $(APP_PY) manage.py test tests --noinput

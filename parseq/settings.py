@@ -43,7 +43,9 @@ if env_bool("PARSEQ_TRUST_X_FORWARDED_PROTO", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 X_FRAME_OPTIONS = "DENY"
 # Where users reach Parseq: links that leave it (alerts) start with this.
-PUBLIC_URL = env_str("PARSEQ_PUBLIC_URL", "http://127.0.0.1:8000")
+# PORT is the all-in-one process's (`make run`, runparseq): its links name the port it listens on.
+LOCAL_PORT = env_int("PORT", 8000, minimum=1)
+PUBLIC_URL = env_str("PARSEQ_PUBLIC_URL", f"http://127.0.0.1:{LOCAL_PORT}")
 if not PUBLIC_URL.startswith(("http://", "https://")) or not PUBLIC_URL.split("://", 1)[1].strip("/"):
     raise ConfigurationError(f"PARSEQ_PUBLIC_URL must start with http:// or https://, not {PUBLIC_URL!r}")
 PUBLIC_URL = PUBLIC_URL.rstrip("/")

@@ -135,6 +135,26 @@ class ProductionConfigurationTests(SimpleTestCase):
 
         self.assertEqual(result.stdout.split(), ["False", "json"], result.stderr)
 
+    def test_links_name_the_port_the_all_in_one_process_listens_on_unless_a_public_url_is_given(self):
+        code = "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'parseq.settings'); django.setup()"
+        code += "; from django.conf import settings; print(settings.PUBLIC_URL)"
+        environment = {k: v for k, v in os.environ.items() if k not in ("PORT", "PARSEQ_PUBLIC_URL")}
+
+        def public_url(**variables):
+            result = subprocess.run(
+                [sys.executable, "-c", code],
+                cwd=settings.BASE_DIR,
+                env={**environment, "SECRET_KEY": "k", **variables},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            return result.stdout.strip() or result.stderr
+
+        self.assertEqual(public_url(), "http://127.0.0.1:8000")
+        self.assertEqual(public_url(PORT="9123"), "http://127.0.0.1:9123")
+        self.assertEqual(public_url(PORT="9123", PARSEQ_PUBLIC_URL="https://parseq.example/"), "https://parseq.example")
+
 
 class DatabaseWaitTests(SimpleTestCase):
     """PARSEQ_DATABASE_TIMEOUT bounds the services' waits, not a one-off command's (a migration may wait on a lock)."""

@@ -9,12 +9,12 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from parseq.api.permissions import may_read_secrets
-from parseq.core import intake
+from parseq.core import intake, parameters
 from parseq.core.environment import MASK, masked, merge_environment
-from parseq.core.models import ERROR_FILENAME, AuditEntry, Parser, Run, validate_egress_ports
+from parseq.core.models import ERROR_FILENAME, AuditEntry, Parser, Run, ScriptVersion, validate_egress_ports
 from parseq.scheduling.selectors import next_run_time
 
-SCRIPT_FIELDS = ("script", "script_text")
+SCRIPT_FIELDS = ("script", "script_text", "script_message")
 
 
 class OptionalBooleanField(serializers.BooleanField):
@@ -35,6 +35,14 @@ class ParserSerializer(serializers.ModelSerializer):
         help_text="The script's source as text, instead of uploading `script`.",
     )
     script_name = serializers.SerializerMethodField()
+    script_message = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        max_length=200,
+        help_text="Why the script changed, kept with its new version.",
+    )
+    script_version = serializers.SerializerMethodField(help_text="The number of the current script version.")
     environment = serializers.DictField(
         child=serializers.CharField(allow_blank=True, trim_whitespace=False),
         required=False,
@@ -59,7 +67,9 @@ class ParserSerializer(serializers.ModelSerializer):
             "url",
             *Parser.EDITABLE_FIELDS,
             "script_text",
+            "script_message",
             "script_name",
+            "script_version",
             "environment",
             "next_run_time",
             "created_time",
@@ -69,6 +79,11 @@ class ParserSerializer(serializers.ModelSerializer):
 
     def get_script_name(self, parser) -> str:
         return parser.script.name.rsplit("/", 1)[-1] if parser.script else ""
+
+    def get_script_version(self, parser) -> int | None:
+        if hasattr(parser, "current_script_version"):  # annotated by the view's query
+            return parser.current_script_version
+        return parser.script_versions.values_list("number", flat=True).first()
 
     @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_next_run_time(self, parser):
@@ -131,6 +146,26 @@ class ParserSerializer(serializers.ModelSerializer):
         return request.build_absolute_uri(path) if request else path
 
 
+class RunParametersSerializer(serializers.Serializer):
+    """The optional body of `POST /api/parsers/{id}/run/`, checked by the admin's rules (core/parameters.py)."""
+
+    environment = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        required=False,
+        help_text="Variables for this run only, added to the parser's (the same name overrides it).",
+    )
+    timeout = serializers.IntegerField(required=False, help_text="Seconds this run may take, instead of the parser's.")
+
+    def validate(self, attrs):
+        unknown = sorted(set(self.initial_data) - set(self.fields)) if isinstance(self.initial_data, dict) else []
+        if unknown:
+            raise serializers.ValidationError(dict.fromkeys(unknown, "Not a parameter: give environment or timeout."))
+        try:
+            return parameters.run_parameters(**attrs)
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(error.message_dict) from None
+
+
 class RunFileSerializer(serializers.Serializer):
     name = serializers.CharField()
     size = serializers.IntegerField(help_text="Bytes.")
@@ -156,6 +191,16 @@ class RunSerializer(serializers.ModelSerializer):
     script_sha256 = serializers.CharField(read_only=True, help_text="SHA-256 of the script the run executed.")
     parser_settings = serializers.JSONField(
         read_only=True, help_text="The parser's sandbox settings the run went by (variable names, never values)."
+    )
+
+    script_version = serializers.IntegerField(
+        source="script_version.number",
+        read_only=True,
+        allow_null=True,
+        help_text="The number of the parser's script version the run executed (/api/parsers/{id}/versions/{n}/).",
+    )
+    parameters = serializers.SerializerMethodField(
+        help_text="What the run was given beside its parser's settings: its variables (values masked) and timeout."
     )
 
     attempts = serializers.ListField(
@@ -187,12 +232,29 @@ class RunSerializer(serializers.ModelSerializer):
             "archive_url",
             "cancelled_by",
             "script_sha256",
+            "script_version",
             "parser_settings",
+            "parameters",
             "attempt",
             "worker",
             "attempts",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "properties": {
+                "environment": {"type": "object", "additionalProperties": {"type": "string"}},
+                "timeout": {"type": "integer"},
+            },
+        }
+    )
+    def get_parameters(self, run):
+        given = dict(run.parameters)
+        if "environment" in given:
+            given["environment"] = masked(given["environment"])
+        return given
 
     def get_duration(self, run) -> float | None:
         return round(run.duration.total_seconds(), 3) if run.duration else None
@@ -226,6 +288,27 @@ class RunSerializer(serializers.ModelSerializer):
     def _absolute(self, path):
         request = self.context.get("request")
         return request.build_absolute_uri(path) if request else path
+
+
+class ScriptVersionSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    author = serializers.CharField(source="author_name", help_text="Who saved it (empty: a command).")
+
+    class Meta:
+        model = ScriptVersion
+        fields = ["number", "url", "filename", "sha256", "author", "message", "created_time"]
+        read_only_fields = fields
+
+    def get_url(self, version) -> str:
+        path = reverse("api:parser-version", args=[version.parser_id, version.number])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+
+class ScriptVersionSourceSerializer(ScriptVersionSerializer):
+    class Meta(ScriptVersionSerializer.Meta):
+        fields = [*ScriptVersionSerializer.Meta.fields, "source"]
+        read_only_fields = fields
 
 
 class AuditEntrySerializer(serializers.ModelSerializer):

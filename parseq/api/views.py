@@ -2,6 +2,7 @@
 
 import re
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -17,11 +18,21 @@ from parseq.api.filters import AuditEntryFilter, ParserFilter, RunFilter
 from parseq.api.parsers import StrictMultiPartParser
 from parseq.api.permissions import PublicDownloads
 from parseq.api.renderers import AnyContentRenderer
-from parseq.api.serializers import AuditEntrySerializer, ParserSerializer, RunSerializer
-from parseq.core import audit, downloads, services
+from parseq.api.serializers import (
+    AuditEntrySerializer,
+    ParserSerializer,
+    RunParametersSerializer,
+    RunSerializer,
+    ScriptVersionSerializer,
+    ScriptVersionSourceSerializer,
+)
+from parseq.core import audit, downloads, selectors, services
 from parseq.core.models import AuditEntry, Parser, Run
+from parseq.core.selectors import with_current_version
 from parseq.scheduling.selectors import with_last_due
 
+VERSION_NUMBER = "[0-9]{1,9}"
+VERSION_PARAMETER = OpenApiParameter("number", OpenApiTypes.INT, OpenApiParameter.PATH, description="1, 2, 3…")
 UUID_PATTERN = "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 FILE_RESPONSES = {
     (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The file."),
@@ -52,39 +63,61 @@ class RunAlreadyEnded(exceptions.APIException):
     destroy=extend_schema(summary="Delete a parser, its runs and their files"),
 )
 class ParserViewSet(viewsets.ModelViewSet):
+    """Parsers: their scripts (every version kept), schedules, sandbox settings and alerts; run one now."""
+
     serializer_class = ParserSerializer
     filterset_class = ParserFilter
     lookup_value_regex = "[0-9]{1,18}"  # ids the database can hold; anything else is a 404
     parser_classes = [StrictMultiPartParser, JSONParser]
     action_permissions = {
-        **dict.fromkeys(["list", "retrieve", "metadata", "audit"], "core.view_parser"),
+        **dict.fromkeys(["list", "retrieve", "metadata", "audit", "versions"], "core.view_parser"),
         "create": "core.add_parser",
         # A parser's secrets (its variables' values, its script) are for those who may change them anyway.
-        **dict.fromkeys(["update", "partial_update", "script", "environment"], "core.change_parser"),
+        **dict.fromkeys(
+            ["update", "partial_update", "script", "environment", "version", "restore_version"], "core.change_parser"
+        ),
         "destroy": "core.delete_parser",
         "run": "core.run_parser",
     }
 
     def get_queryset(self):
-        return with_last_due(Parser.objects.order_by("name"))
+        return with_current_version(with_last_due(Parser.objects.order_by("name")))
 
     def perform_create(self, serializer):
+        message = serializer.validated_data.pop("script_message", "")
         parser = Parser(**serializer.validated_data)
-        serializer.instance = services.save_parser(parser=parser, user=self.request.user, source=AuditEntry.Source.API)
+        serializer.instance = services.save_parser(
+            parser=parser, user=self.request.user, source=AuditEntry.Source.API, script_message=message
+        )
 
     def perform_update(self, serializer):
+        message = serializer.validated_data.pop("script_message", "")
         parser = serializer.instance
         for name, value in serializer.validated_data.items():
             setattr(parser, name, value)
-        services.save_parser(parser=parser, user=self.request.user, source=AuditEntry.Source.API)
+        services.save_parser(
+            parser=parser, user=self.request.user, source=AuditEntry.Source.API, script_message=message
+        )
+        vars(parser).pop("current_script_version", None)  # as read before the save
 
     def perform_destroy(self, instance):
         services.delete_parser(parser=instance, user=self.request.user, source=AuditEntry.Source.API)
 
-    @extend_schema(summary="Run a parser now", request=None, responses={202: RunSerializer})
-    @action(detail=True, methods=["post"])
+    @extend_schema(
+        summary="Run a parser now",
+        description="With an optional JSON body: variables added to (and overriding) the parser's for this run "
+        "only, and a timeout instead of the parser's.",
+        request=RunParametersSerializer,
+        responses={202: RunSerializer},
+    )
+    @action(detail=True, methods=["post"], parser_classes=[JSONParser])
     def run(self, request, pk=None):
-        run = services.enqueue_run(parser=self.get_object(), trigger=Run.Trigger.API, user=request.user)
+        parser = self.get_object()
+        body = RunParametersSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        run = services.enqueue_run(
+            parser=parser, trigger=Run.Trigger.API, user=request.user, parameters=body.validated_data
+        )
         run.refresh_from_db()  # the broker took it, or refused it and the run says why (parseq/core/tasks.py)
         data = RunSerializer(run, context=self.get_serializer_context()).data
         if run.refused_by_the_broker:
@@ -109,6 +142,46 @@ class ParserViewSet(viewsets.ModelViewSet):
     def environment(self, request, pk=None):
         return Response(self.get_object().environment or {}, headers={"Cache-Control": "no-store"})
 
+    @extend_schema(
+        summary="A parser's script versions, newest first (without their sources)",
+        responses={200: ScriptVersionSerializer(many=True)},
+    )
+    @action(detail=True, filter_backends=[])
+    def versions(self, request, pk=None):
+        versions = self.paginate_queryset(selectors.script_versions_of(parser=self.get_object()))
+        return self.get_paginated_response(
+            ScriptVersionSerializer(versions, many=True, context={"request": request}).data
+        )
+
+    @extend_schema(
+        summary="One script version, with its source",
+        parameters=[VERSION_PARAMETER],
+        responses={200: ScriptVersionSourceSerializer},
+    )
+    @action(detail=True, url_path=f"versions/(?P<number>{VERSION_NUMBER})", filter_backends=[])
+    def version(self, request, pk=None, number=None):
+        version = get_object_or_404(self.get_object().script_versions, number=number)
+        return Response(ScriptVersionSourceSerializer(version, context={"request": request}).data)
+
+    @extend_schema(
+        summary="Make a script version the current script again",
+        description="Appends a new version with that version's content (versions are never rewritten); none "
+        "when it is already the current content. 400 when the old script breaks the parser's rules of today.",
+        request=None,
+        parameters=[VERSION_PARAMETER],
+        responses={200: ScriptVersionSerializer},
+    )
+    @action(
+        detail=True, methods=["post"], url_path=f"versions/(?P<number>{VERSION_NUMBER})/restore", filter_backends=[]
+    )
+    def restore_version(self, request, pk=None, number=None):
+        version = get_object_or_404(self.get_object().script_versions, number=number)
+        try:
+            current = services.restore_script_version(version=version, user=request.user, source=AuditEntry.Source.API)
+        except DjangoValidationError as error:
+            raise exceptions.ValidationError({"script": error.messages}) from None
+        return Response(ScriptVersionSerializer(current, context={"request": request}).data)
+
     @extend_schema(summary="Who did what to a parser, newest first", responses={200: AuditEntrySerializer(many=True)})
     @action(detail=True, filter_backends=[])  # the list's filters are the parsers', not the trail's
     def audit(self, request, pk=None):
@@ -121,7 +194,9 @@ class ParserViewSet(viewsets.ModelViewSet):
     retrieve=extend_schema(summary="A run: status, times, error, files"),
 )
 class RunViewSet(viewsets.ReadOnlyModelViewSet):
-    """Runs; also a run's files, its zip and its log, routed by `file_view`."""
+    """Runs, newest first: status, times, error, result files and log; cancel one that is still going."""
+
+    # Also a run's files, its zip and its log: routed in urls.py through `file_view`.
 
     serializer_class = RunSerializer
     lookup_field = "run_id"

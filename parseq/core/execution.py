@@ -101,7 +101,7 @@ def _execute_claimed(run):
         os.mkdir(out_dir)
         backend = sandbox_backend()
         logger.info("running parser %s (%s) in the %s sandbox", run.parser_id, run.parser.name, backend)
-        used = settings_used(parser=run.parser, backend=backend)
+        used = settings_used(run=run, backend=backend)
         _record(
             run_id,
             lambda: Run.objects.note_what_ran(
@@ -120,19 +120,21 @@ def _execute_claimed(run):
 
 
 def _run_in_sandbox(*, run, script_path, out_dir, backend):
-    """Run the script with the parser's settings; the outcome's text no longer shows the variables' values."""
-    parser = run.parser
+    """Run the script with the parser's settings and the run's parameters; the outcome's text no longer shows
+    the variables' values.
+    """
+    parser, variables = run.parser, run.variables
     cancelled = cancellation.watcher.watch(run.run_id)
-    live = live_logs.follow(run_id=run.run_id, attempt=run.attempt, environment=parser.environment)
+    live = live_logs.follow(run_id=run.run_id, attempt=run.attempt, environment=variables)
     try:
         outcome = runner.run_script(
             script_path,
             out_dir,
             python=settings.SANDBOX_PYTHON,
             backend=backend,
-            limits=run_limits(parser=parser),
+            limits=run_limits(parser=parser, timeout=run.timeout),
             timezone=settings.TIME_ZONE,
-            variables=parser.environment,
+            variables=variables,
             network=parser.network,
             refused_networks=settings.REFUSED_NETWORKS,
             extra_ports=parser.extra_egress_ports,
@@ -149,8 +151,8 @@ def _run_in_sandbox(*, run, script_path, out_dir, backend):
         outcome.status = STOPPED_BY_DRAIN  # not a user's cancel: the worker is stopping and its drain time is up
     # Whoever may read runs reads these; the variables' values are for those who may change the parser.
     # A NUL cannot be stored in PostgreSQL's text: a script printing one must not make its outcome unsavable.
-    outcome.error = mask_values(outcome.error, environment=parser.environment).replace("\x00", "\ufffd")
-    outcome.log = mask_values(outcome.log, environment=parser.environment).replace("\x00", "\ufffd")
+    outcome.error = mask_values(outcome.error, environment=variables).replace("\x00", "\ufffd")
+    outcome.log = mask_values(outcome.log, environment=variables).replace("\x00", "\ufffd")
     return outcome
 
 
@@ -196,25 +198,30 @@ def renew_leases():
     return Run.objects.renew(run_ids=run_ids, worker=worker_name()) if run_ids else 0
 
 
-def settings_used(*, parser, backend):
-    """The parser's settings a run goes by, as its page shows them; variable names only, never values."""
+def settings_used(*, run, backend):
+    """The settings a run goes by (its parser's, and its parameters), as its page shows them; variable names
+    only, never values.
+    """
+    parser = run.parser
     return {
         "script": os.path.basename(parser.script.name),
         "sandbox": f"{backend} (warm start)" if warm_start(backend=backend) else backend,
-        "timeout": parser.timeout,
+        "timeout": run.timeout,
         "memory_limit_mb": parser.memory_limit_mb or settings.MEMORY_LIMIT_MB,
         "restricted": parser.restricted,
         "network": parser.network,
         "extra_egress_ports": parser.extra_egress_ports,
-        "environment": sorted(parser.environment or {}),
+        "environment": sorted(run.variables),
     }
 
 
-def run_limits(*, parser):
-    """The limits of a run of `parser`: the global ones, with the parser's own where it has them."""
+def run_limits(*, parser, timeout=None):
+    """The limits of a run of `parser`: the global ones, with the parser's own where it has them; `timeout`
+    (a run's parameter) instead of the parser's.
+    """
     mib = 1024 * 1024
     return runner.Limits(
-        wall_time=parser.timeout,
+        wall_time=timeout or parser.timeout,
         memory_bytes=(parser.memory_limit_mb or settings.MEMORY_LIMIT_MB) * mib,
         processes=settings.PROCESS_LIMIT,
         open_files=settings.OPEN_FILES_LIMIT,

@@ -79,3 +79,16 @@ def script_source(*, parser):
     # Through the storage, not the field: closing the field's file would break a form that checks it next.
     with parser.script.storage.open(parser.script.name, "rb") as source:
         return source.read(MAX_SCRIPT_BYTES + 1).decode("utf-8", errors="replace")
+
+
+def refused_upload_text(upload):
+    """A refused upload as text for the editor; None when it is no text to edit (too large, not UTF-8)."""
+    upload.seek(0)
+    content = upload.read(MAX_SCRIPT_BYTES + 1)
+    upload.seek(0)
+    if len(content) > MAX_SCRIPT_BYTES or b"\0" in content:
+        return None
+    try:
+        return content.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError:
+        return None

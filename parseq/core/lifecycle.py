@@ -35,7 +35,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import models, transaction
-from django.db.models import F, Q
+from django.db.models import F, OuterRef, Q, Subquery
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -64,7 +64,7 @@ class RunQuerySet(models.QuerySet):
         claimed = self.filter(pk=run_id, status=self.model.Status.ENQUEUED).update(
             status=self.model.Status.RUNNING,
             started_time=now,
-            deadline=now + timedelta(seconds=run.parser.timeout + grace),
+            deadline=now + timedelta(seconds=run.timeout + grace),
             updated_time=now,
             error="",  # a note from its wait (dead-lettered) is not an error of this run
             log="",  # what an earlier attempt printed: this one's comes live (parseq/core/live_logs.py)
@@ -99,9 +99,18 @@ class RunQuerySet(models.QuerySet):
         self.filter(pk=run_id, status=self.model.Status.ENQUEUED).update(error=note)
 
     def note_what_ran(self, *, run_id, attempt, script_sha256, parser_settings):
-        """Record, as an attempt starts, the script it runs and the settings it goes by (no change of status)."""
+        """Record, as an attempt starts, the script it runs and the settings it goes by (no change of status).
+
+        The script's version is the parser's latest with that content (restoring appends one).
+        """
+        versions = self.model._meta.get_field("script_version").related_model.objects
+        same_content = versions.filter(parser=OuterRef("parser"), sha256=script_sha256).order_by("-number")
         running = self.filter(pk=run_id, attempt=attempt, status=self.model.Status.RUNNING)
-        running.update(script_sha256=script_sha256, parser_settings=parser_settings)
+        running.update(
+            script_sha256=script_sha256,
+            script_version=Subquery(same_content.values("pk")[:1]),
+            parser_settings=parser_settings,
+        )
 
     def note_recording_retries(self, *, run_id, count):
         """Its worker failed `count` more times to record an outcome of the run (the database was unreachable)."""

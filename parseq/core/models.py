@@ -192,6 +192,30 @@ class Parser(models.Model):
             raise ValidationError({"scheduled_time": "An interval needs its first run: set the scheduled time."})
 
 
+class ScriptVersion(models.Model):
+    """One state of a parser's script. Every change appends one; none is ever rewritten, and none is deleted
+    before its parser (runs refer to the version they ran, and a version cannot go before its runs).
+    """
+
+    parser = models.ForeignKey(Parser, on_delete=models.CASCADE, related_name="script_versions")
+    number = models.PositiveIntegerField()
+    # Scripts are UTF-8 text of at most 256 KiB (core/validation.py): kept in the row, diffed from it.
+    source = models.TextField()
+    filename = models.CharField(max_length=255)
+    sha256 = models.CharField(max_length=64)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    author_name = models.CharField(max_length=150, blank=True)
+    message = models.CharField(max_length=200, blank=True)
+    created_time = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["parser", "-number"]
+        constraints = [models.UniqueConstraint(fields=["parser", "number"], name="one_script_version_per_number")]
+
+    def __str__(self):
+        return f"{self.parser_id} v{self.number}"
+
+
 def sha256_of(file):
     """The SHA-256 of a Django File's content, read in chunks (from its start)."""
     digest = hashlib.sha256()
@@ -251,7 +275,15 @@ class Run(models.Model):
     recording_retries = models.PositiveIntegerField(default=0, db_default=0)
     # What the run used, recorded when it starts: the script's SHA-256 and the parser's sandbox settings.
     script_sha256 = models.CharField(max_length=64, blank=True)
+    # The version whose content that was (RESTRICT: a version cannot be deleted while a run refers to it,
+    # except with its parser, which takes its runs along).
+    script_version = models.ForeignKey(
+        "ScriptVersion", null=True, blank=True, on_delete=models.RESTRICT, related_name="runs"
+    )
     parser_settings = models.JSONField(default=dict, blank=True)
+    # What this run was given beside its parser's settings: {"environment": {NAME: value}, "timeout": seconds},
+    # either left out. The values are read by the sandbox alone and shown masked, as the parser's are.
+    parameters = models.JSONField(default=dict, blank=True, db_default={})
 
     objects = RunQuerySet.as_manager()
 
@@ -276,6 +308,16 @@ class Run(models.Model):
         if self.started_time and self.finished_time:
             return self.finished_time - self.started_time
         return None
+
+    @property
+    def variables(self):
+        """The environment its script gets: its parser's variables, with the run's own parameters over them."""
+        return {**(self.parser.environment or {}), **self.parameters.get("environment", {})}
+
+    @property
+    def timeout(self):
+        """Seconds it may run: its own parameter, else its parser's timeout."""
+        return self.parameters.get("timeout") or self.parser.timeout
 
     @property
     def is_finished(self):

@@ -6,7 +6,7 @@ from datetime import timedelta
 from django.db.models import Count, Max, OuterRef, Q, Subquery
 from django.db.models.functions import TruncDate, TruncHour
 
-from parseq.core.models import Parser, Run
+from parseq.core.models import Parser, Run, ScriptVersion
 
 
 def parsers_with_last_run():
@@ -16,6 +16,17 @@ def parsers_with_last_run():
         last_run_status=Subquery(newest.values("status")[:1]),
         last_run_time=Subquery(newest.values("created_time")[:1]),
     )
+
+
+def with_current_version(parsers):
+    """`parsers` annotated with the number of their current script version (`current_script_version`)."""
+    latest = ScriptVersion.objects.filter(parser=OuterRef("pk")).order_by("-number")
+    return parsers.annotate(current_script_version=Subquery(latest.values("number")[:1]))
+
+
+def script_versions_of(*, parser):
+    """A parser's script versions, newest first, without their sources (a list shows them)."""
+    return parser.script_versions.defer("source").select_related(None).order_by("-number")
 
 
 def success_rate(*, parser, last=20):

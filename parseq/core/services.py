@@ -6,12 +6,13 @@ parseq/core/execution.py; housekeeping between runs, parseq/core/housekeeping.py
 """
 
 import ast
+from hashlib import sha256
 from pathlib import Path
 
 from django.core.files.base import ContentFile
 from django.db import transaction
 
-from parseq.core import audit
+from parseq.core import audit, script_versions
 from parseq.core.events import runs_enqueued
 from parseq.core.intake import check_script
 from parseq.core.models import AuditEntry, Parser, Run
@@ -38,17 +39,41 @@ def load_demo_parsers(*, directory):
     return added, present
 
 
-def save_parser(*, parser, user, source):
-    """Create or change a parser (admin, API) and record who did it and which fields changed."""
+def save_parser(*, parser, user, source, script_message=""):
+    """Create or change a parser (admin, API, `loaddemo`) and record who did it and which fields changed.
+
+    A new script appends a script version (`script_message` says why); the same content as the
+    stored script stores nothing and appends none.
+    """
     with transaction.atomic():
-        before = Parser.objects.filter(pk=parser.pk).first() if parser.pk else None
+        # Locked: two saves at once would otherwise both take the next version number.
+        before = Parser.objects.select_for_update().filter(pk=parser.pk).first() if parser.pk else None
+        content = script_versions.incoming_content(parser)
+        if content is not None and before is not None and sha256(content).hexdigest() == before.script_sha256:
+            parser.script = before.script.name  # the same script again
+            content = None
         fields = audit.changed_fields(before=before, after=parser)
         parser.save()
+        if content is not None:
+            script_versions.append(parser=parser, content=content, user=user, message=script_message)
         if before is None:
             audit.record(user=user, action=AuditEntry.Action.CREATED, source=source, parser=parser, fields=fields)
         elif fields:  # a save that changed nothing is not news
             audit.record(user=user, action=AuditEntry.Action.CHANGED, source=source, parser=parser, fields=fields)
     return parser
+
+
+def restore_script_version(*, version, user, source):
+    """Make `version`'s script the current one again, as a new version; returns the version now current.
+
+    Versions are never rewritten: restoring version 1 of three appends version 4 (none when
+    version 1 is already what is stored). Raises ValidationError when the old script breaks
+    the parser's rules of today (restricted mode switched on since).
+    """
+    parser = version.parser
+    parser.script = script_versions.as_upload(version=version, restricted=parser.restricted)
+    save_parser(parser=parser, user=user, source=source, script_message=f"restored version {version.number}")
+    return script_versions.latest_version(parser=parser)
 
 
 def delete_parser(*, parser, user, source):
@@ -65,9 +90,18 @@ def delete_run(*, run, user, source):
         run.delete()
 
 
-def enqueue_run(*, parser, trigger, scheduled_for=None, user=None):
-    """Create a run and send it to the workers once the transaction commits; a user's run goes in the audit trail."""
-    run = Run(parser=parser, trigger=trigger, status=Run.Status.ENQUEUED, scheduled_for=scheduled_for)
+def enqueue_run(*, parser, trigger, scheduled_for=None, user=None, parameters=None):
+    """Create a run and send it to the workers once the transaction commits; a user's run goes in the audit trail.
+
+    `parameters`: what parameters.run_parameters made of a user's variables and timeout for this run.
+    """
+    run = Run(
+        parser=parser,
+        trigger=trigger,
+        status=Run.Status.ENQUEUED,
+        scheduled_for=scheduled_for,
+        parameters=parameters or {},
+    )
     with transaction.atomic():
         create_runs(runs=[run])
         if user is not None:

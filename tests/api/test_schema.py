@@ -42,6 +42,9 @@ class SchemaTests(TestCase):
                 "/api/parsers/{id}/environment/",
                 "/api/parsers/{id}/run/",
                 "/api/parsers/{id}/script/",
+                "/api/parsers/{id}/versions/",
+                "/api/parsers/{id}/versions/{number}/",
+                "/api/parsers/{id}/versions/{number}/restore/",
                 "/api/runs/",
                 "/api/runs/{run_id}/",
                 "/api/runs/{run_id}/archive.zip",
@@ -51,7 +54,7 @@ class SchemaTests(TestCase):
             ],
         )
         run_now = schema["paths"]["/api/parsers/{id}/run/"]["post"]["responses"]
-        self.assertEqual(sorted(run_now), ["202", "401", "403", "404", "429", "503"])
+        self.assertEqual(sorted(run_now), ["202", "400", "401", "403", "404", "415", "429", "503"])
         cancel = schema["paths"]["/api/runs/{run_id}/cancel/"]["post"]["responses"]
         self.assertEqual(sorted(cancel), ["200", "401", "403", "404", "409", "429", "503"])
         self.assertEqual(cancel["409"]["content"]["application/json"]["schema"], {"$ref": "#/components/schemas/Error"})
@@ -64,6 +67,31 @@ class SchemaTests(TestCase):
         sources = re.findall(r'(?:src|href)="([^"]+)"', response.content.decode())
         self.assertTrue(any("/static/drf_spectacular_sidecar/swagger-ui-dist/" in source for source in sources))
         self.assertEqual([source for source in sources if "//" in source], [])
+
+
+@FAST_PASSWORDS
+class BrowsableApiTests(TestCase):
+    def test_a_list_page_has_a_breadcrumb_per_real_page_and_a_description_for_users(self):
+        editor, _ = make_users()
+        self.client.force_login(editor)
+
+        for path, description in (
+            ("/api/runs/", "Runs, newest first: status, times, error, result files and log"),
+            ("/api/parsers/", "Parsers: their scripts (every version kept)"),
+        ):
+            with self.subTest(path=path):
+                page = self.client.get(path, HTTP_ACCEPT="text/html").content.decode()
+                crumbs = re.search(r'<ul class="breadcrumb">(.*?)</ul>', page, re.S).group(1)
+
+                self.assertEqual(re.findall(r'<a href="([^"]+)">', crumbs), ["/api/", path])
+                self.assertNotIn("Not Found", crumbs)
+                self.assertIn(description, page)
+                self.assertNotIn("file_view", page)
+
+    def test_an_unknown_path_is_still_a_json_404_for_every_method(self):
+        for method in ("get", "post", "delete"):
+            response = getattr(self.client, method)("/api/runs")
+            self.assertEqual((response.status_code, response.json()["code"]), (404, "not_found"))
 
 
 @tag("slow")  # two minutes of fuzzing: not in `make test-fast`

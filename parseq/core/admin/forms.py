@@ -48,6 +48,13 @@ class ParserForm(forms.ModelForm):
         widget=forms.Textarea(attrs={"rows": 20, "cols": 100, "spellcheck": "false", "class": "parseq-editor"}),
         help_text="Edit the script here, or upload a file above: either is checked the same way before it is saved.",
     )
+    script_message = forms.CharField(
+        label="Why it changed",
+        required=False,
+        max_length=200,
+        help_text="Kept with the script's new version (optional); a save that leaves the script as it is "
+        "adds no version.",
+    )
     extra_egress_ports = PortsField(
         label="Extra egress ports",
         required=False,
@@ -79,6 +86,14 @@ class ParserForm(forms.ModelForm):
             except OSError as error:
                 self.fields["script_text"].help_text = f"The stored script cannot be read: {error}"
 
+    def _load_into_the_editor(self, upload):
+        """A refused upload is not lost: the page comes back with it in the editor, to be fixed and saved."""
+        text = intake.refused_upload_text(upload)
+        if text is not None:
+            self.data = self.data.copy()
+            self.data["script_text"] = text
+            self.add_error("script_text", f"{upload.name} is here as it was refused: fix it here and save.")
+
     def clean_environment_text(self):
         text = self.cleaned_data["environment_text"]
         environment, problems = parse_environment_text(text, previous=self.instance.environment or {})
@@ -92,9 +107,10 @@ class ParserForm(forms.ModelForm):
         if "script" not in self.fields:
             return cleaned
         text = cleaned.get("script_text", "")
+        upload = (cleaned.get("script") or None) if "script" in self.changed_data else None
         try:
             script = intake.incoming_script(
-                upload=(cleaned.get("script") or None) if "script" in self.changed_data else None,
+                upload=upload,
                 # The editor shows the stored script: only an edit that leaves some text is a new script.
                 text=text if "script_text" in self.changed_data and text.strip() else None,
                 parser=self.instance,
@@ -103,6 +119,8 @@ class ParserForm(forms.ModelForm):
             )
         except forms.ValidationError as error:
             self.add_error(None, error)
+            if upload is not None and "script" in getattr(error, "error_dict", {}):
+                self._load_into_the_editor(upload)
             return cleaned
         if script is not None:
             cleaned["script"] = script

@@ -7,7 +7,7 @@ both pages (`add_notice`). The core names none of them.
 """
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models.constants import LOOKUP_SEP
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -15,10 +15,11 @@ from django.template.loader import render_to_string
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from parseq.core import audit, display, execution, history, selectors, services
+from parseq.core import audit, display, execution, history, parameters, selectors, services
 from parseq.core.admin.common import owned_objects_go_along, run_link
 from parseq.core.admin.forms import ParserForm
-from parseq.core.environment import MASK
+from parseq.core.admin.versions import ScriptVersionsAdmin
+from parseq.core.environment import MASK, parse_environment_text
 from parseq.core.models import AuditEntry, Parser, Run
 
 # What only those who may change a parser read; never a filter of a list.
@@ -29,19 +30,19 @@ SUCCESS_RATE_RUNS = 20
 
 
 @admin.register(Parser)
-class ParserAdmin(admin.ModelAdmin):
+class ParserAdmin(ScriptVersionsAdmin, admin.ModelAdmin):
     form = ParserForm
     list_filter = ["enabled"]
     search_fields = ["name", "description"]
     actions = ["run_now"]
     change_form_template = "admin/core/parser/change_form.html"
     change_list_template = "admin/core/parser/change_list.html"
-    readonly_fields = ["recent_runs", "api_links", "audit_trail", "variable_names"]
+    readonly_fields = ["recent_runs", "api_links", "audit_trail", "variable_names", "script_versions"]
     # A parser's secrets: shown only to those who may change the parser (README: Permissions).
-    SECRET_FIELDS = ("script_text", "environment_text", "webhook_url")
+    SECRET_FIELDS = ("script_text", "script_message", "environment_text", "webhook_url")
     fieldsets = [
         ("History", {"fields": ("recent_runs", "api_links", "audit_trail")}),
-        (None, {"fields": (*Parser.SCRIPT_FIELDS, "script_text")}),
+        (None, {"fields": (*Parser.SCRIPT_FIELDS, "script_text", "script_message", "script_versions")}),
         ("Automatic runs", {"fields": Parser.SCHEDULE_FIELDS}),
         ("Sandbox", {"fields": (*Parser.SANDBOX_FIELDS, "environment_text")}),
         ("Failure alerts", {"fields": Parser.ALERT_FIELDS}),
@@ -88,7 +89,8 @@ class ParserAdmin(admin.ModelAdmin):
         return ["name", "enabled", *self.columns, "last_run_status", "last_run_time"]
 
     def get_readonly_fields(self, request, obj=None):
-        return [*super().get_readonly_fields(request, obj), *(name for _, name, _ in self.panels)]
+        readonly = [*super().get_readonly_fields(request, obj), *(name for _, name, _ in self.panels)]
+        return readonly if self.has_change_permission(request, obj) else [*readonly, "script_versions_unlinked"]
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = [
@@ -101,9 +103,12 @@ class ParserAdmin(admin.ModelAdmin):
             # Its runs (errors, charts, success rate) are for those who may read runs, as in the run list.
             fieldsets = _without(fieldsets, fields=["recent_runs"])
         if not self.has_change_permission(request, obj):
-            # Readers see the names of the variables, not their values; no script, no webhook URL.
+            # Readers see the names of the variables, not their values; no script, no webhook URL; the
+            # script's versions without their sources.
             fieldsets = _without(fieldsets, fields=self.SECRET_FIELDS)
-            return [(n, {"fields": [*o["fields"], "variable_names"]} if n == "Sandbox" else o) for n, o in fieldsets]
+            readers_fields = {"Sandbox": ["variable_names"], None: ["script_versions_unlinked"]}
+            fieldsets = [(n, {"fields": [*o["fields"], *readers_fields.get(n, [])]}) for n, o in fieldsets]
+            return _without(fieldsets, fields=["script_versions"])
         return fieldsets
 
     def _panels_of(self, section, *, new):
@@ -118,7 +123,8 @@ class ParserAdmin(admin.ModelAdmin):
         return request.user.has_perm("core.run_parser")
 
     def save_model(self, request, obj, form, change):
-        services.save_parser(parser=obj, user=request.user, source=AuditEntry.Source.ADMIN)
+        message = form.cleaned_data.get("script_message", "")
+        services.save_parser(parser=obj, user=request.user, source=AuditEntry.Source.ADMIN, script_message=message)
 
     def delete_model(self, request, obj):
         services.delete_parser(parser=obj, user=request.user, source=AuditEntry.Source.ADMIN)
@@ -193,15 +199,25 @@ class ParserAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         run_url = path("<int:parser_id>/run/", self.admin_site.admin_view(self.run_now_view), name="core_parser_run")
-        return [run_url, *super().get_urls()]
+        return [run_url, *self.version_urls(), *super().get_urls()]
 
     def run_now_view(self, request, parser_id):
+        """Run now; with "Run with…", given variables (NAME=value lines) and a timeout for this run only."""
+        parser_page = reverse("admin:core_parser_change", args=[parser_id])
         if request.method != "POST":
-            return HttpResponseRedirect(reverse("admin:core_parser_change", args=[parser_id]))
+            return HttpResponseRedirect(parser_page)
         if not self.has_run_permission(request):
             raise PermissionDenied
         parser = get_object_or_404(Parser, pk=parser_id)
-        run = services.enqueue_run(parser=parser, trigger=Run.Trigger.MANUAL, user=request.user)
+        try:
+            given = _run_parameters_from(request.POST)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{field}: {problem}" for field, found in error.message_dict.items() for problem in found
+            )
+            self.message_user(request, f"Not run: {problems}", messages.ERROR)
+            return HttpResponseRedirect(parser_page)
+        run = services.enqueue_run(parser=parser, trigger=Run.Trigger.MANUAL, user=request.user, parameters=given)
         self._say_whether_enqueued(request, run)
         return HttpResponseRedirect(reverse("admin:core_run_change", args=[run.run_id]))
 
@@ -213,6 +229,17 @@ class ParserAdmin(admin.ModelAdmin):
         else:
             message = format_html("{}Run {} was not enqueued: {}", prefix, run_link(run), run.error)
             self.message_user(request, message, messages.ERROR)
+
+
+def _run_parameters_from(form):
+    """The parameters "Run with…" posts, as a run keeps them; raises ValidationError({field: problems})."""
+    environment, problems = parse_environment_text(form.get("environment_text", ""), previous={})
+    if problems:
+        raise ValidationError({"environment": problems})
+    timeout = form.get("timeout", "").strip()
+    if timeout and not (timeout.isascii() and timeout.isdigit()):
+        raise ValidationError({"timeout": ["the timeout must be a whole number of seconds"]})
+    return parameters.run_parameters(environment=environment, timeout=int(timeout) if timeout else None)
 
 
 def _without(fieldsets, *, sections=(), fields=()):

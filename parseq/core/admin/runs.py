@@ -16,6 +16,7 @@ from django.utils.html import format_html
 
 from parseq.core import display, previews, selectors, services
 from parseq.core.admin.common import owned_objects_go_along
+from parseq.core.environment import masked
 from parseq.core.models import ERROR_FILENAME, AuditEntry, Run
 
 # How long after a cancel its worker may take to stop the sandbox and write what it printed.
@@ -57,7 +58,7 @@ class RunAdmin(admin.ModelAdmin):
         ("Error", {"fields": ["error_display"]}),
         ("Result files", {"fields": ["result_files"]}),
         ("Log", {"fields": ["log_display"]}),
-        ("What it ran", {"fields": ["script_display", "settings_display"]}),
+        ("What it ran", {"fields": ["script_display", "parameters_display", "settings_display"]}),
     ]
     readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
 
@@ -221,6 +222,15 @@ class RunAdmin(admin.ModelAdmin):
         if not run.script_sha256:
             return "-"
         return render_to_string("admin/core/run/panels/script.html", {"run": run})
+
+    @admin.display(description="given")
+    def parameters_display(self, run):
+        """What the run was given beside its parser's settings (Run with…, the API's body), values masked."""
+        given = masked(run.parameters.get("environment", {}))
+        rows = [(name, value) for name, value in given.items()]
+        if "timeout" in run.parameters:
+            rows.append(("timeout", f"{run.parameters['timeout']} s"))
+        return render_to_string("admin/core/run/panels/settings.html", {"settings": rows}) if rows else "-"
 
     @admin.display(description="settings")
     def settings_display(self, run):

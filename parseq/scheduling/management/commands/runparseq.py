@@ -1,4 +1,3 @@
-import os
 import threading
 
 import dramatiq
@@ -16,7 +15,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
+        parser.add_argument("--port", type=int, default=settings.LOCAL_PORT)
 
     def handle(self, *, host, port, **options):
         bound_waits_of_this_service()
