@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from parseq.api.filters import AuditEntryFilter, ParserFilter, RunFilter
 from parseq.api.parsers import StrictMultiPartParser
-from parseq.api.permissions import PublicDownloads
+from parseq.api.permissions import SECRETS_PERMISSION, PublicDownloads, may_read_secrets
 from parseq.api.renderers import AnyContentRenderer
 from parseq.api.serializers import (
     AuditEntrySerializer,
@@ -115,6 +115,9 @@ class ParserViewSet(viewsets.ModelViewSet):
         parser = self.get_object()
         body = RunParametersSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        if "environment" in body.validated_data and not may_read_secrets(request.user):
+            # A variable can send a script, and the secrets it holds, elsewhere (API_URL=https://attacker/).
+            raise exceptions.PermissionDenied(f"Giving a run variables needs the permission {SECRETS_PERMISSION}.")
         run = services.enqueue_run(
             parser=parser, trigger=Run.Trigger.API, user=request.user, parameters=body.validated_data
         )

@@ -178,14 +178,17 @@ class RunParametersApiTests(TemporaryMediaMixin, APITestCase):
                 self.assertEqual(response.status_code, status)
         self.assertFalse(Run.objects.exists())
 
-    def test_an_operator_may_run_with_parameters_without_reading_the_parsers_variables(self):
+    def test_an_operator_may_give_a_run_a_timeout_but_not_variables_which_could_send_its_secrets_elsewhere(self):
         operator = user_in("Operators", "operator")
         self.client.force_authenticate(operator)
 
-        response = self.run_with({"environment": {"CITY": "Oslo"}})
+        refused = self.run_with({"environment": {"API_URL": "https://attacker.example/"}})
+        timed = self.run_with({"timeout": 30})
 
-        self.assertEqual(response.status_code, 202)
-        self.assertEqual(self.client.get(f"{LIST}{self.parser_id}/environment/").status_code, 403)
+        self.assertEqual(refused.status_code, 403)
+        self.assertEqual(refused.json()["detail"], "Giving a run variables needs the permission core.change_parser.")
+        self.assertEqual(timed.status_code, 202, timed.content)
+        self.assertEqual(Run.objects.get().parameters, {"timeout": 30})
 
 
 @FAST_PASSWORDS

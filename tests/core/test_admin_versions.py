@@ -193,6 +193,19 @@ class RunWithTests(AdminTestCase):
                 self.assertContains(response, reason)
         self.assertFalse(Run.objects.exists())
 
+    def test_an_operator_runs_with_a_timeout_but_gives_no_variables(self):
+        self.client.force_login(user_in("Operators", "operator", is_staff=True))
+
+        page = self.client.get(reverse("admin:core_parser_change", args=[self.parser.pk])).content.decode()
+        refused = self.client.post(self.run_url, {"environment_text": "API_URL=https://attacker.example/"}, follow=True)
+        with self.captureOnCommitCallbacks(execute=True):
+            self.client.post(self.run_url, {"environment_text": "", "timeout": "30"})
+
+        self.assertIn('id="run-with-timeout"', page)
+        self.assertNotIn('id="run-with-environment"', page)
+        self.assertContains(refused, "giving a run variables needs the permission to change its parser")
+        self.assertEqual(Run.objects.get().parameters, {"timeout": 30})
+
     def test_run_with_needs_the_run_permission(self):
         self.client.force_login(user_in("Viewers", "viewer", is_staff=True))
 

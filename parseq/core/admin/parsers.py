@@ -137,7 +137,13 @@ class ParserAdmin(ScriptVersionsAdmin, admin.ModelAdmin):
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         notices = [*self._notices(), *self._sandbox_notices()]
-        context = {**(extra_context or {}), "notices": notices, "can_run": self.has_run_permission(request)}
+        context = {
+            **(extra_context or {}),
+            "notices": notices,
+            "can_run": self.has_run_permission(request),
+            # A variable can send a script, and the secrets it holds, elsewhere: it is for those who may change it.
+            "can_give_variables": self.has_change_permission(request),
+        }
         return super().changeform_view(request, object_id, form_url, context)
 
     def changelist_view(self, request, extra_context=None):
@@ -211,6 +217,10 @@ class ParserAdmin(ScriptVersionsAdmin, admin.ModelAdmin):
         parser = get_object_or_404(Parser, pk=parser_id)
         try:
             given = _run_parameters_from(request.POST)
+            if "environment" in given and not self.has_change_permission(request, parser):
+                raise ValidationError(
+                    {"environment": ["giving a run variables needs the permission to change its parser"]}
+                )
         except ValidationError as error:
             problems = "; ".join(
                 f"{field}: {problem}" for field, found in error.message_dict.items() for problem in found
