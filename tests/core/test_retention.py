@@ -7,12 +7,13 @@ from unittest import mock
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection
+from django.db.models import RestrictedError
 from django.test import TestCase, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from parseq.core import retention
-from parseq.core.models import Run
+from parseq.core.models import Run, ScriptVersion
 from tests.helpers import TemporaryMediaMixin, make_parser
 
 SCRIPT = "def parse():\n    return {'a.txt': b'a'}\n"
@@ -280,3 +281,21 @@ class DeletionTests(RetentionTestCase):
         self.assertEqual(report.deleted, {"cbr_rates": 10, "http_cat": 2})
         self.assertEqual(report.total, 12)
         self.assertEqual(str(report), "Deleted 12 runs (and their files): cbr_rates 10, http_cat 2")
+
+
+class ScriptVersionRetentionTests(RetentionTestCase):
+    def test_pruning_runs_keeps_every_script_version_and_a_version_a_run_refers_to_cannot_be_deleted(self):
+        parser = self.parser(keep_last_runs=1)
+        first = ScriptVersion.objects.create(parser=parser, number=1, source=SCRIPT, filename="demo.py", sha256="a")
+        second = ScriptVersion.objects.create(parser=parser, number=2, source=SCRIPT, filename="demo.py", sha256="b")
+        old, kept = self.add_run(parser, age=2 * DAY), self.add_run(parser, age=DAY)
+        Run.objects.filter(pk=old.pk).update(script_version=first)
+        Run.objects.filter(pk=kept.pk).update(script_version=second)
+
+        self.prune()
+
+        self.assertRemaining(parser, [kept])
+        self.assertEqual(set(ScriptVersion.objects.values_list("number", flat=True)), {1, 2})
+        with self.assertRaises(RestrictedError):
+            second.delete()
+        self.assertTrue(ScriptVersion.objects.filter(pk=second.pk).exists())
