@@ -8,7 +8,8 @@ MASK = "********"
 MASKED_VALUE_MIN_CHARS = 6
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Set by the sandbox itself, or able to change how the interpreter or the loader behaves.
-RESERVED = {"PATH", "HOME", "TMPDIR", "LANG", "TZ", "PWD", "MALLOC_ARENA_MAX"}
+RESERVED = {"PATH", "HOME", "TMPDIR", "LANG", "TZ", "PWD", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES"}
+MAX_NAME_CHARS = 256
 RESERVED_PREFIXES = ("PYTHON", "LD_", "LC_")
 
 
@@ -17,6 +18,8 @@ def masked_text(environment):
 
 
 def name_problem(name):
+    if len(name) > MAX_NAME_CHARS:
+        return f"a variable's name is at most {MAX_NAME_CHARS} characters"
     if not NAME.match(name):
         return f"{name!r} is not a valid variable name"
     if name in RESERVED or name.startswith(RESERVED_PREFIXES):

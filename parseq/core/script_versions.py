@@ -74,13 +74,27 @@ class DiffLine:
 
 
 def diff(*, older, newer):
-    """The lines that differ between two versions (with a few lines around them), for a highlighted diff."""
+    """The lines that differ between two versions (with a few lines around them), for a highlighted diff.
+
+    The lines both share at the start and at the end are set aside first, and the matcher treats lines
+    found all over (autojunk) as noise: comparing 40 000 equal lines must not take minutes.
+    """
     old_lines, new_lines = older.source.splitlines(), newer.source.splitlines()
-    matcher = difflib.SequenceMatcher(a=old_lines, b=new_lines, autojunk=False)
+    head = _common_prefix(old_lines, new_lines)
+    tail = _common_prefix(old_lines[head:][::-1], new_lines[head:][::-1])
+    middle = difflib.SequenceMatcher(
+        a=old_lines[head : len(old_lines) - tail], b=new_lines[head : len(new_lines) - tail], autojunk=True
+    )
+    opcodes = [("equal", 0, head, 0, head)] if head else []
+    opcodes += [(tag, i1 + head, i2 + head, j1 + head, j2 + head) for tag, i1, i2, j1, j2 in middle.get_opcodes()]
+    if tail:
+        opcodes.append(("equal", len(old_lines) - tail, len(old_lines), len(new_lines) - tail, len(new_lines)))
+    matcher = _Opcodes(opcodes)
     lines = []
     for group in matcher.get_grouped_opcodes(DIFF_CONTEXT_LINES):
         first_old, first_new = group[0][1], group[0][3]
-        lines.append(DiffLine("hunk", first_old + 1, first_new + 1, f"lines {first_old + 1} → {first_new + 1}"))
+        where = f"line {first_new + 1}" + (f" (line {first_old + 1} before)" if first_old != first_new else "")
+        lines.append(DiffLine("hunk", first_old + 1, first_new + 1, where))
         for tag, old_start, old_end, new_start, new_end in group:
             if tag == "equal":
                 lines += [
@@ -91,3 +105,23 @@ def diff(*, older, newer):
             lines += [DiffLine("removed", number + 1, None, old_lines[number]) for number in range(old_start, old_end)]
             lines += [DiffLine("added", None, number + 1, new_lines[number]) for number in range(new_start, new_end)]
     return lines
+
+
+def _common_prefix(a, b):
+    count = 0
+    for left, right in zip(a, b, strict=False):
+        if left != right:
+            break
+        count += 1
+    return count
+
+
+class _Opcodes(difflib.SequenceMatcher):
+    """A matcher whose opcodes are given: get_grouped_opcodes() groups them with their context."""
+
+    def __init__(self, opcodes):
+        super().__init__()
+        self.opcodes = opcodes or [("equal", 0, 0, 0, 0)]
+
+    def get_opcodes(self):
+        return self.opcodes

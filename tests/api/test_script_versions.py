@@ -152,6 +152,8 @@ class RunParametersApiTests(TemporaryMediaMixin, APITestCase):
     def test_bad_parameters_are_refused_with_each_reason_and_no_run(self):
         cases = {
             "reserved name": ({"environment": {"PATH": "/x"}}, "environment", "PATH is set by the sandbox"),
+            "loader tunables": ({"environment": {"GLIBC_TUNABLES": "x"}}, "environment", "set by the sandbox"),
+            "a name too long": ({"environment": {"A" * 300: "v"}}, "environment", "at most 256 characters"),
             "bad name": ({"environment": {"1X": "a"}}, "environment", "'1X' is not a valid variable name"),
             "not a string": ({"environment": {"A": {"b": 1}}}, "environment", "Not a valid string"),
             "the mask": ({"environment": {"A": MASK}}, "environment", "give the value itself"),

@@ -1,6 +1,7 @@
 """The admin's script versions (list, source, diff, Restore), "Run with…", Run now, and a refused upload kept."""
 
 import re
+import time
 
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -65,6 +66,21 @@ class ScriptVersionPagesTests(AdminTestCase):
         added = re.findall(r'parseq-diff-added">.*?parseq-diff-text">(.*?)</td>', diff, re.S)
         self.assertEqual(removed, ["    city = &#x27;Oslo&#x27;"])
         self.assertEqual(added, ["    city = &#x27;Tromsø&#x27;"])
+
+    def test_comparing_two_large_scripts_of_many_equal_lines_takes_no_time(self):
+        # Found by an attacker: a matcher without its junk heuristic took 150 s on this page.
+        many = "import requests\n\ndef parse():\n    return {}\n" + "x = 1\n" * 40_000
+        self.assertEqual(self.add_parser(script(many)).status_code, 302)
+        parser = Parser.objects.get()
+        self.edit(parser, script_text=many + "y = 2\n")
+        started = time.monotonic()
+
+        page = self.client.get(reverse("admin:core_parser_versions", args=[parser.pk]))
+
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertEqual(
+            re.findall(r'parseq-diff-added">.*?parseq-diff-text">(.*?)</td>', page.content.decode(), re.S), ["y = 2"]
+        )
 
     def test_a_diff_of_versions_that_do_not_exist_says_so(self):
         parser = self.three_versions()
@@ -205,6 +221,20 @@ class RunWithTests(AdminTestCase):
         self.assertNotIn('id="run-with-environment"', page)
         self.assertContains(refused, "giving a run variables needs the permission to change its parser")
         self.assertEqual(Run.objects.get().parameters, {"timeout": 30})
+
+    def test_a_timeout_of_thousands_of_digits_is_refused_not_a_server_error(self):
+        response = self.client.post(self.run_url, {"timeout": "9" * 5000}, follow=True)
+
+        self.assertContains(response, "Not run: timeout: the timeout must be a whole number of seconds")
+        self.assertFalse(Run.objects.exists())
+
+    def test_no_one_finds_a_runs_variable_by_filtering_the_run_list_on_it(self):
+        Run.objects.create(parser=self.parser, parameters={"environment": {"TOKEN": "hunter2-secret"}})
+
+        for lookup in ("parameters__environment__TOKEN__startswith", "parameters__icontains", "parameters"):
+            with self.subTest(lookup=lookup):
+                response = self.client.get(reverse("admin:core_run_changelist"), {lookup: "hunter"})
+                self.assertEqual(response.status_code, 400)
 
     def test_run_with_needs_the_run_permission(self):
         self.client.force_login(user_in("Viewers", "viewer", is_staff=True))

@@ -247,7 +247,7 @@ def _run_parameters_from(form):
     if problems:
         raise ValidationError({"environment": problems})
     timeout = form.get("timeout", "").strip()
-    if timeout and not (timeout.isascii() and timeout.isdigit()):
+    if timeout and not (timeout.isascii() and timeout.isdigit() and len(timeout) <= 9):
         raise ValidationError({"timeout": ["the timeout must be a whole number of seconds"]})
     return parameters.run_parameters(environment=environment, timeout=int(timeout) if timeout else None)
 

@@ -6,6 +6,7 @@ from datetime import timedelta
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import CharField
+from django.db.models.constants import LOOKUP_SEP
 from django.db.models.functions import Cast
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
@@ -18,6 +19,9 @@ from parseq.core import display, previews, selectors, services
 from parseq.core.admin.common import owned_objects_go_along
 from parseq.core.environment import masked
 from parseq.core.models import ERROR_FILENAME, AuditEntry, Run
+
+# What a run holds that only those who may change its parser read (the values it was given); never a filter.
+SECRET_RUN_FIELDS = {"parameters"}
 
 # How long after a cancel its worker may take to stop the sandbox and write what it printed.
 CANCELLED_LOG_WAIT = timedelta(seconds=15)
@@ -136,6 +140,10 @@ class RunAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(run_id_text=Cast("run_id", output_field=CharField()))
+
+    def lookup_allowed(self, lookup, value, request=None):
+        # `?parameters__environment__TOKEN__startswith=` would tell a reader a run's variable a letter at a time.
+        return lookup.split(LOOKUP_SEP)[0] not in SECRET_RUN_FIELDS and super().lookup_allowed(lookup, value, request)
 
     def get_search_results(self, request, queryset, search_term):
         found, may_have_duplicates = super().get_search_results(request, queryset, search_term)

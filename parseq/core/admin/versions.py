@@ -15,6 +15,7 @@ from parseq.core.models import AuditEntry, Parser
 
 LISTED_ON_THE_PARSER_PAGE = 10
 LISTED_ON_THE_VERSIONS_PAGE = 500
+DIFF_LINES_SHOWN = 5000  # a page, not a dump: two scripts of 256 KiB may differ in every line
 
 
 class ScriptVersionsAdmin:
@@ -53,13 +54,15 @@ class ScriptVersionsAdmin:
         parser = self._parser_whose_sources(request, parser_id)
         versions = list(selectors.script_versions_of(parser=parser)[:LISTED_ON_THE_VERSIONS_PAGE])
         older, newer, problem = self._chosen_pair(request, parser, versions)
+        diff = script_versions.diff(older=older, newer=newer) if older and newer else []
         context = {
             **self._page_context(request, parser, title=f"Script versions of {parser.name}"),
             "versions": versions,
             "older": older,
             "newer": newer,
             "problem": problem,
-            "diff": script_versions.diff(older=older, newer=newer) if older and newer else [],
+            "diff": diff[:DIFF_LINES_SHOWN],
+            "diff_lines_not_shown": max(len(diff) - DIFF_LINES_SHOWN, 0),
         }
         return TemplateResponse(request, "admin/core/parser/versions.html", context)
 
