@@ -8,7 +8,7 @@ SANDBOX_VENV := .venv-sandbox
 APP_PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: run test test-fast lint format deps sandbox clean bench lock
+.PHONY: run test test-fast lint format deps sandbox clean bench lock images
 
 run: deps sandbox
 	DEBUG=$${DEBUG:-true} $(APP_PY) manage.py migrate --noinput
@@ -18,6 +18,10 @@ run: deps sandbox
 
 test: deps sandbox lint
 	SECRET_KEY=$${SECRET_KEY:-parseq-test-only} LOG_LEVEL=$${LOG_LEVEL:-ERROR} $(APP_PY) manage.py test tests --noinput
+
+# parseq:latest and parseq-sandbox:latest, on the engine `docker` talks to (README: Deploying).
+images:
+	deploy/build-images
 
 # The edit-test loop, in about a minute on both cores: no browser, worker process or fuzzing (README: Tests).
 FAST_TESTS := tests.access tests.alerts tests.api tests.core tests.scheduling tests.storage tests.deploy \

@@ -121,7 +121,7 @@ def run_script(
     With `restricted_modules`, the script runs under the RestrictedPython policy and may import only
     those. `cancelled`, a callable, is asked about twice a second whether to stop: once it answers true,
     the sandbox is killed and the outcome is CANCELLED. `log_sink` is called, in this thread, with each
-    part of the script's output the log keeps, as it comes (docker: not called, its log comes at the end).
+    part of the script's output the log keeps, as it comes.
     With `warm` (subprocess and bwrap), the sandbox is a fork of a zygote that has imported the modules
     in `preload` already (runner/starts.py, runner/warm.py). Never raises
     for anything the script does: every failure is an Outcome with a

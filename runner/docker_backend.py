@@ -15,14 +15,28 @@ deadline the container is killed, then always removed.
 
 import contextlib
 import os
+import queue
+import random
+import signal
+import threading
 import time
+from dataclasses import dataclass
 
 from runner.egress import EGRESS_SOCKET, behind_egress_proxy
-from runner.outcome import CANCELLED, COMPLETED, PROTOCOL_ERROR, SANDBOX_ERROR, SCRIPT_ERROR, TIMEOUT, Outcome
-from runner.protocol import LimitExceeded, ProtocolViolation, ResultReader, ScriptReportedError
+from runner.outcome import (
+    CANCELLED,
+    COMPLETED,
+    LIMIT_EXCEEDED,
+    PROTOCOL_ERROR,
+    SANDBOX_ERROR,
+    SCRIPT_ERROR,
+    TIMEOUT,
+    Outcome,
+)
+from runner.protocol import LimitExceeded, ProtocolViolation, ResultReader, ScriptReportedError, format_size
 from runner.sandbox import BOOTSTRAP, RESTRICTED_POLICY
 from runner.sandbox.self_jail import FILES_PER_TMPFS
-from runner.sandbox_user import chown_tree
+from runner.sandbox_user import SANDBOX_UIDS
 from runner.supervisor import (
     CANCEL_CHECK_SECONDS,
     LogCollector,
@@ -32,12 +46,12 @@ from runner.supervisor import (
     secret_holdback,
 )
 
-JAIL_WORKDIR = "/sandbox/work"
+JAIL_WORKDIR = "/sandbox/work"  # HOME and the working directory: a tmpfs of the disk limit's size
+JAIL_RUN_DIR = "/sandbox/run"  # the run's directory on the host, read-only but for the result file
 JAIL_BOOTSTRAP = "/sandbox/bootstrap.py"
 RESULT_FILE = ".parseq-result"
 READ_SIZE = 1024 * 1024
 DEFAULT_IMAGE = "parseq-sandbox:latest"
-SANDBOX_USER = "65534:65534"
 EXITED = "exited"
 
 
@@ -52,13 +66,22 @@ class DockerBackend:
     def workdir_parent(self, limits):
         return None  # the usual temporary directory
 
-    def container_spec(self, *, workdir, display_name, limits, timezone, variables, network, restricted_modules=None):
-        """The keyword arguments of `containers.create` for one run."""
+    def container_spec(
+        self, *, workdir, display_name, limits, timezone, variables, network, uid, restricted_modules=None
+    ):
+        """The keyword arguments of `containers.create` for one run, whose container runs as `uid`.
+
+        What the script may write is on two tmpfs of the disk limit's size (HOME and /tmp), as in the
+        bwrap jail: the kernel holds the limit, and nothing reaches the host's disk but the result
+        file, which the file size limit bounds.
+        """
         if network not in ("internet", "none"):
             raise SandboxSetupError(f"unknown network policy {network!r}")
+        # The engine sets HOSTNAME in every container: gone, as the other backends have none.
+        # One stream for the log, as a pipe gives the other backends: two would lose their lines' order.
         command = (
-            f"exec 3>{JAIL_WORKDIR}/{RESULT_FILE} && exec python -I -B {JAIL_BOOTSTRAP} "
-            f'{JAIL_WORKDIR}/script.py "$0" 3 -1 "$1"'
+            f"unset HOSTNAME; exec 2>&1 3>{JAIL_RUN_DIR}/{RESULT_FILE} && exec python -I -B {JAIL_BOOTSTRAP} "
+            f'{JAIL_RUN_DIR}/script.py "$0" 3 -1 "$1"'
         )
         environment = {
             **variables,
@@ -69,9 +92,17 @@ class DockerBackend:
             "TMPDIR": "/tmp",
             "MALLOC_ARENA_MAX": "2",
         }
+        volumes = {
+            workdir: {"bind": JAIL_RUN_DIR, "mode": "rw"},
+            BOOTSTRAP: {"bind": JAIL_BOOTSTRAP, "mode": "ro"},
+            RESTRICTED_POLICY: {"bind": "/sandbox/restricted.py", "mode": "ro"},
+        }
         if network == "internet":
+            # In HOME, as in the other backends' jails.
             environment["PARSEQ_EGRESS_SOCKET"] = f"{JAIL_WORKDIR}/{EGRESS_SOCKET}"
+            volumes[os.path.join(workdir, EGRESS_SOCKET)] = {"bind": f"{JAIL_WORKDIR}/{EGRESS_SOCKET}", "mode": "rw"}
         cpu = limits.cpu_seconds
+        scratch = f"rw,nosuid,nodev,size={limits.disk_bytes},nr_inodes={FILES_PER_TMPFS}"
         return {
             "image": self.image,
             "command": [
@@ -79,19 +110,23 @@ class DockerBackend:
                 "-c",
                 command,
                 display_name,
-                child_limits(limits, own_uid=False, restricted_modules=restricted_modules),
+                # The engine's pids limit holds the whole container: the bootstrap names it when a fork fails.
+                child_limits(limits, own_uid=False, restricted_modules=restricted_modules, pids_limited=True),
             ],
-            "user": SANDBOX_USER,
+            "user": f"{uid}:{uid}",
+            # The engine's init as process 1: the kernel's SIGXCPU to a namespace's first process, which
+            # has no handler for it, would be ignored, and the CPU limit would end in SIGKILL a second later.
+            "init": True,
             "working_dir": JAIL_WORKDIR,
             "environment": environment,
             "network_mode": "none",  # "internet" is the egress proxy, over a socket in the run's directory
             "read_only": True,
-            "tmpfs": {"/tmp": f"rw,nosuid,nodev,size=64m,nr_inodes={FILES_PER_TMPFS},mode=1777"},
-            "volumes": {
-                workdir: {"bind": JAIL_WORKDIR, "mode": "rw"},
-                BOOTSTRAP: {"bind": JAIL_BOOTSTRAP, "mode": "ro"},
-                RESTRICTED_POLICY: {"bind": "/sandbox/restricted.py", "mode": "ro"},
+            "tmpfs": {
+                "/tmp": f"{scratch},mode=1777",
+                "/run": "rw,nosuid,nodev,noexec,size=64k,mode=0755",  # the image's /run/lock and the like: gone
+                JAIL_WORKDIR: f"{scratch},mode=0700,uid={uid},gid={uid}",
             },
+            "volumes": volumes,
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges"],
             "mem_limit": limits.memory_bytes,
@@ -108,72 +143,56 @@ class DockerBackend:
 
     def run(self, run: SandboxRun):
         """Run the container; with the policy "internet", behind the run's egress proxy (runner/egress.py)."""
-
-        def run_container():
-            return self.run_container(
-                script_path=run.script_path,
-                display_name=run.display_name,
-                workdir=run.workdir,
-                out_dir=run.out_dir,
-                limits=run.limits,
-                timezone=run.timezone,
-                variables=run.variables,
-                network=run.network,
-                restricted_modules=run.restricted_modules,
-                cancelled=run.cancelled,
-            )
-
         if run.network != "internet":
-            return run_container()
+            return self.run_container(run)
         return behind_egress_proxy(
-            run_container,
+            lambda: self.run_container(run),
             workdir=run.workdir,
             allowed_networks=run.allowed_networks,
             refused_networks=run.refused_networks,
             extra_ports=run.extra_ports,
         )
 
-    def run_container(
-        self,
-        *,
-        script_path,
-        display_name,
-        workdir,
-        out_dir,
-        limits,
-        timezone,
-        variables,
-        network,
-        restricted_modules,
-        cancelled=None,
-    ):
+    def run_container(self, run: SandboxRun):
+        """Create, start and follow the run's container, then remove it; its outcome.
+
+        Its output is read while it runs (run.log_sink gets it as it comes, in this thread).
+        """
+        limits = run.limits
+        uid = random.choice(SANDBOX_UIDS)  # noqa: S311 - a user of its own, not a secret
         try:
             client = self.client or docker_client()
             spec = self.container_spec(
-                workdir=workdir,
-                display_name=display_name,
+                workdir=run.workdir,
+                display_name=run.display_name,
                 limits=limits,
-                timezone=timezone,
-                variables=variables,
-                network=network,
-                restricted_modules=restricted_modules,
+                timezone=run.timezone,
+                variables=run.variables,
+                network=run.network,
+                uid=uid,
+                restricted_modules=run.restricted_modules,
             )
         except SandboxSetupError as error:
             return Outcome(SANDBOX_ERROR, error=str(error))
         except Exception as error:  # noqa: BLE001 - no engine, no image: a clear error for the run
             return Outcome(SANDBOX_ERROR, error=f"the Docker engine is not reachable: {error}")
-        give_to_container_user(workdir)
+        open_the_run_directory_to_the_container(run.workdir)
+        log = LogCollector(limits.log_bytes, sink=run.log_sink, holdback=secret_holdback(run.variables or {}))
         container = None
         try:
             container = client.containers.create(**spec)
             container.start()
-            stopped = self.wait(container, deadline=time.monotonic() + limits.wall_time, cancelled=cancelled)
-            log = LogCollector(limits.log_bytes, holdback=secret_holdback(variables or {}))
-            for chunk in container.logs(stdout=True, stderr=True, stream=True):
-                log.feed(chunk)
+            output = OutputFollower(container)
+            deadline = time.monotonic() + limits.wall_time
+            stopped = self.wait(
+                container, deadline=deadline, cancelled=run.cancelled, meanwhile=lambda: output.pass_on(log)
+            )
+            output.finish(log)
             exit_code = container.wait(timeout=10).get("StatusCode") if stopped == EXITED else None
+            container.reload()
+            out_of_memory = container.attrs.get("State", {}).get("OOMKilled", False)
         except Exception as error:  # noqa: BLE001 - an engine failure fails this run only
-            return Outcome(SANDBOX_ERROR, error=f"the Docker engine failed: {error}")
+            return Outcome(SANDBOX_ERROR, log=log.text(), error=f"the Docker engine failed: {error}")
         finally:
             if container is not None:
                 remove_quietly(container)
@@ -181,11 +200,18 @@ class DockerBackend:
             return Outcome(CANCELLED, log=log.text(), error="cancelled")
         if stopped == TIMEOUT:
             return Outcome(TIMEOUT, log=log.text(), error=f"timed out after {limits.wall_time:g} s")
-        return read_result(os.path.join(workdir, RESULT_FILE), out_dir, limits, log.text(), exit_code)
+        ending = Ending(exit_code=exit_code, out_of_memory=out_of_memory, log_kept=bool(log.kept))
+        outcome = read_result(os.path.join(run.workdir, RESULT_FILE), run.out_dir, limits, log.text(), ending)
+        return with_the_memory_breach(outcome, ending, limits)
 
-    def wait(self, container, *, deadline, cancelled=None):
-        """EXITED when the container stopped on its own; TIMEOUT or CANCELLED when it was killed."""
+    def wait(self, container, *, deadline, cancelled=None, meanwhile=None):
+        """EXITED when the container stopped on its own; TIMEOUT or CANCELLED when it was killed.
+
+        `meanwhile` is called between checks (every CANCEL_CHECK_SECONDS at most).
+        """
         while True:
+            if meanwhile:
+                meanwhile()
             remaining = deadline - time.monotonic()
             if remaining <= 0 or (cancelled and cancelled()):
                 container.kill()
@@ -197,7 +223,46 @@ class DockerBackend:
                 continue
 
 
-def read_result(path, out_dir, limits, log, exit_code):
+class OutputFollower:
+    """The container's output, read by a thread of its own as it comes, and handed over in the run's thread."""
+
+    def __init__(self, container):
+        self.chunks = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._follow, args=(container,), daemon=True)
+        self.thread.start()
+
+    def _follow(self, container):
+        try:
+            for chunk in container.logs(stdout=True, stderr=True, stream=True, follow=True):
+                self.chunks.put(chunk)
+        except Exception:  # noqa: BLE001, S110 - the engine went away: the run's wait says so
+            pass
+
+    def pass_on(self, log):
+        while True:
+            try:
+                log.feed(self.chunks.get_nowait())
+            except queue.Empty:
+                return
+
+    def finish(self, log):
+        """What is left, once the container has stopped (the stream ends with it)."""
+        self.thread.join(timeout=10)
+        self.pass_on(log)
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a container ended: its exit status (128 + N for signal N), and whether the engine saw it run out
+    of memory."""
+
+    exit_code: int | None
+    out_of_memory: bool
+    log_kept: bool
+
+
+def read_result(path, out_dir, limits, log, ending):
+    """The run's outcome from its result file, in the words the other backends use (runner/supervisor.py)."""
     reader = ResultReader(out_dir, limits)
     try:
         with open(path, "rb") as channel:
@@ -209,22 +274,62 @@ def read_result(path, out_dir, limits, log, exit_code):
     except ScriptReportedError as error:
         reader.discard()
         return Outcome(SCRIPT_ERROR, log=log, error=str(error))
-    except (LimitExceeded, ProtocolViolation, OSError) as error:
+    except LimitExceeded as error:
         reader.discard()
-        return Outcome(PROTOCOL_ERROR, log=log, error=f"the result could not be read: {error}")
-    if not reader.done:
+        return Outcome(LIMIT_EXCEEDED, log=log, error=f"limit exceeded: {error}")
+    except ProtocolViolation as error:
         reader.discard()
-        return Outcome(PROTOCOL_ERROR, log=log, error=f"the container exited with code {exit_code} without a result")
-    return Outcome(COMPLETED, log=log, files=list(reader.files))
+        return Outcome(PROTOCOL_ERROR, log=log, error=f"protocol violation: {error}")
+    except OSError as error:
+        reader.discard()
+        return Outcome(SANDBOX_ERROR, log=log, error=f"could not store a result file: {error}")
+    if reader.done:
+        return Outcome(COMPLETED, log=log, files=list(reader.files))
+    reader.discard()
+    status, error = ended_without_a_result(ending, limits)
+    return Outcome(status, log=log, error=error)
 
 
-def give_to_container_user(workdir):
-    """The container's user must read the script and write the result in the run's directory."""
-    uid, gid = map(int, SANDBOX_USER.split(":"))
-    if os.geteuid() == 0:
-        chown_tree(workdir, uid, gid)
-    else:
-        os.chmod(workdir, 0o777)  # noqa: S103 - a fresh directory of this run only; no other way without root
+def with_the_memory_breach(outcome, ending, limits):
+    """A failed run whose container ran out of memory (a child killed by the kernel, say) says so first."""
+    breach = f"memory limit {format_size(limits.memory_bytes)} exceeded (all of the run's processes together)"
+    failed = ending.out_of_memory and outcome.status in (SCRIPT_ERROR, PROTOCOL_ERROR)
+    if failed and not outcome.error.startswith(breach.split(" (")[0]):  # else the script saw it and the bootstrap said
+        outcome.status, outcome.error = LIMIT_EXCEEDED, f"{breach}\n\n{outcome.error}"
+    return outcome
+
+
+def ended_without_a_result(ending, limits):
+    """(status, error) of a container that exited before parse() returned a result."""
+    memory = format_size(limits.memory_bytes)
+    if ending.out_of_memory:
+        return LIMIT_EXCEEDED, f"memory limit {memory} exceeded (all of the run's processes together)"
+    code = ending.exit_code if ending.exit_code is not None else -1
+    signal_number = code - 128 if code > 128 else None
+    if signal_number == signal.SIGXCPU:
+        return LIMIT_EXCEEDED, f"CPU time limit {limits.cpu_seconds} s exceeded"
+    how = f"was killed by signal {signal_number}" if signal_number else f"exited with code {code}"
+    if signal_number == signal.SIGKILL:
+        # The engine did not see it run out of memory: the hard CPU limit, a second past the soft one.
+        how += f" (SIGKILL: most likely its CPU time limit of {limits.cpu_seconds} s)"
+    see_log = " (see the log)" if ending.log_kept else ""
+    return PROTOCOL_ERROR, f"the script's process {how} before parse() returned a result{see_log}"
+
+
+def open_the_run_directory_to_the_container(workdir):
+    """The container's user, whoever it is, reads the script, connects to the egress proxy and writes the
+    result file; it can create nothing here (the directory stays the worker's, read-only to others).
+    """
+    os.chmod(workdir, 0o755)  # noqa: S103 - readable, not writable: the script is the user's own anyway
+    for name in os.listdir(workdir):
+        os.chmod(os.path.join(workdir, name), 0o644)
+    result = os.path.join(workdir, RESULT_FILE)
+    with open(result, "wb"):
+        pass
+    os.chmod(result, 0o666)  # noqa: S103 - the container's user writes its result here, and only here
+    socket = os.path.join(workdir, EGRESS_SOCKET)
+    if os.path.exists(socket):
+        os.chmod(socket, 0o666)  # noqa: S103 - the run's own proxy, seen by this container only
 
 
 def remove_quietly(container):

@@ -199,18 +199,20 @@ def child_limits(
     own_uid: bool,
     restricted_modules: Iterable[str] | None = None,
     cgroup: cgroups.RunCgroup | None = None,
+    pids_limited: bool = False,
 ) -> str:
     """What the bootstrap applies to itself before the script, as its LIMITS_JSON.
 
     The rlimits, the RestrictedPython policy, the seccomp filter, and the descriptors to join the
-    run's cgroup by (`cgroup`, a cgroups.RunCgroup) with the process limit it holds.
+    run's cgroup by (`cgroup`, a cgroups.RunCgroup) with the process limit it holds; `pids_limited`:
+    something else holds that limit for all of the run's processes (a container's pids limit).
     """
     return json.dumps(
         {
             "restricted": sorted(restricted_modules) if restricted_modules is not None else None,
             "seccomp": syscall_filter.program(),
             "cgroup_fds": cgroup.entry_fds if cgroup else [],
-            "pids": limits.processes if cgroup else None,
+            "pids": limits.processes if cgroup or pids_limited else None,
             "memory": [limits.memory_bytes, format_size(limits.memory_bytes)],
             "file_size": [limits.file_bytes, format_size(limits.file_bytes)],
             "disk": [limits.disk_bytes, format_size(limits.disk_bytes)],

@@ -36,6 +36,24 @@ def require(condition, reason):
     return unittest.skip(reason)
 
 
+@functools.cache
+def docker_sandbox_availability():
+    """(True, "") when a Docker engine answers and holds the sandbox image (`make images`); else (False, why)."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=5)
+        client.ping()
+    except Exception as error:
+        return False, f"needs a Docker engine (DOCKER_HOST; .ci/run starts one): {error}"
+    image = os.environ.get("PARSEQ_SANDBOX_IMAGE", "parseq-sandbox:latest")
+    try:
+        client.images.get(image)
+    except Exception:
+        return False, f"needs the sandbox image {image}: make images"
+    return True, ""
+
+
 def rabbitmq_url():
     return os.environ.get("PARSEQ_TEST_BROKER_URL", "")
 

@@ -1,11 +1,9 @@
-"""The Docker backend: its container specification, its run flow, and a real engine where one answers.
+"""The Docker backend: its container specification, and what only it does, on a real engine.
 
-No Docker engine runs on the development machine or in CI, so the run flow is
-exercised against a stand-in for the engine's client; the last test class runs a
-real container when an engine is reachable.
+CI starts an engine of its own and builds the sandbox image (`make images`); the sandbox battery
+runs under docker too (the Docker* classes of test_sandbox, test_hostile, test_red_team...).
 """
 
-import base64
 import json
 import os
 import tempfile
@@ -13,8 +11,13 @@ import time
 import unittest
 from unittest import mock
 
+import docker
+import docker.errors
+
 import runner
+import runner.sandbox
 from runner.docker_backend import RESULT_FILE, DockerBackend
+from tests.helpers import docker_sandbox_availability, require, write_script
 
 LIMITS = runner.Limits(wall_time=30, memory_bytes=256 * 1024**2, processes=32, open_files=64, file_bytes=1024**2)
 
@@ -27,6 +30,7 @@ def spec(**overrides):
         "timezone": "Europe/Moscow",
         "variables": {"API_KEY": "k", "PATH": "/evil"},
         "network": "internet",
+        "uid": 201234,
     }
     return DockerBackend("python", client=object(), image="parseq-sandbox:test").container_spec(
         **{**arguments, **overrides}
@@ -37,7 +41,8 @@ class ContainerSpecTests(unittest.TestCase):
     def test_the_container_is_unprivileged_and_read_only(self):
         container = spec()
 
-        self.assertEqual(container["user"], "65534:65534")
+        self.assertEqual(container["user"], "201234:201234")
+        self.assertTrue(container["init"])  # process 1 is the engine's init: the script gets SIGXCPU
         self.assertTrue(container["read_only"])
         self.assertEqual(container["cap_drop"], ["ALL"])
         self.assertEqual(container["security_opt"], ["no-new-privileges"])
@@ -51,18 +56,30 @@ class ContainerSpecTests(unittest.TestCase):
         ulimits = {u["name"]: (u["soft"], u["hard"]) for u in container["ulimits"]}
         self.assertEqual(ulimits, {"nofile": (64, 64), "fsize": (1024**2, 1024**2), "cpu": (30, 31)})
 
-    def test_only_the_runs_directory_is_writable_and_the_bootstrap_is_read_only(self):
+    def test_the_runs_directory_the_bootstrap_and_the_proxys_socket_are_all_it_sees_of_the_host(self):
         volumes = spec()["volumes"]
 
-        self.assertEqual(volumes["/tmp/parseq-run-x"], {"bind": "/sandbox/work", "mode": "rw"})
-        self.assertEqual([v["mode"] for k, v in volumes.items() if k != "/tmp/parseq-run-x"], ["ro", "ro"])
         self.assertEqual(
-            sorted(v["bind"] for v in volumes.values()),
-            ["/sandbox/bootstrap.py", "/sandbox/restricted.py", "/sandbox/work"],
+            {bind["bind"]: (path, bind["mode"]) for path, bind in volumes.items()},
+            {
+                # Its files are the worker's, read-only to the container's user but the result file.
+                "/sandbox/run": ("/tmp/parseq-run-x", "rw"),
+                "/sandbox/bootstrap.py": (runner.sandbox.BOOTSTRAP, "ro"),
+                "/sandbox/restricted.py": (runner.sandbox.RESTRICTED_POLICY, "ro"),
+                "/sandbox/work/.parseq-egress.sock": ("/tmp/parseq-run-x/.parseq-egress.sock", "rw"),
+            },
         )
 
-    def test_its_tmp_is_a_tmpfs_with_a_size_and_a_number_of_files(self):
-        self.assertEqual(spec()["tmpfs"], {"/tmp": "rw,nosuid,nodev,size=64m,nr_inodes=20000,mode=1777"})
+    def test_home_and_tmp_are_tmpfs_of_the_disk_limits_size_and_run_is_empty(self):
+        scratch = f"rw,nosuid,nodev,size={LIMITS.disk_bytes},nr_inodes=20000"
+        self.assertEqual(
+            spec()["tmpfs"],
+            {
+                "/tmp": f"{scratch},mode=1777",
+                "/sandbox/work": f"{scratch},mode=0700,uid=201234,gid=201234",
+                "/run": "rw,nosuid,nodev,noexec,size=64k,mode=0755",
+            },
+        )
 
     def test_the_container_has_no_network_and_internet_is_the_egress_proxys_socket(self):
         internet, none = spec(network="internet"), spec(network="none")
@@ -86,143 +103,101 @@ class ContainerSpecTests(unittest.TestCase):
         command = spec()["command"]
 
         self.assertEqual(command[:2], ["/bin/sh", "-c"])
-        self.assertIn(f"exec 3>/sandbox/work/{RESULT_FILE}", command[2])
+        self.assertIn(f"exec 2>&1 3>/sandbox/run/{RESULT_FILE}", command[2])
         self.assertEqual(command[3], "weather.py")
         self.assertEqual(json.loads(command[4])["cpu"], 30)
+        self.assertEqual(json.loads(command[4])["pids"], 32)  # the bootstrap names the engine's pids limit
 
 
-class FakeContainer:
-    """Stands in for a container: it 'runs' by writing what a bootstrap would have written."""
-
-    def __init__(self, workdir, result_lines, *, runs_forever=False, output=b"hello from the script\n"):
-        self.workdir, self.result_lines, self.runs_forever, self.output = workdir, result_lines, runs_forever, output
-        self.killed = self.removed = False
-
-    def start(self):
-        with open(os.path.join(self.workdir, RESULT_FILE), "w") as channel:
-            channel.writelines(json.dumps(line) + "\n" for line in self.result_lines)
-
-    def wait(self, timeout=None):
-        if self.runs_forever and not self.killed:
-            time.sleep(min(timeout, 0.2))
-            raise ConnectionError("Read timed out.")
-        return {"StatusCode": 0}
-
-    def kill(self):
-        self.killed = True
-
-    def logs(self, **kwargs):
-        return iter([self.output])
-
-    def remove(self, force=False):
-        self.removed = True
-
-
-class FakeClient:
-    def __init__(self, make_container):
-        self.make_container = make_container
-        self.created = []
-        self.containers = self
-
-    def create(self, **spec):
-        container = self.make_container(spec["volumes"])
-        self.created.append((spec, container))
-        return container
-
-
-def workdir_of(volumes):
-    return next(path for path, volume in volumes.items() if volume["mode"] == "rw")
-
-
-class DockerRunFlowTests(unittest.TestCase):
-    def setUp(self):
-        self.tempdir = tempfile.TemporaryDirectory()
-        self.addCleanup(self.tempdir.cleanup)
-        self.script = os.path.join(self.tempdir.name, "weather.py")
-        with open(self.script, "w") as file:
-            file.write("def parse():\n    return {}\n")
-        self.out_dir = os.path.join(self.tempdir.name, "out")
-        os.mkdir(self.out_dir)
-
-    def run_with(self, client, **limits):
-        with mock.patch("runner.docker_backend.docker_client", return_value=client):
-            return runner.run_script(
-                self.script, self.out_dir, python="python", backend="docker", limits=runner.Limits(**limits)
-            )
-
-    def test_a_result_written_by_the_container_becomes_the_files_and_the_container_is_removed(self):
-        lines = [
-            {"kind": "file", "name": "a.bin"},
-            {"kind": "data", "data": base64.b64encode(b"\x00\x01").decode()},
-            {"kind": "done"},
-        ]
-        client = FakeClient(lambda volumes: FakeContainer(workdir_of(volumes), lines))
-
-        outcome = self.run_with(client)
-
-        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
-        self.assertEqual(outcome.log, "hello from the script\n")
-        with open(os.path.join(self.out_dir, "a.bin"), "rb") as file:
-            self.assertEqual(file.read(), b"\x00\x01")
-        self.assertTrue(client.created[0][1].removed)
-
-    def test_a_script_error_reported_by_the_container_is_the_runs_error(self):
-        lines = [{"kind": "error", "message": "ValueError: nope"}]
-        client = FakeClient(lambda volumes: FakeContainer(workdir_of(volumes), lines))
-
-        outcome = self.run_with(client)
-
-        self.assertEqual((outcome.status, outcome.error), (runner.SCRIPT_ERROR, "ValueError: nope"))
-
-    def test_a_container_past_its_deadline_is_killed_then_removed(self):
-        client = FakeClient(lambda volumes: FakeContainer(workdir_of(volumes), [], runs_forever=True))
-        started = time.monotonic()
-
-        outcome = self.run_with(client, wall_time=1)
-
-        container = client.created[0][1]
-        self.assertEqual((outcome.status, outcome.error), (runner.TIMEOUT, "timed out after 1 s"))
-        self.assertTrue(container.killed and container.removed)
-        self.assertLess(time.monotonic() - started, 5)
-
-    def test_a_container_that_exits_without_a_result_is_an_error(self):
-        client = FakeClient(lambda volumes: FakeContainer(workdir_of(volumes), []))
-
-        outcome = self.run_with(client)
-
-        self.assertEqual(outcome.status, runner.PROTOCOL_ERROR)
-        self.assertIn("without a result", outcome.error)
-
+class NoEngineTests(unittest.TestCase):
     def test_without_a_reachable_engine_the_run_is_a_clear_sandbox_error(self):
-        with mock.patch.dict(os.environ, {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}):
-            outcome = runner.run_script(self.script, self.out_dir, python="python", backend="docker")
+        with tempfile.TemporaryDirectory() as tempdir:
+            script = os.path.join(tempdir, "weather.py")
+            with open(script, "w") as file:
+                file.write("def parse():\n    return {}\n")
+            out_dir = os.path.join(tempdir, "out")
+            os.mkdir(out_dir)
+            with mock.patch.dict(os.environ, {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}):
+                outcome = runner.run_script(script, out_dir, python="python", backend="docker")
 
         self.assertEqual(outcome.status, runner.SANDBOX_ERROR)
         self.assertIn("Docker engine", outcome.error)
 
 
-def engine_reachable():
-    try:
-        import docker
-
-        docker.from_env(timeout=3).ping()
-    except Exception:
-        return False
-    return True
-
-
-@unittest.skipUnless(engine_reachable(), "no Docker engine answers here: the real-container test is skipped")
+@require(*docker_sandbox_availability())
 class RealEngineTests(unittest.TestCase):
-    def test_a_script_runs_in_a_real_container_of_the_sandbox_image(self):
-        with tempfile.TemporaryDirectory() as tempdir:
-            script = os.path.join(tempdir, "p.py")
-            with open(script, "w") as file:
-                file.write("import os\ndef parse():\n    return {'uid.txt': str(os.getuid()).encode()}\n")
-            out_dir = os.path.join(tempdir, "out")
-            os.mkdir(out_dir)
+    """What only the docker backend does, on a real engine (the sandbox battery runs under it too: Docker*)."""
 
-            outcome = runner.run_script(script, out_dir, python="python", backend="docker")
+    def setUp(self):
+        self.tempdir = tempfile.TemporaryDirectory(prefix="parseq-test-")
+        self.addCleanup(self.tempdir.cleanup)
+        self.out_dir = os.path.join(self.tempdir.name, "out")
+        os.mkdir(self.out_dir)
 
+    def run_source(self, source, **options):
+        script = write_script(self.tempdir.name, source)
+        return runner.run_script(script, self.out_dir, python="python", backend="docker", **options)
+
+    def read(self, name):
+        with open(os.path.join(self.out_dir, name)) as file:
+            return file.read()
+
+    def test_each_run_is_a_user_of_its_own_in_a_container_that_is_gone_once_it_ends(self):
+        source = (
+            "import os\ndef parse():\n"
+            "    return {'who.txt': f'{os.getuid()} {open(\"/etc/hostname\").read()}'.encode()}\n"
+        )
+        seen = []
+        for _ in range(2):
+            outcome = self.run_source(source)
             self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
-            with open(os.path.join(out_dir, "uid.txt")) as file:
-                self.assertEqual(file.read(), "65534")
+            seen.append(self.read("who.txt").split())
+            os.remove(os.path.join(self.out_dir, "who.txt"))
+
+        (first_uid, first_container), (second_uid, _) = seen
+        self.assertTrue(all(int(uid) >= 200_000 for uid in (first_uid, second_uid)), seen)
+        self.assertNotEqual(first_uid, second_uid)
+        with self.assertRaises(docker.errors.NotFound):
+            docker.from_env().containers.get(first_container)
+
+    def test_a_container_past_its_deadline_is_killed_and_removed(self):
+        started = time.monotonic()
+
+        outcome = self.run_source(
+            "import time\ndef parse():\n    print(open('/etc/hostname').read(), flush=True)\n    time.sleep(60)\n",
+            limits=runner.Limits(wall_time=2),
+        )
+
+        self.assertEqual((outcome.status, outcome.error), (runner.TIMEOUT, "timed out after 2 s"))
+        self.assertLess(time.monotonic() - started, 15)
+        with self.assertRaises(docker.errors.NotFound):
+            docker.from_env().containers.get(outcome.log.strip())
+
+    def test_what_the_script_prints_reaches_the_log_sink_while_it_runs(self):
+        heard = []
+        source = "import time\ndef parse():\n    print('first', flush=True)\n    time.sleep(3)\n    return {}\n"
+        started = time.monotonic()
+
+        outcome = self.run_source(source, log_sink=lambda chunk: heard.append((time.monotonic() - started, chunk)))
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+        self.assertEqual(b"".join(chunk for _, chunk in heard), b"first\n")
+        self.assertLess(heard[0][0], time.monotonic() - started - 1.5)
+
+    def test_the_runs_directory_on_the_host_is_read_only_to_the_script(self):
+        outcome = self.run_source("def parse():\n    open('/sandbox/run/planted.txt', 'w').write('x')\n")
+
+        self.assertEqual(outcome.status, runner.SCRIPT_ERROR)
+        self.assertIn("Permission denied", outcome.error)
+
+    def test_a_cancelled_run_has_its_container_killed_within_a_second(self):
+        asked = []
+        started = time.monotonic()
+
+        outcome = self.run_source(
+            "import time\ndef parse():\n    time.sleep(60)\n",
+            cancelled=lambda: asked.append(1) or time.monotonic() - started > 2,
+        )
+
+        self.assertEqual(outcome.status, runner.CANCELLED)
+        self.assertLess(time.monotonic() - started, 6)

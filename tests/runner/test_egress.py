@@ -25,7 +25,7 @@ import runner
 from runner import addresses, egress
 from tests.helpers import require, wait_until
 from tests.hosts import CAN_MAKE_HOSTS, PORT, TestHost
-from tests.runner.test_sandbox import ISOLATING_SUBPROCESS, SandboxTestCase, warm_under_bwrap
+from tests.runner.test_sandbox import ISOLATING_SUBPROCESS, SandboxTestCase, under_docker, warm_under_bwrap
 
 JAIL = require(runner.bwrap_works(), "needs bubblewrap with user namespaces: apt-get install bubblewrap")
 
@@ -615,6 +615,9 @@ def warm_under_root(test_class):
 SubprocessRefusedDestinationTests = under_isolating_subprocess(RefusedDestinationTests)
 SubprocessAllowedDestinationTests = under_isolating_subprocess(AllowedDestinationTests)
 SubprocessProxyLimitTests = under_isolating_subprocess(ProxyLimitTests)
+DockerRefusedDestinationTests = under_docker(RefusedDestinationTests)
+DockerAllowedDestinationTests = under_docker(AllowedDestinationTests)
+DockerProxyLimitTests = under_docker(ProxyLimitTests)
 WarmBwrapRefusedDestinationTests = warm_under_bwrap(RefusedDestinationTests)
 WarmBwrapAllowedDestinationTests = warm_under_bwrap(AllowedDestinationTests)
 WarmBwrapProxyLimitTests = warm_under_bwrap(ProxyLimitTests)

@@ -10,7 +10,7 @@ from django.conf import settings
 
 import runner
 from tests.helpers import live_processes_with, wait_until
-from tests.runner.test_sandbox import SandboxTestCase, under_bwrap, warm_start, warm_under_bwrap
+from tests.runner.test_sandbox import SandboxTestCase, under_bwrap, under_docker, warm_start, warm_under_bwrap
 
 SEPARATED = os.geteuid() == 0  # the subprocess backend separates scripts from the worker only as root
 
@@ -126,5 +126,6 @@ class HostileScriptTests(SandboxTestCase):
 
 
 BwrapHostileScriptTests = under_bwrap(HostileScriptTests)
+DockerHostileScriptTests = under_docker(HostileScriptTests)
 WarmHostileScriptTests = warm_start(HostileScriptTests)
 WarmBwrapHostileScriptTests = warm_under_bwrap(HostileScriptTests)

@@ -25,7 +25,7 @@ from django.conf import settings
 
 import runner
 from runner.sandbox.self_jail import FILES_PER_TMPFS
-from tests.runner.test_sandbox import SandboxTestCase, under_bwrap, warm_start, warm_under_bwrap
+from tests.runner.test_sandbox import SandboxTestCase, under_bwrap, under_docker, warm_start, warm_under_bwrap
 
 CGROUPS = runner.cgroups_availability()
 ROOT = os.geteuid() == 0
@@ -287,6 +287,7 @@ class RedTeamTests(SandboxTestCase):
 
 
 BwrapRedTeamTests = under_bwrap(RedTeamTests)
+DockerRedTeamTests = under_docker(RedTeamTests)
 WarmRedTeamTests = warm_start(RedTeamTests)
 WarmBwrapRedTeamTests = warm_under_bwrap(RedTeamTests)
 

@@ -7,7 +7,7 @@ from django.test import SimpleTestCase
 import runner
 from parseq.core.validation import validate_script
 from tests.helpers import script
-from tests.runner.test_sandbox import SandboxTestCase, under_bwrap, warm_start, warm_under_bwrap
+from tests.runner.test_sandbox import SandboxTestCase, under_bwrap, under_docker, warm_start, warm_under_bwrap
 
 TYPICAL_SCRAPER = os.path.join(os.path.dirname(__file__), "typical_scraper.py")
 
@@ -102,6 +102,7 @@ class RestrictedRunTests(SandboxTestCase):
 
 
 BwrapRestrictedRunTests = under_bwrap(RestrictedRunTests)
+DockerRestrictedRunTests = under_docker(RestrictedRunTests)
 WarmRestrictedRunTests = warm_start(RestrictedRunTests)
 WarmBwrapRestrictedRunTests = warm_under_bwrap(RestrictedRunTests)
 

@@ -16,7 +16,7 @@ from parseq.core.execution import warm_preload
 from parseq.core.validation import allowed_modules, sandbox_modules
 from runner.subprocess_jail import SubprocessJail
 from runner.supervisor import LogCollector, secret_holdback
-from tests.helpers import live_processes_with, require, wait_until, write_script
+from tests.helpers import docker_sandbox_availability, live_processes_with, require, wait_until, write_script
 
 # As root (with util-linux and iproute2), the subprocess backend isolates the network like the jail.
 ISOLATING_SUBPROCESS = SubprocessJail("python").isolates_network()
@@ -745,6 +745,12 @@ def under_bwrap(test_class):
     return require(runner.bwrap_works(), "needs bubblewrap with user namespaces: apt-get install bubblewrap")(jailed)
 
 
+def under_docker(test_class):
+    """The same tests, each run in a container of the sandbox image on a real Docker engine."""
+    contained = type(f"Docker{test_class.__name__}", (test_class,), {"backend": "docker", "__module__": __name__})
+    return require(*docker_sandbox_availability())(contained)
+
+
 def warm_start(test_class):
     """The same tests, each run forked from a zygote that has imported the libraries already."""
     return type(f"Warm{test_class.__name__}", (test_class,), {"warm": True, "__module__": test_class.__module__})
@@ -773,6 +779,7 @@ for _test_class in (
     DiskLimitTests,
 ):
     globals()[f"Bwrap{_test_class.__name__}"] = under_bwrap(_test_class)
+    globals()[f"Docker{_test_class.__name__}"] = under_docker(_test_class)
     globals()[f"Warm{_test_class.__name__}"] = warm_start(_test_class)
     if _test_class is not OwnUserTests:  # warm jails share a user id: see WarmJailTests
         globals()[f"WarmBwrap{_test_class.__name__}"] = warm_under_bwrap(_test_class)
