@@ -65,10 +65,23 @@ def through_runner(script, workdir, *, backend, warm, restricted):
     return elapsed
 
 
+def docker_answers():
+    """Whether a Docker engine answers and holds the sandbox image (`make images`)."""
+    try:
+        import docker
+
+        docker.from_env(timeout=3).images.get(os.environ.get("PARSEQ_SANDBOX_IMAGE", "parseq-sandbox:latest"))
+    except Exception:  # noqa: BLE001 - no SDK, no engine or no image: no docker row
+        return False
+    return True
+
+
 def configurations():
     sandboxes = [("subprocess", False), ("subprocess", True)]
     if runner.bwrap_works():
         sandboxes += [("bwrap", False), ("bwrap", True)]
+    if docker_answers():
+        sandboxes += [("docker", False)]  # a container per run: there is no warm start under docker
     for label in SCRIPTS:
         yield (f"bare python -I, {label}", label, None, False, False)
         for backend, warm in sandboxes:
