@@ -14,6 +14,7 @@ deadline the container is killed, then always removed.
 """
 
 import contextlib
+import math
 import os
 import queue
 import random
@@ -22,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from runner import leftovers
 from runner.egress import EGRESS_SOCKET, behind_egress_proxy
 from runner.outcome import (
     CANCELLED,
@@ -53,6 +55,10 @@ RESULT_FILE = ".parseq-result"
 READ_SIZE = 1024 * 1024
 DEFAULT_IMAGE = "parseq-sandbox:latest"
 EXITED = "exited"
+OWNER_LABEL = "parseq.owner"
+# The container kills its script this long after the wall time, should nobody be left to do it.
+ORPHAN_GRACE_SECONDS = 30
+SWEEP_EVERY_SECONDS = 60
 
 
 class DockerBackend:
@@ -79,8 +85,10 @@ class DockerBackend:
             raise SandboxSetupError(f"unknown network policy {network!r}")
         # The engine sets HOSTNAME in every container: gone, as the other backends have none.
         # One stream for the log, as a pipe gives the other backends: two would lose their lines' order.
+        # `timeout`: should its worker die without removing it, the container ends on its own all the same.
         command = (
-            f"unset HOSTNAME; exec 2>&1 3>{JAIL_RUN_DIR}/{RESULT_FILE} && exec python -I -B {JAIL_BOOTSTRAP} "
+            f"unset HOSTNAME; exec 2>&1 3>{JAIL_RUN_DIR}/{RESULT_FILE} && "
+            f"exec timeout -s KILL {math.ceil(limits.wall_time) + ORPHAN_GRACE_SECONDS} python -I -B {JAIL_BOOTSTRAP} "
             f'{JAIL_RUN_DIR}/script.py "$0" 3 -1 "$1"'
         )
         environment = {
@@ -137,7 +145,10 @@ class DockerBackend:
                 {"name": "fsize", "soft": limits.file_bytes, "hard": limits.file_bytes},
                 {"name": "cpu", "soft": cpu, "hard": cpu + 1},
             ],
-            "labels": {"parseq": "sandbox"},
+            # Whose it is: what a dead worker leaves is removed by the next sweep (remove_orphaned_containers).
+            "labels": {"parseq": "sandbox", OWNER_LABEL: leftovers.owner_tag()},
+            # The engine keeps what the script prints in a file on the host: bounded, whatever it prints.
+            "log_config": {"type": "json-file", "config": {"max-size": str(engine_log_bytes(limits)), "max-file": "1"}},
             "detach": True,
         }
 
@@ -176,13 +187,14 @@ class DockerBackend:
             return Outcome(SANDBOX_ERROR, error=str(error))
         except Exception as error:  # noqa: BLE001 - no engine, no image: a clear error for the run
             return Outcome(SANDBOX_ERROR, error=f"the Docker engine is not reachable: {error}")
+        sweep_now_and_then(client)
         open_the_run_directory_to_the_container(run.workdir)
         log = LogCollector(limits.log_bytes, sink=run.log_sink, holdback=secret_holdback(run.variables or {}))
         container = None
         try:
             container = client.containers.create(**spec)
             container.start()
-            output = OutputFollower(container)
+            output = OutputFollower(container, limit=limits.log_bytes)
             deadline = time.monotonic() + limits.wall_time
             stopped = self.wait(
                 container, deadline=deadline, cancelled=run.cancelled, meanwhile=lambda: output.pass_on(log)
@@ -214,7 +226,8 @@ class DockerBackend:
                 meanwhile()
             remaining = deadline - time.monotonic()
             if remaining <= 0 or (cancelled and cancelled()):
-                container.kill()
+                with contextlib.suppress(Exception):  # it may have exited meanwhile (409): stopped all the same
+                    container.kill()
                 return TIMEOUT if remaining <= 0 else CANCELLED
             try:
                 container.wait(timeout=min(remaining, CANCEL_CHECK_SECONDS))
@@ -224,16 +237,25 @@ class DockerBackend:
 
 
 class OutputFollower:
-    """The container's output, read by a thread of its own as it comes, and handed over in the run's thread."""
+    """The container's output, read by a thread of its own as it comes, and handed over in the run's thread.
 
-    def __init__(self, container):
+    Past what the log keeps (`limit`), output is only counted: a script printing without end fills
+    neither this process's memory nor its queue.
+    """
+
+    def __init__(self, container, limit):
         self.chunks = queue.SimpleQueue()
+        self.limit, self.queued, self.dropped = limit, 0, 0
         self.thread = threading.Thread(target=self._follow, args=(container,), daemon=True)
         self.thread.start()
 
     def _follow(self, container):
         try:
             for chunk in container.logs(stdout=True, stderr=True, stream=True, follow=True):
+                if self.queued >= self.limit:
+                    self.dropped += len(chunk)
+                    continue
+                self.queued += len(chunk)
                 self.chunks.put(chunk)
         except Exception:  # noqa: BLE001, S110 - the engine went away: the run's wait says so
             pass
@@ -249,6 +271,37 @@ class OutputFollower:
         """What is left, once the container has stopped (the stream ends with it)."""
         self.thread.join(timeout=10)
         self.pass_on(log)
+        log.dropped += self.dropped
+
+
+def engine_log_bytes(limits):
+    """What the engine may keep of a container's output on the host's disk: enough for the log to be read."""
+    return max(2 * limits.log_bytes, 1024 * 1024)
+
+
+def remove_orphaned_containers(client):
+    """Remove the sandbox containers of worker processes of this place that are gone (killed, say): a run's
+    container is otherwise removed by its worker, and ends by itself at the latest ORPHAN_GRACE_SECONDS
+    after its wall time. Returns how many it removed.
+    """
+    removed = 0
+    for container in client.containers.list(all=True, filters={"label": "parseq=sandbox"}):
+        if leftovers.owner_is_gone(container.labels.get(OWNER_LABEL, "")):
+            remove_quietly(container)
+            removed += 1
+    return removed
+
+
+_last_sweep = [0.0]
+
+
+def sweep_now_and_then(client):
+    """remove_orphaned_containers, at most once a minute for this process."""
+    if time.monotonic() - _last_sweep[0] < SWEEP_EVERY_SECONDS:
+        return
+    _last_sweep[0] = time.monotonic()
+    with contextlib.suppress(Exception):  # a sweep that fails fails no run
+        remove_orphaned_containers(client)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ runs under docker too (the Docker* classes of test_sandbox, test_hostile, test_r
 import json
 import os
 import tempfile
+import threading
 import time
 import unittest
 from unittest import mock
@@ -16,7 +17,8 @@ import docker.errors
 
 import runner
 import runner.sandbox
-from runner.docker_backend import RESULT_FILE, DockerBackend
+from runner import leftovers
+from runner.docker_backend import OWNER_LABEL, RESULT_FILE, DockerBackend, remove_orphaned_containers
 from tests.helpers import docker_sandbox_availability, require, write_script
 
 LIMITS = runner.Limits(wall_time=30, memory_bytes=256 * 1024**2, processes=32, open_files=64, file_bytes=1024**2)
@@ -104,9 +106,20 @@ class ContainerSpecTests(unittest.TestCase):
 
         self.assertEqual(command[:2], ["/bin/sh", "-c"])
         self.assertIn(f"exec 2>&1 3>/sandbox/run/{RESULT_FILE}", command[2])
+        # Should its worker die, the container stops its script on its own, 30 s after the wall time.
+        self.assertIn("exec timeout -s KILL 60 python -I -B /sandbox/bootstrap.py", command[2])
         self.assertEqual(command[3], "weather.py")
         self.assertEqual(json.loads(command[4])["cpu"], 30)
         self.assertEqual(json.loads(command[4])["pids"], 32)  # the bootstrap names the engine's pids limit
+
+    def test_the_engine_keeps_a_bounded_log_and_the_container_names_its_worker(self):
+        container = spec()
+
+        self.assertEqual(
+            container["log_config"], {"type": "json-file", "config": {"max-size": "2097152", "max-file": "1"}}
+        )
+        self.assertEqual(container["labels"]["parseq"], "sandbox")
+        self.assertEqual(container["labels"]["parseq.owner"], leftovers.owner_tag())
 
 
 class NoEngineTests(unittest.TestCase):
@@ -201,3 +214,57 @@ class RealEngineTests(unittest.TestCase):
 
         self.assertEqual(outcome.status, runner.CANCELLED)
         self.assertLess(time.monotonic() - started, 6)
+
+    def test_a_script_printing_without_end_fills_neither_the_hosts_disk_nor_the_workers_memory(self):
+        # Found by an attacker: the engine kept all of it (200 MB/s) in its log file on the host.
+        sizes = []
+        client = docker.from_env()
+
+        def watch(chunk):
+            if not sizes and chunk.startswith(b"id "):
+                container = client.containers.get(chunk.split()[1].decode())
+                sizes.append(container.attrs["LogPath"])
+
+        source = (
+            "import os, time\ndef parse():\n    print('id', open('/etc/hostname').read().strip(), flush=True)\n"
+            "    block = b'A' * (1 << 20)\n    end = time.time() + 4\n"
+            "    while time.time() < end:\n        os.write(1, block)\n    time.sleep(1)\n    return {}\n"
+        )
+        result = {}
+
+        def measure_the_engines_file():
+            # The largest the engine's file gets while the script prints (it keeps printing for 4 s).
+            while not ended.is_set():
+                if sizes and os.path.exists(sizes[0]):
+                    result["bytes"] = max(result.get("bytes", 0), os.path.getsize(sizes[0]))
+                time.sleep(0.05)
+
+        measuring = threading.Thread(target=measure_the_engines_file)
+        ended = threading.Event()
+        measuring.start()
+        outcome = self.run_source(source, limits=runner.Limits(wall_time=20, log_bytes=64 * 1024), log_sink=watch)
+        ended.set()
+        measuring.join()
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+        self.assertIn("more bytes dropped, the limit is 64 KiB", outcome.log)
+        self.assertIsNotNone(result.get("bytes"), "the engine's log file was not found")
+        self.assertLessEqual(result["bytes"], 2 * 1024 * 1024)
+
+    def test_the_containers_of_a_worker_that_died_are_removed_by_the_next_sweep(self):
+        client = docker.from_env()
+        image = os.environ.get("PARSEQ_SANDBOX_IMAGE", "parseq-sandbox:latest")
+        dead_owner = f"{2**22 + 12345}+{leftovers.place()}+"  # a pid no process here has
+        orphan = client.containers.run(
+            image, ["sleep", "300"], detach=True, labels={"parseq": "sandbox", OWNER_LABEL: dead_owner}
+        )
+        alive = client.containers.run(
+            image, ["sleep", "300"], detach=True, labels={"parseq": "sandbox", OWNER_LABEL: leftovers.owner_tag()}
+        )
+        self.addCleanup(alive.remove, force=True)
+
+        remove_orphaned_containers(client)
+
+        with self.assertRaises(docker.errors.NotFound):
+            client.containers.get(orphan.id)
+        self.assertEqual(client.containers.get(alive.id).status, "running")
