@@ -1,16 +1,18 @@
 """The Docker backend: each run is a short-lived container of the sandbox image.
 
-The container runs the same bootstrap, bind-mounted read-only, as a non-root
-user on a read-only root filesystem with every capability dropped,
-no-new-privileges, memory and pids limits from the engine, the other limits as
-ulimits. Its network namespace has only a loopback (Docker's "none"); with the
-policy "internet" its HTTP(S) goes out through the same egress proxy as the
-bwrap jail's, whose socket is in the run's directory: no bridge, so neither the
-host, its metadata service nor another container is reachable. The result
-channel is a file in the run's directory that the bootstrap writes through fd 3,
-never the container's output, which becomes the log. The wall deadline is
+The container runs the same bootstrap, bind-mounted read-only, as a user id of
+its own under the engine's init, on a read-only root filesystem with every
+capability dropped, no-new-privileges, memory and pids limits from the engine,
+the other limits as ulimits; HOME and /tmp are tmpfs of the disk limit's size.
+Its network namespace has only a loopback (Docker's "none"); with the policy
+"internet" its HTTP(S) goes out through the same egress proxy as the bwrap
+jail's, whose socket is bound into its HOME: no bridge, so neither the host, its
+metadata service nor another container is reachable. The result channel is a
+FIFO in the run's directory that the bootstrap writes through fd 3, never the
+container's output, which becomes the log as it comes. The wall deadline is
 enforced here: the SDK's wait timeout is only an HTTP timeout, so on the
-deadline the container is killed, then always removed.
+deadline the container is killed, then always removed; a container whose worker
+died ends by itself, and the next sweep removes it.
 """
 
 import contextlib
@@ -49,7 +51,7 @@ from runner.supervisor import (
 )
 
 JAIL_WORKDIR = "/sandbox/work"  # HOME and the working directory: a tmpfs of the disk limit's size
-JAIL_RUN_DIR = "/sandbox/run"  # the run's directory on the host, read-only but for the result file
+JAIL_RUN_DIR = "/sandbox/run"  # the run's directory on the host, read-only but for the result FIFO
 JAIL_BOOTSTRAP = "/sandbox/bootstrap.py"
 RESULT_FILE = ".parseq-result"
 READ_SIZE = 1024 * 1024
@@ -189,6 +191,7 @@ class DockerBackend:
             return Outcome(SANDBOX_ERROR, error=f"the Docker engine is not reachable: {error}")
         sweep_now_and_then(client)
         open_the_run_directory_to_the_container(run.workdir)
+        channel = ResultChannel(os.path.join(run.workdir, RESULT_FILE), ResultReader(run.out_dir, limits))
         log = LogCollector(limits.log_bytes, sink=run.log_sink, holdback=secret_holdback(run.variables or {}))
         container = None
         try:
@@ -204,17 +207,19 @@ class DockerBackend:
             container.reload()
             out_of_memory = container.attrs.get("State", {}).get("OOMKilled", False)
         except Exception as error:  # noqa: BLE001 - an engine failure fails this run only
+            channel.finish()
+            channel.reader.discard()
             return Outcome(SANDBOX_ERROR, log=log.text(), error=f"the Docker engine failed: {error}")
         finally:
             if container is not None:
                 remove_quietly(container)
-        if stopped == CANCELLED:
-            return Outcome(CANCELLED, log=log.text(), error="cancelled")
-        if stopped == TIMEOUT:
-            return Outcome(TIMEOUT, log=log.text(), error=f"timed out after {limits.wall_time:g} s")
+        channel.finish()
+        if stopped in (CANCELLED, TIMEOUT):
+            channel.reader.discard()
+            error = "cancelled" if stopped == CANCELLED else f"timed out after {limits.wall_time:g} s"
+            return Outcome(stopped, log=log.text(), error=error)
         ending = Ending(exit_code=exit_code, out_of_memory=out_of_memory, log_kept=bool(log.kept))
-        outcome = read_result(os.path.join(run.workdir, RESULT_FILE), run.out_dir, limits, log.text(), ending)
-        return with_the_memory_breach(outcome, ending, limits)
+        return with_the_memory_breach(channel.outcome(log.text(), ending, limits), ending, limits)
 
     def wait(self, container, *, deadline, cancelled=None, meanwhile=None):
         """EXITED when the container stopped on its own; TIMEOUT or CANCELLED when it was killed.
@@ -314,33 +319,74 @@ class Ending:
     log_kept: bool
 
 
-def read_result(path, out_dir, limits, log, ending):
-    """The run's outcome from its result file, in the words the other backends use (runner/supervisor.py)."""
-    reader = ResultReader(out_dir, limits)
-    try:
-        with open(path, "rb") as channel:
-            while chunk := channel.read(READ_SIZE):
-                reader.feed(chunk)
-        reader.finish()
-    except FileNotFoundError:
-        pass
-    except ScriptReportedError as error:
-        reader.discard()
-        return Outcome(SCRIPT_ERROR, log=log, error=str(error))
-    except LimitExceeded as error:
-        reader.discard()
-        return Outcome(LIMIT_EXCEEDED, log=log, error=f"limit exceeded: {error}")
-    except ProtocolViolation as error:
-        reader.discard()
-        return Outcome(PROTOCOL_ERROR, log=log, error=f"protocol violation: {error}")
-    except OSError as error:
-        reader.discard()
-        return Outcome(SANDBOX_ERROR, log=log, error=f"could not store a result file: {error}")
-    if reader.done:
-        return Outcome(COMPLETED, log=log, files=list(reader.files))
-    reader.discard()
-    status, error = ended_without_a_result(ending, limits)
-    return Outcome(status, log=log, error=error)
+class ResultChannel:
+    """The run's result, read from a FIFO in its directory while the container writes it (its fd 3).
+
+    A FIFO, not a file: the file size limit does not bound it, so a result may be as large as the
+    result limit allows, as over the other backends' pipe, and nothing of it lands on the host's
+    disk but the files themselves. Once a limit or the protocol is broken, the rest is read and
+    dropped, so that the container is never left blocked on a full pipe.
+    """
+
+    def __init__(self, path, reader):
+        self.path, self.reader = path, reader
+        self.failure = None
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        try:
+            with open(self.path, "rb", buffering=0) as fifo:  # returns once the container opens its end
+                while chunk := fifo.read(READ_SIZE):
+                    if self.failure is None:
+                        self._feed(chunk)
+            if self.failure is None:
+                self._finish_reading()
+        except OSError as error:
+            self.failure = self.failure or (SANDBOX_ERROR, f"the result could not be read: {error}")
+
+    def _feed(self, chunk):
+        try:
+            self.reader.feed(chunk)
+        except ScriptReportedError as error:
+            self.failure = (SCRIPT_ERROR, str(error))
+        except LimitExceeded as error:
+            self.failure = (LIMIT_EXCEEDED, f"limit exceeded: {error}")
+        except ProtocolViolation as error:
+            self.failure = (PROTOCOL_ERROR, f"protocol violation: {error}")
+        except OSError as error:
+            self.failure = (SANDBOX_ERROR, f"could not store a result file: {error}")
+
+    def _finish_reading(self):
+        try:
+            self.reader.finish()
+        except ProtocolViolation as error:
+            self.failure = (PROTOCOL_ERROR, f"protocol violation: {error}")
+
+    def finish(self):
+        """Once the container has stopped: the rest of the result. A container that never opened its end
+        (it died first) leaves the reader waiting: opening the other end lets it see an empty result.
+        """
+        deadline = time.monotonic() + 10
+        while self.thread.is_alive() and time.monotonic() < deadline:
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # ENXIO: the reader is not waiting yet
+                time.sleep(0.01)
+                continue
+            self.thread.join(timeout=deadline - time.monotonic())
+
+    def outcome(self, log, ending, limits):
+        """The run's outcome, in the words the other backends use (runner/supervisor.py)."""
+        if self.failure is not None:
+            self.reader.discard()
+            status, error = self.failure
+            return Outcome(status, log=log, error=error)
+        if self.reader.done:
+            return Outcome(COMPLETED, log=log, files=list(self.reader.files))
+        self.reader.discard()
+        status, error = ended_without_a_result(ending, limits)
+        return Outcome(status, log=log, error=error)
 
 
 def with_the_memory_breach(outcome, ending, limits):
@@ -371,14 +417,13 @@ def ended_without_a_result(ending, limits):
 
 def open_the_run_directory_to_the_container(workdir):
     """The container's user, whoever it is, reads the script, connects to the egress proxy and writes the
-    result file; it can create nothing here (the directory stays the worker's, read-only to others).
+    result FIFO; it can create nothing here (the directory stays the worker's, read-only to others).
     """
     os.chmod(workdir, 0o755)  # noqa: S103 - readable, not writable: the script is the user's own anyway
     for name in os.listdir(workdir):
         os.chmod(os.path.join(workdir, name), 0o644)
     result = os.path.join(workdir, RESULT_FILE)
-    with open(result, "wb"):
-        pass
+    os.mkfifo(result)
     os.chmod(result, 0o666)  # noqa: S103 - the container's user writes its result here, and only here
     socket = os.path.join(workdir, EGRESS_SOCKET)
     if os.path.exists(socket):

@@ -18,7 +18,15 @@ import docker.errors
 import runner
 import runner.sandbox
 from runner import leftovers
-from runner.docker_backend import OWNER_LABEL, RESULT_FILE, DockerBackend, remove_orphaned_containers
+from runner.docker_backend import (
+    OWNER_LABEL,
+    RESULT_FILE,
+    DockerBackend,
+    Ending,
+    ResultChannel,
+    remove_orphaned_containers,
+)
+from runner.protocol import ResultReader
 from tests.helpers import docker_sandbox_availability, require, write_script
 
 LIMITS = runner.Limits(wall_time=30, memory_bytes=256 * 1024**2, processes=32, open_files=64, file_bytes=1024**2)
@@ -120,6 +128,25 @@ class ContainerSpecTests(unittest.TestCase):
         )
         self.assertEqual(container["labels"]["parseq"], "sandbox")
         self.assertEqual(container["labels"]["parseq.owner"], leftovers.owner_tag())
+
+
+class ResultChannelTests(unittest.TestCase):
+    def test_a_container_that_never_opened_its_end_leaves_no_reader_waiting(self):
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, RESULT_FILE)
+            os.mkfifo(path)
+            out = os.path.join(directory, "out")
+            os.mkdir(out)
+            channel = ResultChannel(path, ResultReader(out, LIMITS))
+            started = time.monotonic()
+
+            channel.finish()
+            outcome = channel.outcome("", Ending(exit_code=127, out_of_memory=False, log_kept=False), LIMITS)
+
+        self.assertLess(time.monotonic() - started, 2)
+        self.assertFalse(channel.thread.is_alive())
+        self.assertEqual(outcome.status, runner.PROTOCOL_ERROR)
+        self.assertEqual(outcome.error, "the script's process exited with code 127 before parse() returned a result")
 
 
 class NoEngineTests(unittest.TestCase):
@@ -268,3 +295,22 @@ class RealEngineTests(unittest.TestCase):
         with self.assertRaises(docker.errors.NotFound):
             client.containers.get(orphan.id)
         self.assertEqual(client.containers.get(alive.id).status, "running")
+
+    def test_a_result_larger_than_the_file_size_limit_comes_whole_as_over_a_pipe(self):
+        # Found by an attacker: the result went through a file, which the file size limit cut at 3/4 of it.
+        mib = 1024 * 1024
+        limits = runner.Limits(wall_time=60, file_bytes=16 * mib, result_bytes=64 * mib)
+
+        outcome = self.run_source("def parse():\n    return {'big.bin': bytes(40 * 1024 * 1024)}\n", limits=limits)
+
+        self.assertEqual(outcome.status, runner.COMPLETED, outcome.error)
+        self.assertEqual(os.path.getsize(os.path.join(self.out_dir, "big.bin")), 40 * mib)
+
+    def test_a_result_over_the_result_limit_is_refused_and_leaves_no_file(self):
+        limits = runner.Limits(wall_time=60, result_bytes=4 * 1024 * 1024)
+
+        outcome = self.run_source("def parse():\n    return {'big.bin': bytes(8 * 1024 * 1024)}\n", limits=limits)
+
+        self.assertEqual(outcome.status, runner.LIMIT_EXCEEDED, outcome.error)
+        self.assertEqual(outcome.error, "limit exceeded: result larger than 4 MiB")
+        self.assertEqual(os.listdir(self.out_dir), [])
