@@ -37,7 +37,7 @@ from runner.outcome import (
     TIMEOUT,
     Outcome,
 )
-from runner.protocol import LimitExceeded, ProtocolViolation, ResultReader, ScriptReportedError, format_size
+from runner.protocol import ProtocolViolation, ResultReader
 from runner.sandbox import BOOTSTRAP, RESTRICTED_POLICY
 from runner.sandbox.self_jail import FILES_PER_TMPFS
 from runner.sandbox_user import SANDBOX_UIDS
@@ -47,6 +47,9 @@ from runner.supervisor import (
     SandboxRun,
     SandboxSetupError,
     child_limits,
+    feeding_failure,
+    memory_breach,
+    named_breach,
     secret_holdback,
 )
 
@@ -339,23 +342,11 @@ class ResultChannel:
             with open(self.path, "rb", buffering=0) as fifo:  # returns once the container opens its end
                 while chunk := fifo.read(READ_SIZE):
                     if self.failure is None:
-                        self._feed(chunk)
+                        self.failure = feeding_failure(self.reader.feed, chunk)
             if self.failure is None:
                 self._finish_reading()
         except OSError as error:
             self.failure = self.failure or (SANDBOX_ERROR, f"the result could not be read: {error}")
-
-    def _feed(self, chunk):
-        try:
-            self.reader.feed(chunk)
-        except ScriptReportedError as error:
-            self.failure = (SCRIPT_ERROR, str(error))
-        except LimitExceeded as error:
-            self.failure = (LIMIT_EXCEEDED, f"limit exceeded: {error}")
-        except ProtocolViolation as error:
-            self.failure = (PROTOCOL_ERROR, f"protocol violation: {error}")
-        except OSError as error:
-            self.failure = (SANDBOX_ERROR, f"could not store a result file: {error}")
 
     def _finish_reading(self):
         try:
@@ -391,18 +382,15 @@ class ResultChannel:
 
 def with_the_memory_breach(outcome, ending, limits):
     """A failed run whose container ran out of memory (a child killed by the kernel, say) says so first."""
-    breach = f"memory limit {format_size(limits.memory_bytes)} exceeded (all of the run's processes together)"
-    failed = ending.out_of_memory and outcome.status in (SCRIPT_ERROR, PROTOCOL_ERROR)
-    if failed and not outcome.error.startswith(breach.split(" (")[0]):  # else the script saw it and the bootstrap said
-        outcome.status, outcome.error = LIMIT_EXCEEDED, f"{breach}\n\n{outcome.error}"
+    if ending.out_of_memory and outcome.status in (SCRIPT_ERROR, PROTOCOL_ERROR):
+        outcome.status, outcome.error = named_breach(outcome.status, outcome.error, breach=memory_breach(limits))
     return outcome
 
 
 def ended_without_a_result(ending, limits):
     """(status, error) of a container that exited before parse() returned a result."""
-    memory = format_size(limits.memory_bytes)
     if ending.out_of_memory:
-        return LIMIT_EXCEEDED, f"memory limit {memory} exceeded (all of the run's processes together)"
+        return LIMIT_EXCEEDED, memory_breach(limits)
     code = ending.exit_code if ending.exit_code is not None else -1
     signal_number = code - 128 if code > 128 else None
     if signal_number == signal.SIGXCPU:

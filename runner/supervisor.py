@@ -228,6 +228,35 @@ def secret_holdback(variables: Mapping[str, str]) -> int:
     return max((3 * len(str(value).encode()) for value in variables.values()), default=0)
 
 
+def feeding_failure(feed: Callable[[bytes], None], chunk: bytes) -> tuple[str, str] | None:
+    """Give `chunk` to `feed` (the result reader's, or the log's); the (status, error) of what it broke, or None."""
+    try:
+        feed(chunk)
+    except ScriptReportedError as error:
+        return SCRIPT_ERROR, str(error)
+    except LimitExceeded as error:
+        return LIMIT_EXCEEDED, f"limit exceeded: {error}"
+    except ProtocolViolation as error:
+        return PROTOCOL_ERROR, f"protocol violation: {error}"
+    except OSError as error:
+        return SANDBOX_ERROR, f"could not store a result file: {error}"
+    return None
+
+
+def memory_breach(limits: Limits) -> str:
+    """What a run whose processes together outgrew the memory limit is told (its cgroup's, or its container's)."""
+    return f"memory limit {format_size(limits.memory_bytes)} exceeded (all of the run's processes together)"
+
+
+def named_breach(status: str, error: str, *, breach: str | None) -> tuple[str, str]:
+    """A failed run's status and error, led by the limit its processes broke (`breach`), unless the script saw
+    it and the bootstrap named it already.
+    """
+    if breach and not error.startswith(breach.split(" (")[0]):
+        return LIMIT_EXCEEDED, f"{breach}\n\n{error}"
+    return status, error
+
+
 class LogCollector:
     """Keeps the first `limit` bytes of the script's output and counts the rest; `sink` is told what it keeps.
 
@@ -352,16 +381,7 @@ class Supervisor:
                 continue
             if self.failure is not None and key.data is not self.log.feed:
                 continue
-            try:
-                key.data(chunk)
-            except ScriptReportedError as error:
-                self.failure = (SCRIPT_ERROR, str(error))
-            except LimitExceeded as error:
-                self.failure = (LIMIT_EXCEEDED, f"limit exceeded: {error}")
-            except ProtocolViolation as error:
-                self.failure = (PROTOCOL_ERROR, f"protocol violation: {error}")
-            except OSError as error:
-                self.failure = (SANDBOX_ERROR, f"could not store a result file: {error}")
+            self.failure = feeding_failure(key.data, chunk)
             if self.failure is not None:
                 return False
         return True
@@ -383,9 +403,8 @@ class Supervisor:
     def outcome(self) -> Outcome:
         log = self.log.text()
         status, error = self.failure or self.final_status()
-        breach = self.cgroup_breach() if status in (SCRIPT_ERROR, PROTOCOL_ERROR) else None
-        if breach and not error.startswith(breach.split(" (")[0]):  # else the script saw it and the bootstrap said
-            status, error = LIMIT_EXCEEDED, f"{breach}\n\n{error}"
+        if status in (SCRIPT_ERROR, PROTOCOL_ERROR):
+            status, error = named_breach(status, error, breach=self.cgroup_breach())
         if status != COMPLETED:
             self.result.discard()
             return Outcome(status, log=log, error=error)
@@ -396,8 +415,7 @@ class Supervisor:
         if self.cgroup is None:
             return None
         if self.cgroup.memory_exceeded():
-            memory = format_size(self.limits.memory_bytes)
-            return f"memory limit {memory} exceeded (all of the run's processes together)"
+            return memory_breach(self.limits)
         if self.cgroup.processes_exceeded():
             return f"process limit {self.limits.processes} (processes and threads) exceeded"
         return None
