@@ -25,7 +25,8 @@ images:
 
 # The edit-test loop, in about a minute on both cores: no browser, worker process or fuzzing (README: Tests).
 FAST_TESTS := tests.access tests.alerts tests.api tests.core tests.scheduling tests.storage tests.deploy \
-	tests.test_settings tests.test_logs tests.test_layers tests.test_metrics tests.runner.test_protocol
+	tests.test_settings tests.test_logs tests.test_layers tests.test_metrics tests.test_database tests.test_host \
+	tests.runner.test_protocol
 # Both cores on PostgreSQL; SQLite's test database (a file in WAL mode) cannot be copied for a second process.
 FAST_PARALLEL := $(if $(filter postgres%,$(DATABASE_URL)),auto,1)
 test-fast: deps sandbox lint

@@ -79,9 +79,10 @@ MIB = 1024 * 1024
 TRIVIAL = "def parse():\n    return {'a.txt': b'a'}\n"
 SLEEPER = "import time\n\n\ndef parse():\n    time.sleep({seconds})\n    return {{}}\n"
 SIZED = "def parse():\n    return {{'result.bin': bytes({size})}}\n"
-# rundramatiq's own default is a process per core; django_dramatiq's default is 8 threads each.
+# A process per core (rundramatiq's default) of 8 threads each: django_dramatiq's default, and Parseq's before
+# PARSEQ_WORKER_SLOTS (whose hundreds of threads bench/scale.py measures). Kept so that figures compare over time.
 DEFAULT_THREADS = 8
-COMPOSE_WORKER = (2, 2)  # deploy/docker-compose.yaml: RUNDRAMATIQ_PROCESSES, RUNDRAMATIQ_THREADS
+COMPOSE_WORKER = (2, 2)  # deploy/docker-compose.yaml's worker before PARSEQ_WORKER_SLOTS
 # Every run in a new interpreter, as before the warm start (README: Isolation, Warm start).
 COLD_ENV = {"PARSEQ_WARM_START": "false"}
 # The API's web server as deploy/docker-compose.yaml runs it: GUNICORN_WORKERS x GUNICORN_THREADS.
@@ -1009,16 +1010,16 @@ def run_phases(bench, sizes):
     trivial = create_parser("trivial", TRIVIAL)
     results = {"api_web_warm_up_slowest_ms": api.warm_up()}
     results["lateness_scheduler_alone"] = measure_lateness_alone(bench, sizes.due_parsers)
-    worker = bench.start_worker("worker-default")
+    worker = bench.start_worker("worker-default", threads=DEFAULT_THREADS)
     results["latency"] = measure_latency(bench, api, trivial, sizes.latency_runs)
     results["latency"]["sandbox_alone_ms"] = measure_sandbox_alone(bench, trivial, sizes.latency_runs)
-    label = f"rundramatiq default ({os.cpu_count()} processes x {DEFAULT_THREADS} threads)"
+    label = f"rundramatiq ({os.cpu_count()} processes x {DEFAULT_THREADS} threads)"
     results["throughput"] = [measure_throughput(bench, api, trivial, sizes.throughput_runs, label)]
     results["lateness"] = measure_lateness(bench, sizes.due_parsers, label)
     bench.stop(worker)
     processes, threads = COMPOSE_WORKER
     worker = bench.start_worker("worker-compose", processes=processes, threads=threads)
-    label = f"compose default ({processes} processes x {threads} threads)"
+    label = f"compose's worker until PARSEQ_WORKER_SLOTS ({processes} processes x {threads} threads)"
     results["throughput"].append(measure_throughput(bench, api, trivial, sizes.throughput_runs, label))
     bench.stop(worker)
     results["latency_cold"], results["throughput_cold"] = measure_cold_start(bench, api, sizes, trivial)
@@ -1031,10 +1032,10 @@ def run_phases(bench, sizes):
 
 def measure_cold_start(bench, api, sizes, trivial):
     """Latency and throughput again, on a worker of rundramatiq's default whose runs start cold."""
-    worker = bench.start_worker("worker-cold", extra_env=COLD_ENV)
+    worker = bench.start_worker("worker-cold", threads=DEFAULT_THREADS, extra_env=COLD_ENV)
     latency = measure_latency(bench, api, trivial, sizes.latency_runs)
     latency["sandbox_alone_ms"] = measure_sandbox_alone(bench, trivial, sizes.latency_runs, warm=False)
-    label = f"rundramatiq default ({os.cpu_count()} processes x {DEFAULT_THREADS} threads), cold start"
+    label = f"rundramatiq ({os.cpu_count()} processes x {DEFAULT_THREADS} threads), cold start"
     throughput = measure_throughput(bench, api, trivial, sizes.throughput_runs, label)
     bench.stop(worker)
     return latency, throughput
@@ -1043,8 +1044,8 @@ def measure_cold_start(bench, api, sizes, trivial):
 def run_lateness_phases(bench, sizes):
     """--only lateness: the two lateness phases of run_phases, on a worker of rundramatiq's default."""
     results = {"lateness_scheduler_alone": measure_lateness_alone(bench, sizes.due_parsers)}
-    worker = bench.start_worker("worker-default")
-    label = f"rundramatiq default ({os.cpu_count()} processes x {DEFAULT_THREADS} threads)"
+    worker = bench.start_worker("worker-default", threads=DEFAULT_THREADS)
+    label = f"rundramatiq ({os.cpu_count()} processes x {DEFAULT_THREADS} threads)"
     results["lateness"] = measure_lateness(bench, sizes.due_parsers, label)
     bench.stop(worker)
     return results

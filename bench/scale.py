@@ -1,14 +1,17 @@
 """Many parsers due at once, each waiting as if on the network: how many run at a time on one worker host.
 
 Usage:
-    .venv/bin/python bench/scale.py [--quick] [--parsers N] [--sleep S] [--threads T ...] [--out FILE]
+    .venv/bin/python bench/scale.py [--quick] [--parsers N] [--sleep S] [--slots N ...] [--threads T ...]
+                                    [--no-default] [--out FILE]
 
-Issue 22's first measurement, before anything changes: N parsers whose script sleeps S seconds are
-all due at the same moment (their runs inserted in one statement, as the scheduler does), and one
-`rundramatiq` worker host runs them, with rundramatiq's default (a process per core, 8 threads each)
-and then with the thread counts given (`--threads 32 64`). From the runs' rows: due → running and
-due → completed (p50, p95, max), how many ran at once at most, the makespan, lost or doubled runs
-(attempts); from /proc/meminfo: the host's memory used at the peak against before, per run running.
+N parsers whose script sleeps S seconds are all due at the same moment (their runs inserted in one
+statement, as the scheduler does), and one `rundramatiq` worker host runs them: with its default
+(PARSEQ_WORKER_SLOTS sized from memory, shared among a process per core), then with the slot counts
+given (`--slots 64 512`), then with the thread counts per process given (`--threads 8`: 8 was
+rundramatiq's default before PARSEQ_WORKER_SLOTS). From the runs' rows: due → running and due →
+completed (p50, p95, max), how many ran at once at most, the makespan, lost or doubled runs (attempts);
+from /proc/meminfo: the host's memory used at the peak against before, per run running; from
+pg_stat_activity: the most database connections the worker host had open at once.
 
 The default is the issue's scenario, 1,000 parsers sleeping 30 s (over half an hour with the default
 threads: this is what the issue is about); --quick is 100 sleeping 5 s. Uses the database and vhost of
@@ -52,22 +55,36 @@ def memory_used_bytes():
     return fields["MemTotal"] - fields["MemAvailable"]
 
 
-class MemoryPeak(threading.Thread):
-    """The highest memory use of the host, sampled every 0.2 s until stopped."""
+def database_connections(cursor):
+    """The connections to this database other than the bench's own (the worker host's: nothing else uses it)."""
+    cursor.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    return cursor.fetchone()[0]
+
+
+class Peaks(threading.Thread):
+    """The highest memory use of the host and the most database connections, sampled every 0.2 s until stopped."""
 
     def __init__(self):
         super().__init__(daemon=True)
-        self.peak = memory_used_bytes()
+        self.memory = memory_used_bytes()
+        self.connections = 0
         self.stopped = threading.Event()
 
     def run(self):
-        while not self.stopped.wait(0.2):
-            self.peak = max(self.peak, memory_used_bytes())
+        from django.db import connections
+
+        with connections["default"].cursor() as cursor:  # this thread's own connection
+            while not self.stopped.wait(0.2):
+                self.memory = max(self.memory, memory_used_bytes())
+                self.connections = max(self.connections, database_connections(cursor))
+        connections["default"].close()
 
     def stop(self):
         self.stopped.set()
         self.join()
-        return self.peak
+        return self
 
 
 def due_at_once(parsers):
@@ -103,21 +120,31 @@ def seconds_summary(values):
     }
 
 
-def measure(bench, parsers, *, label, processes, threads, sleep_seconds):
-    worker = bench.start_worker(label, processes=processes, threads=threads)
+def measure(bench, parsers, *, label, sleep_seconds, slots=None, threads=None):
+    """One worker host with `slots` (PARSEQ_WORKER_SLOTS) or `threads` a process, or its defaults, runs one run
+    of each parser, all due at once.
+    """
+    from django.conf import settings
+
+    from parseq.worker.management.commands.rundramatiq import threads_per_process
+
+    extra_env = {"PARSEQ_WORKER_SLOTS": str(slots)} if slots else None
+    worker = bench.start_worker(label, threads=threads, extra_env=extra_env)
     memory_before = memory_used_bytes()
-    peak = MemoryPeak()
-    peak.start()
+    peaks = Peaks()
+    peaks.start()
     due, run_ids = due_at_once(parsers)
     runs = list(wait_for_runs(bench, run_ids, timeout=max(600, len(run_ids) * sleep_seconds), interval=1).values())
-    peak_bytes = peak.stop()
+    peaks.stop()
     bench.stop(worker)
     at_once = most_at_once(runs)
-    growth = peak_bytes - memory_before
+    growth = peaks.memory - memory_before
+    processes = os.cpu_count()
     return {
         "worker": label,
-        "processes": processes or os.cpu_count(),
-        "threads": threads or 8,
+        "processes": processes,
+        "threads": threads or threads_per_process(slots=slots or settings.WORKER_SLOTS, processes=processes),
+        "most_database_connections": peaks.connections,
         "runs": len(runs),
         **outcomes(runs),
         "rerun": sum(1 for run in runs if run.attempt > 1),
@@ -132,12 +159,16 @@ def measure(bench, parsers, *, label, processes, threads, sleep_seconds):
 
 def print_table(results):
     print(f"{results['parsers']} parsers due at once, each sleeping {results['sleep_seconds']} s; seconds")
-    header = f"{'worker':28} {'at once':>8} {'running p95':>12} {'running max':>12} {'makespan':>9} {'MiB/run':>8}"
+    header = (
+        f"{'worker':34} {'at once':>8} {'running p95':>12} {'running max':>12} {'makespan':>9} {'MiB/run':>8} "
+        f"{'db conns':>8}  statuses"
+    )
     print(header)
     for row in results["rows"]:
         print(
-            f"{row['worker']:28} {row['most_at_once']:8} {row['due_to_running_s']['p95']:12} "
-            f"{row['due_to_running_s']['max']:12} {row['makespan_s']:9} {row['mib_per_run_at_once'] or '-':>8}"
+            f"{row['worker']:34} {row['most_at_once']:8} {row['due_to_running_s']['p95']:12} "
+            f"{row['due_to_running_s']['max']:12} {row['makespan_s']:9} {row['mib_per_run_at_once'] or '-':>8} "
+            f"{row['most_database_connections']:8}  {row['statuses']}"
         )
 
 
@@ -146,8 +177,9 @@ def main():
     parser.add_argument("--quick", action="store_true", help="100 parsers sleeping 5 s")
     parser.add_argument("--parsers", type=int)
     parser.add_argument("--sleep", type=int)
-    parser.add_argument("--threads", type=int, nargs="*", default=[], help="thread counts to try besides the default")
-    parser.add_argument("--no-default", action="store_true", help="only the thread counts given")
+    parser.add_argument("--slots", type=int, nargs="*", default=[], help="PARSEQ_WORKER_SLOTS to try, besides")
+    parser.add_argument("--threads", type=int, nargs="*", default=[], help="threads a process to try, slots aside")
+    parser.add_argument("--no-default", action="store_true", help="only the slot and thread counts given")
     parser.add_argument("--out")
     arguments = parser.parse_args()
     count = arguments.parsers or (100 if arguments.quick else 1000)
@@ -162,15 +194,16 @@ def main():
     rows = []
     try:
         parsers = [create_parser(f"sleeper_{n}", SLEEPER.format(seconds=sleep_seconds)) for n in range(count)]
+        from django.conf import settings
+
         if not arguments.no_default:
-            rows.append(
-                measure(bench, parsers, label="default", processes=None, threads=None, sleep_seconds=sleep_seconds)
-            )
+            label = f"default ({settings.WORKER_SLOTS} slots)"
+            rows.append(measure(bench, parsers, label=label, sleep_seconds=sleep_seconds))
+        for slots in arguments.slots:
+            rows.append(measure(bench, parsers, label=f"{slots} slots", slots=slots, sleep_seconds=sleep_seconds))
         for threads in arguments.threads:
             label = f"{os.cpu_count()} processes x {threads} threads"
-            rows.append(
-                measure(bench, parsers, label=label, processes=None, threads=threads, sleep_seconds=sleep_seconds)
-            )
+            rows.append(measure(bench, parsers, label=label, threads=threads, sleep_seconds=sleep_seconds))
     except Exception:
         for service in bench.services:
             print(f"===== {service.name} =====\n{service.log_tail()}", file=sys.stderr)

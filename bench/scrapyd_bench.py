@@ -1,6 +1,7 @@
 """Scrapyd, the reference self-hosted runner, on the same trivial job as Parseq's benchmark.
 
 Usage: .venv/bin/python bench/scrapyd_bench.py [--runs N] [--jobs N] [--quick] [--out PATH]
+       .venv/bin/python bench/scrapyd_bench.py --sleepers N [--sleep S] [--out PATH]
 
 Installs bench/scrapyd-requirements.txt into its own virtualenv (bench/.venv-scrapyd/, made once and
 reused), builds a one-spider Scrapy project as an egg, then starts Scrapyd twice on a free loopback
@@ -9,6 +10,10 @@ port: with its default poll_interval (5 s) and with 0.1 s. For each it measures
   throughput: --jobs jobs scheduled at once, until all are finished.
 Prints a table and writes JSON (bench/results/scrapyd.json by default) for the main benchmark to
 merge. Measures, asserts nothing. --quick is a smoke run (3 latency jobs, 5 throughput jobs).
+
+--sleepers is bench/scale.py's scenario for Scrapyd, with its defaults (poll_interval 5 s, max_proc
+cores x 4): N jobs of a spider that sleeps S seconds (30) as if waiting on the network, all scheduled
+at once; due → running and the makespan (bench/results/scrapyd_scale.json by default).
 
 The spider yields one item from start() and makes no request: the nearest Scrapy has to Parseq's
 trivial parser, `def parse(): return {'a.txt': b'a'}`. Scrapyd keeps its default max_proc
@@ -41,10 +46,26 @@ VENV = os.path.join(BENCH, ".venv-scrapyd")
 REQUIREMENTS = os.path.join(BENCH, "scrapyd-requirements.txt")
 STAMP = os.path.join(VENV, ".installed")
 DEFAULT_OUT = os.path.join(BENCH, "results", "scrapyd.json")
+SCALE_OUT = os.path.join(BENCH, "results", "scrapyd_scale.json")
 PROJECT, SPIDER = "parseqbench", "trivial"
 CONFIGS = {"scrapyd_default": 5.0, "scrapyd_poll_0.1": 0.1}
 POLL_EVERY = 0.02  # how often the client asks listjobs.json
 JOB_TIMEOUT = 120  # seconds: a job that takes longer means Scrapyd is broken, not slow
+
+SLEEPER = "sleeper"
+SLEEPER_SOURCE = """\
+import time
+
+import scrapy
+
+
+class SleeperSpider(scrapy.Spider):
+    name = "sleeper"
+
+    async def start(self):
+        time.sleep(float(self.seconds))  # as if waiting on the network: each job is a process of its own
+        yield {"slept": self.seconds}
+"""
 
 SPIDER_SOURCE = """\
 import scrapy
@@ -126,6 +147,7 @@ def build_egg(workdir):
     write(os.path.join(source, PROJECT, "settings.py"), SETTINGS_SOURCE)
     write(os.path.join(source, PROJECT, "spiders", "__init__.py"), "")
     write(os.path.join(source, PROJECT, "spiders", "trivial.py"), SPIDER_SOURCE)
+    write(os.path.join(source, PROJECT, "spiders", "sleeper.py"), SLEEPER_SOURCE)
     dist = os.path.join(workdir, "dist")
     run_quietly([venv_python(), "setup.py", "--quiet", "bdist_egg", "--dist-dir", dist], cwd=source)
     (egg,) = os.listdir(dist)
@@ -187,11 +209,11 @@ class Client:
         # Schedule calls without a version look up the spider list for version None: fill that cache now
         # (one `scrapy list` run) rather than inside the first measured job.
         spiders = self.call("GET", "listspiders.json", params={"project": PROJECT})["spiders"]
-        if spiders != [SPIDER]:
-            raise RuntimeError(f"the egg holds spiders {spiders}, not [{SPIDER!r}]")
+        if sorted(spiders) != sorted([SPIDER, SLEEPER]):
+            raise RuntimeError(f"the egg holds spiders {spiders}, not {SPIDER!r} and {SLEEPER!r}")
 
-    def schedule(self):
-        return self.call("POST", "schedule.json", data={"project": PROJECT, "spider": SPIDER})["jobid"]
+    def schedule(self, spider=SPIDER, **arguments):
+        return self.call("POST", "schedule.json", data={"project": PROJECT, "spider": spider, **arguments})["jobid"]
 
     def jobs(self):
         """{job id: (state, listjobs entry)} for this project."""
@@ -199,14 +221,14 @@ class Client:
         return {job["id"]: (state, job) for state in ("pending", "running", "finished") for job in body[state]}
 
 
-def wait_finished(client, job_ids, started):
+def wait_finished(client, job_ids, started, *, timeout=JOB_TIMEOUT, poll_every=POLL_EVERY):
     """Poll until every job is finished; return {id: (seconds to running or None, seconds to finished, entry)}."""
     to_running, done = {}, {}
-    deadline = time.monotonic() + JOB_TIMEOUT
+    deadline = time.monotonic() + timeout
     while len(done) < len(job_ids):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(job_ids) - len(done)} jobs not finished after {JOB_TIMEOUT} s")
-        time.sleep(POLL_EVERY)
+            raise TimeoutError(f"{len(job_ids) - len(done)} jobs not finished after {timeout} s")
+        time.sleep(poll_every)
         jobs, now = client.jobs(), time.perf_counter()
         for job_id in job_ids:
             state, entry = jobs.get(job_id, ("pending", None))
@@ -245,6 +267,32 @@ def measure_throughput(client, count):
     job_ids = [client.schedule() for _ in range(count)]
     done = wait_finished(client, job_ids, started)
     return max(finished for _, finished, _ in done.values())
+
+
+def measure_sleepers(workdir, egg, count, seconds):
+    """`count` sleeping jobs scheduled at once on Scrapyd with its defaults: how soon each ran, and the makespan."""
+    os.makedirs(workdir)
+    with running_scrapyd(workdir, CONFIGS["scrapyd_default"]) as client:
+        client.deploy(egg)
+        slots = max_proc(workdir)
+        started = time.perf_counter()
+        job_ids = [client.schedule(SLEEPER, seconds=str(seconds)) for _ in range(count)]
+        scheduled = time.perf_counter() - started
+        expected = math.ceil(count / (slots or 1)) * (seconds + 10)
+        done = wait_finished(client, job_ids, started, timeout=expected + 600, poll_every=1)
+    to_running = sorted(running for running, _, _ in done.values() if running is not None)
+    return {
+        "jobs": count,
+        "sleep_seconds": seconds,
+        "max_proc": slots,
+        "scheduling_s": round(scheduled, 1),
+        "due_to_running_s": {
+            "p50": round(statistics.median(to_running), 1),
+            "p95": round(to_running[max(0, math.ceil(len(to_running) * 0.95) - 1)], 1),
+            "max": round(to_running[-1], 1),
+        },
+        "makespan_s": round(max(finished for _, finished, _ in done.values()), 1),
+    }
 
 
 def max_proc(workdir):
@@ -319,8 +367,11 @@ def parse_args():
     parser.add_argument("--runs", type=int, default=10, help="sequential jobs for latency (default 10)")
     parser.add_argument("--jobs", type=int, default=20, help="jobs scheduled at once for throughput (default 20)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 latency jobs, 5 throughput jobs")
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
+    parser.add_argument("--sleepers", type=int, help="instead: this many sleeping jobs at once (bench/scale.py's)")
+    parser.add_argument("--sleep", type=int, default=30, help="seconds each sleeper sleeps (default 30)")
+    parser.add_argument("--out", help=f"JSON results (default {DEFAULT_OUT}, or {SCALE_OUT} with --sleepers)")
     args = parser.parse_args()
+    args.out = args.out or (SCALE_OUT if args.sleepers else DEFAULT_OUT)
     if args.quick:
         args.runs, args.jobs = 3, 5
     return args
@@ -335,11 +386,15 @@ def main():
     results = {}
     with tempfile.TemporaryDirectory(prefix="scrapyd-bench-") as tempdir:
         egg = build_egg(tempdir)
-        for name, poll_interval in CONFIGS.items():
+        if args.sleepers:
+            results["sleepers"] = measure_sleepers(os.path.join(tempdir, "sleepers"), egg, args.sleepers, args.sleep)
+            print(json.dumps(results["sleepers"]))
+        for name, poll_interval in () if args.sleepers else CONFIGS.items():
             print(f"{name}: poll_interval {poll_interval} s, {args.runs} + {args.jobs} jobs", flush=True)
             results[name] = bench_config(os.path.join(tempdir, name), egg, poll_interval, args.runs, args.jobs)
     results["machine"] = machine(load_at_start)
-    print_table(results)
+    if not args.sleepers:
+        print_table(results)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)

@@ -13,6 +13,7 @@ from parseq.env import (
     env_networks,
     env_str,
 )
+from parseq.host import memory_of_this_host, worker_slots_for
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PARSEQ_VAR_DIR", str(BASE_DIR / "var")))
@@ -57,6 +58,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "parseq.worker",  # before django_dramatiq: its `rundramatiq` replaces theirs
     "django_dramatiq",
     "django_apscheduler",
     "rest_framework",
@@ -196,6 +198,7 @@ _dramatiq_middleware = [
     "dramatiq.middleware.Retries",
     "django_dramatiq.middleware.DbConnectionsMiddleware",
     "parseq.core.middleware.BoundedDatabaseWaits",
+    "parseq.core.middleware.RunSlots",
     "parseq.core.middleware.LostRunReaper",
     "parseq.core.middleware.DeadLetteredRuns",
     "parseq.core.middleware.Draining",
@@ -263,6 +266,9 @@ RECORD_RETRY_SECONDS = env_int("PARSEQ_RECORD_RETRY_SECONDS", 600, minimum=0)
 # A run `enqueued` this long is sent to the workers again (its message may be lost); the claim makes that safe.
 RESEND_ENQUEUED_AFTER = env_int("PARSEQ_RESEND_ENQUEUED_AFTER", 300, minimum=10)
 INPROCESS_WORKER_THREADS = env_int("PARSEQ_WORKER_THREADS", 2, minimum=1)
+# How many runs one worker host (`rundramatiq`, all its processes together) takes at once. Runs mostly wait on
+# the network and a sleeping warm run takes about 8 MiB: by default one slot per 32 MiB of memory (README: Scale).
+WORKER_SLOTS = env_int("PARSEQ_WORKER_SLOTS", worker_slots_for(memory_of_this_host()), minimum=1)
 # Retention (README: Retention): finished runs and their files go; a parser's own limits win over these.
 # Keep each parser's newest N finished runs; unset keeps any number.
 KEEP_RUNS = env_int("PARSEQ_KEEP_RUNS", None, minimum=1)

@@ -40,10 +40,11 @@ BACKENDS: dict[str, Callable[[str], Sandbox]] = {
     "bwrap": lambda python: Backend(BwrapJail(python), ColdStart()),
     "docker": DockerBackend,
 }
-# The backends with a warm start, and their sandbox for an interpreter and the modules its zygote preloads.
-WARM_BACKENDS: dict[str, Callable[[str, Iterable[str]], Sandbox]] = {
-    "subprocess": lambda python, preload: Backend(SubprocessJail(python), WarmStart(preload)),
-    "bwrap": lambda python, preload: Backend(BwrapJail(python), WarmStart(preload)),
+# The backends with a warm start, and their sandbox for an interpreter, the modules its zygote preloads
+# and how many runs the process may have at once (what the zygote's process budget is sized for).
+WARM_BACKENDS: dict[str, Callable[[str, Iterable[str], int], Sandbox]] = {
+    "subprocess": lambda python, preload, at_once: Backend(SubprocessJail(python), WarmStart(preload, at_once)),
+    "bwrap": lambda python, preload, at_once: Backend(BwrapJail(python), WarmStart(preload, at_once)),
 }
 WORKDIR_PREFIX = "parseq-run-"
 
@@ -107,6 +108,7 @@ def run_script(
     cancelled: Callable[[], bool] | None = None,
     warm: bool = False,
     preload: Iterable[str] = (),
+    runs_at_once: int = 16,
     log_sink: Callable[[bytes], None] | None = None,
 ) -> Outcome:
     """Run the script at `script_path` in a sandbox; on success its files are in `out_dir`.
@@ -123,7 +125,8 @@ def run_script(
     the sandbox is killed and the outcome is CANCELLED. `log_sink` is called, in this thread, with each
     part of the script's output the log keeps, as it comes.
     With `warm` (subprocess and bwrap), the sandbox is a fork of a zygote that has imported the modules
-    in `preload` already (runner/starts.py, runner/warm.py). Never raises
+    in `preload` already (runner/starts.py, runner/warm.py); `runs_at_once`, how many runs this process may
+    have at the same time, sizes the process budget the zygote's runs share (runner/bwrap_jail.py). Never raises
     for anything the script does: every failure is an Outcome with a
     status and an error for the user.
     """
@@ -133,7 +136,7 @@ def run_script(
         return Outcome(SANDBOX_ERROR, error=NO_BACKEND)
     if warm and backend not in WARM_BACKENDS:
         return Outcome(SANDBOX_ERROR, error=f"a warm start needs the subprocess or bwrap backend, not {backend}")
-    sandbox = WARM_BACKENDS[backend](python, preload) if warm else BACKENDS[backend](python)
+    sandbox = WARM_BACKENDS[backend](python, preload, runs_at_once) if warm else BACKENDS[backend](python)
     try:
         parent = sandbox.workdir_parent(limits)
     except ZygoteError as error:

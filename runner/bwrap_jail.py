@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from runner import jail, leftovers
+from runner.cgroups import JAIL_PROCESSES
 from runner.egress import EGRESS_SOCKET
 from runner.outcome import Limits
 from runner.sandbox import BOOTSTRAP, RESTRICTED_POLICY, SELF_JAIL, ZYGOTE, self_jail
@@ -36,8 +37,6 @@ from runner.warm import Zygote
 
 JAIL_WORKDIR = "/sandbox/work"
 JAIL_RUNS = "/sandbox/runs"  # a warm zygote's runs' directories (runner/sandbox/self_jail.py)
-# A warm zygote's runs together may have this many times the processes one run may have.
-WARM_PROCESS_BUDGET = 16
 JAIL_BOOTSTRAP = "/sandbox/bootstrap.py"
 SCRATCH_PREFIX = "parseq-scratch-"
 WARM_PREFIX = "parseq-warm-"
@@ -142,8 +141,8 @@ class BwrapJail:
             mounts += [kind, entry.path, os.path.join(JAIL_WORKDIR, entry.name)]
         return mounts
 
-    def zygote_jail(self, limits: Limits) -> "ZygoteJail":
-        return ZygoteJail(self, processes=limits.processes)
+    def zygote_jail(self, limits: Limits, *, runs_at_once: int) -> "ZygoteJail":
+        return ZygoteJail(self, processes=limits.processes, runs_at_once=runs_at_once)
 
     def fork_request(
         self, run: SandboxRun, *, zygote: Zygote, limits: dict[str, Any], environment: dict[str, str]
@@ -261,16 +260,18 @@ def bwrap_works() -> bool:
 class ZygoteJail:
     """The bubblewrap jail a warm zygote lives in, and the directory of its runs.
 
-    Runs share the zygote's user id: the process limit holds for the zygote's runs together
-    (WARM_PROCESS_BUDGET times one run's), not for each.
+    Runs share the zygote's user id: the process limit holds for the zygote and its runs together (one
+    run's, with its jail's own processes, times the runs its worker process may have at once), not for
+    each; a run's cgroup, where there is one, holds for each.
     """
 
-    def __init__(self, jail: BwrapJail, *, processes: int) -> None:
+    def __init__(self, jail: BwrapJail, *, processes: int, runs_at_once: int) -> None:
         self.jail = jail
-        self.key = ("bwrap", processes)
+        self.key = ("bwrap", processes, runs_at_once)
         self.uid = random.choice(SANDBOX_UIDS) if os.geteuid() == 0 else None  # noqa: S311 - not a secret
         # Only a user id of its own counts the zygote's processes apart from the worker's.
-        self.process_budget = processes * WARM_PROCESS_BUDGET if self.uid is not None else 0
+        budget = (runs_at_once + 1) * (processes + JAIL_PROCESSES)  # the zygote and its jail: one run's worth
+        self.process_budget = budget if self.uid is not None else 0
         self.runs_dir: str | None = None
 
     def command(self, python: str, arguments: list[str]) -> list[str]:

@@ -7,9 +7,16 @@ what runner/addresses.py refuses (loopback, private, link-local, special-purpose
 ranges, IPv4 hidden in IPv6, this host's own addresses: its services and cloud
 metadata among them) before any packet is sent. It speaks HTTP: CONNECT for
 https, absolute URIs for http, as HTTP(S)_PROXY.
+
+One thread of the worker process runs an event loop that serves every run's proxy: a worker
+running hundreds of runs at once relays their connections without a thread for each
+(ProxyLoop). Names are resolved by a small pool of threads of its own.
 """
 
+import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import os
 import socket
 import threading
@@ -26,18 +33,53 @@ __all__ = ["EgressProxy", "Refused"]
 HEAD_LIMIT = 64 * 1024
 CONNECT_TIMEOUT = 15
 # A client has this long to send its request; a relayed connection with nothing passing either way this long is
-# closed. Without them, a site that never answers would keep two threads and two descriptors of the worker for good.
+# closed. Without them, a site that never answers would keep two sockets of the worker open for good.
 HEAD_TIMEOUT = 30
 IDLE_TIMEOUT = 60
 # Where web pages are; a parser may add ports of its own. Any port would make the proxy a relay for any protocol.
 DEFAULT_PORTS = (80, 443)
 MAX_EXTRA_PORTS = 20
-# Each connection costs the worker two threads: a jail gets this many at a time, not more.
+# Each connection costs the worker two sockets and their buffers: a jail gets this many at a time, not more.
 MAX_CONNECTIONS = 32
+# getaddrinfo blocks: this many names are resolved at once for all of a worker process's runs.
+RESOLVERS = 16
+CLOSE_SECONDS = 10
+
+
+class ProxyLoop:
+    """This process's event loop for its runs' proxies, in a daemon thread started on first use (again after a fork)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.loop = None
+        self.resolvers = None
+        self.owner = None
+
+    def call(self, coroutine, *, timeout=None):
+        """Run `coroutine` on the loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.running()).result(timeout)
+
+    def running(self):
+        with self.lock:
+            if self.loop is None or self.owner != os.getpid():
+                self.owner = os.getpid()
+                self.loop = asyncio.new_event_loop()
+                self.resolvers = concurrent.futures.ThreadPoolExecutor(RESOLVERS, thread_name_prefix="parseq-resolve")
+                threading.Thread(target=self.loop.run_forever, name="parseq-egress", daemon=True).start()
+            return self.loop
+
+    async def resolve(self, host, port, **policy):
+        """runner.addresses.resolve, in one of the resolving threads."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self.resolvers, functools.partial(resolve, host, port, **policy)
+        )
+
+
+proxy_loop = ProxyLoop()
 
 
 class EgressProxy:
-    """Serves one run's jail on a Unix socket, in daemon threads, until closed."""
+    """Serves one run's jail on a Unix socket, on this process's proxy loop, until closed."""
 
     def __init__(self, socket_path, on_refusal=None, *, allowed_networks=(), refused_networks=(), extra_ports=()):
         """`allowed_networks`: networks the policy of runner.addresses lets through all the same (tests' own hosts);
@@ -48,91 +90,72 @@ class EgressProxy:
         self.on_refusal = on_refusal or (lambda message: None)
         self.allowed_networks = as_networks(allowed_networks)
         self.refused_networks = as_networks(refused_networks)
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.server.bind(socket_path)
-        self.server.listen(64)
-        self.closed = False
         self.last_failure = None
-        self.open_sockets = set()
-        self.lock = threading.Lock()
-        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        threading.Thread(target=self.accept_forever, name="parseq-egress", daemon=True).start()
+        self.connections = set()  # the tasks serving its connections, touched only on the loop
+        listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listening.bind(socket_path)
+            listening.listen(64)
+            self.server = proxy_loop.call(self.listen(listening))
+        except BaseException:
+            listening.close()
+            raise
+
+    async def listen(self, listening):
+        return await asyncio.start_unix_server(self.serve, sock=listening, limit=HEAD_LIMIT)
 
     def close(self):
-        """Stop serving, and end every connection the run still has open: their threads return at once."""
-        self.closed = True
-        with contextlib.suppress(OSError):
-            self.server.shutdown(socket.SHUT_RDWR)
+        """Stop serving, and end every connection the run still has open."""
+        # Only a loop stuck by a bug could take this long; the run's outcome must not be lost for it.
+        with contextlib.suppress(concurrent.futures.TimeoutError):
+            proxy_loop.call(self.stop(), timeout=CLOSE_SECONDS)
+
+    async def stop(self):
         self.server.close()
-        with self.lock:
-            sockets = list(self.open_sockets)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        for task in self.connections:
+            task.cancel()
+        await asyncio.gather(*self.connections, return_exceptions=True)
 
-    def track(self, sock):
-        """Note `sock` as open until the connection it serves ends; one opened after close() is shut at once."""
-        with self.lock:
-            self.open_sockets.add(sock)
-            closed = self.closed
-        if closed:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def forget(self, *sockets):
-        with self.lock:
-            self.open_sockets.difference_update(sockets)
-
-    def accept_forever(self):
-        while not self.closed:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            if not self.slots.acquire(blocking=False):
-                self.on_refusal(f"more than {MAX_CONNECTIONS} connections at once")
-                client.close()
-                continue
-            threading.Thread(target=self.serve, args=(client,), daemon=True).start()
-
-    def serve(self, client):
-        self.track(client)
+    async def serve(self, reader, writer):
+        if len(self.connections) >= MAX_CONNECTIONS:
+            self.on_refusal(f"more than {MAX_CONNECTIONS} connections at once")
+            writer.close()
+            return
+        task = asyncio.current_task()
+        self.connections.add(task)
         try:
-            self.serve_connection(client)
-        except OSError:
-            pass  # the script or the site hung up mid-way: that connection is over, and no one else's
+            await self.serve_connection(reader, writer)
+        except (OSError, asyncio.CancelledError):
+            pass  # the script or the site hung up mid-way, or the run ended: that connection is over, no one else's
         finally:
-            self.forget(client)
-            self.slots.release()
+            self.connections.discard(task)
+            writer.close()
 
-    def serve_connection(self, client):
-        with client:
-            head = b""
-            client.settimeout(HEAD_TIMEOUT)
-            try:
-                head, early_data = read_head(client)
-                upstream, reply = self.open_upstream(head)
-            except Refused as error:
-                self.on_refusal(str(error))
-                # What the run's error ends with, if the script fails: a library would only say "proxy error 403".
-                why = str(error) if isinstance(error, Unresolvable) else error.reason  # "cannot resolve x: ..."
-                self.last_failure = f"egress refused {requested(head)}: {why}"
-                body = f"parseq: {error}\n".encode()
-                client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nConnection: close\r\n")
-                client.sendall(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-                return
-            self.track(upstream)
-            try:
-                with upstream:
-                    if reply:
-                        client.sendall(reply)
-                    if early_data:  # a request body, or a client that did not wait for the tunnel
-                        upstream.sendall(early_data)
-                    relay(client, upstream)
-            finally:
-                self.forget(upstream)
+    async def serve_connection(self, reader, writer):
+        head = b""
+        try:
+            head = await asyncio.wait_for(read_head(reader), HEAD_TIMEOUT)
+            upstream, reply = await self.open_upstream(head)
+        except Refused as error:
+            self.on_refusal(str(error))
+            # What the run's error ends with, if the script fails: a library would only say "proxy error 403".
+            why = str(error) if isinstance(error, Unresolvable) else error.reason  # "cannot resolve x: ..."
+            self.last_failure = f"egress refused {requested(head)}: {why}"
+            body = f"parseq: {error}\n".encode()
+            writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nConnection: close\r\n")
+            writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+            return
+        try:
+            if reply:
+                writer.write(reply)
+            # A request body, or a client that did not wait for the tunnel, is still in `reader`: relayed next.
+            await relay((reader, writer), upstream)
+        finally:
+            upstream[1].close()
 
-    def open_upstream(self, head):
+    async def open_upstream(self, head):
+        """The (reader, writer) of the connection `head` asks for, and what to answer the client first."""
         request_line, _, rest = head.partition(b"\r\n")
         try:
             method, target, version = request_line.decode("latin-1").split(" ")
@@ -140,27 +163,29 @@ class EgressProxy:
             raise Refused("the proxy got a malformed request") from None
         if method == "CONNECT":
             host, port = split_host_port(target, default_port=443)
-            return self.connect(host, port), b"HTTP/1.1 200 Connection established\r\n\r\n"
+            return await self.connect(host, port), b"HTTP/1.1 200 Connection established\r\n\r\n"
         if not target.startswith("http://"):
             raise Refused(f"the proxy only forwards http:// and CONNECT requests, not {target[:60]!r}")
         authority, _, path = target[len("http://") :].partition("/")
         host, port = split_host_port(authority, default_port=80)
-        upstream = self.connect(host, port)
+        upstream = await self.connect(host, port)
         headers = [line for line in rest.split(b"\r\n") if line and not is_hop_header(line)]
         forwarded = f"{method} /{path} {version}\r\n".encode() + b"".join(h + b"\r\n" for h in headers)
-        upstream.sendall(forwarded + b"Connection: close\r\n\r\n")
+        upstream[1].write(forwarded + b"Connection: close\r\n\r\n")
         return upstream, b""
 
-    def connect(self, host, port):
+    async def connect(self, host, port):
         # The address first: "127.0.0.1 is a loopback address" says more about localhost:5432 than its port does.
-        address = resolve(host, port, allowed=self.allowed_networks, refused=self.refused_networks)
+        ip, port = await proxy_loop.resolve(host, port, allowed=self.allowed_networks, refused=self.refused_networks)
         if port not in self.ports:
             open_ports = ", ".join(str(port) for port in sorted(self.ports))
             raise Refused(
                 f"port {port} is not open to this parser's requests (only {open_ports}; see its extra egress ports)"
             )
         try:
-            return socket.create_connection(address, timeout=CONNECT_TIMEOUT)
+            return await asyncio.wait_for(asyncio.open_connection(ip, port), CONNECT_TIMEOUT)
+        except TimeoutError:
+            raise Refused(f"cannot connect to {host}:{port}: timed out") from None
         except OSError as error:
             raise Refused(f"cannot connect to {host}:{port}: {error.strerror or error}") from None
 
@@ -187,15 +212,13 @@ def requested(head):
     return parts[1][:200] if len(parts) == 3 else "a malformed request"
 
 
-def read_head(connection):
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = connection.recv(4096)
-        if not chunk or len(head) > HEAD_LIMIT:
-            raise Refused("the proxy got an incomplete request")
-        head += chunk
-    head, _, early_data = head.partition(b"\r\n\r\n")
-    return head, early_data
+async def read_head(reader):
+    """A request's head, up to its blank line; what follows it stays in `reader`."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        raise Refused("the proxy got an incomplete request") from None
+    return head[:-4]
 
 
 def split_host_port(authority, *, default_port):
@@ -217,47 +240,52 @@ def is_hop_header(line):
     return name in (b"connection", b"proxy-connection", b"proxy-authorization", b"keep-alive")
 
 
-def relay(first, second, *, idle_timeout=IDLE_TIMEOUT):
-    """Copy bytes both ways until either side closes, or nothing has passed either way for `idle_timeout` seconds."""
-    last_passed = [time.monotonic()]
+async def relay(first, second, *, idle_timeout=IDLE_TIMEOUT):
+    """Copy bytes both ways between two (reader, writer) pairs until both sides have closed theirs, or until
+    nothing has passed either way for `idle_timeout` seconds.
+    """
+    last_passed = time.monotonic()
 
     def still_alive():
         # Quiet one way is not idle: a download's request side waits, a slow reader lets its buffer fill.
-        return time.monotonic() - last_passed[0] < idle_timeout
+        return time.monotonic() - last_passed < idle_timeout
 
-    def send(target, data):
-        view = memoryview(data)
-        while view:
+    async def drain(writer):
+        nonlocal last_passed
+        while True:
+            waiting = writer.transport.get_write_buffer_size()
             try:
-                view = view[target.send(view) :]
+                return await asyncio.wait_for(writer.drain(), idle_timeout / 4)
             except TimeoutError:
-                if not still_alive():
+                if writer.transport.get_write_buffer_size() < waiting:
+                    last_passed = time.monotonic()  # the reader takes it, slowly
+                elif not still_alive():
                     raise
-                continue
-            last_passed[0] = time.monotonic()
 
-    def pump(source, target):
-        with contextlib.suppress(OSError):
-            while True:
-                try:
-                    data = source.recv(65536)
-                except TimeoutError:
-                    if still_alive():
-                        continue
-                    break
-                if not data:
-                    break
-                last_passed[0] = time.monotonic()
-                send(target, data)
-        with contextlib.suppress(OSError):
-            target.shutdown(socket.SHUT_WR)
+    async def pump(reader, writer):
+        nonlocal last_passed
+        while True:
+            try:
+                data = await asyncio.wait_for(reader.read(65536), idle_timeout / 4)
+            except TimeoutError:
+                if still_alive():
+                    continue
+                raise
+            if not data:
+                break
+            last_passed = time.monotonic()
+            writer.write(data)
+            await drain(writer)
+        with contextlib.suppress(OSError):  # the other side may be gone already
+            writer.write_eof()
 
-    for sock in (first, second):
-        sock.settimeout(idle_timeout / 4)
-    other = threading.Thread(target=pump, args=(second, first), daemon=True)
-    other.start()
-    pump(first, second)
-    other.join()
+    pumps = [asyncio.ensure_future(pump(first[0], second[1])), asyncio.ensure_future(pump(second[0], first[1]))]
+    try:
+        await asyncio.wait(pumps, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for running in pumps:
+            running.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
 
 
 def behind_egress_proxy(run, *, workdir, allowed_networks=(), refused_networks=(), extra_ports=()):

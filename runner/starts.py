@@ -113,17 +113,17 @@ class WarmStart:
     cold where no run's jail can be made inside the zygote's.
     """
 
-    def __init__(self, preload: Iterable[str] = ()) -> None:
+    def __init__(self, preload: Iterable[str] = (), runs_at_once: int = 16) -> None:
         self.preload = tuple(preload)
+        self.runs_at_once = runs_at_once  # of the worker process: what its zygote's process budget is sized for
 
     def zygote(self, jail: ProcessJail, limits: Limits) -> Zygote:
         """The zygote for this jail, started on first use (or when the last one died)."""
         environment = {
             name: value for name, value in jail.environment("", "UTC", None).items() if name in ZYGOTE_VARIABLES
         }
-        return zygote_for(
-            python=jail.python, modules=self.preload, environment=environment, jail=jail.zygote_jail(limits)
-        )
+        zygote_jail = jail.zygote_jail(limits, runs_at_once=self.runs_at_once)
+        return zygote_for(python=jail.python, modules=self.preload, environment=environment, jail=zygote_jail)
 
     def workdir_parent(self, jail: ProcessJail, limits: Limits) -> str | None:
         """Runs' directories live where a jailed zygote sees them (unless runs must start cold)."""

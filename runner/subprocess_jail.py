@@ -78,7 +78,7 @@ class SubprocessJail:
         """Popen's arguments to become `uid`: none, the command does it itself."""
         return {}
 
-    def zygote_jail(self, limits: Limits) -> None:
+    def zygote_jail(self, limits: Limits, *, runs_at_once: int) -> None:
         return None
 
     def fork_request(

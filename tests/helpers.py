@@ -67,6 +67,11 @@ def database_url():
     return f"postgres://{credentials}@{db['HOST']}:{db['PORT']}/{quote(db['NAME'], safe='')}"
 
 
+def requires_postgresql(test_item):
+    reason = "needs PostgreSQL: set DATABASE_URL=postgres://postgres@127.0.0.1:5432/parseq"
+    return require(connection.vendor == "postgresql", reason)(test_item)
+
+
 def requires_postgresql_and_rabbitmq(test_item):
     vendor = connection.vendor
     reason = None

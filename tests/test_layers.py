@@ -14,10 +14,11 @@ from django.conf import settings
 PACKAGE = settings.BASE_DIR / "parseq"
 # Higher imports lower, never the other way. An app's admin pages are in its layer: each app adds its own
 # parts to the parser pages. The project's own modules (urls, health, settings) sit above everything.
-LAYERS = {"project": 4, "api": 3, "alerts": 3, "scheduling": 2, "core": 1, "access": 1}
-# parseq.env, parseq.logs and parseq.database: settings helpers, log formats and bounded database waits, used by all
+LAYERS = {"project": 4, "api": 3, "alerts": 3, "scheduling": 2, "worker": 2, "core": 1, "access": 1}
+# parseq.env, parseq.logs, parseq.database and parseq.host: settings helpers, log formats, the database's waits and
+# turns, the host's memory; used by all
 LAYERS |= {"foundation": 0}
-FOUNDATION = {"parseq.env", "parseq.logs", "parseq.database"}
+FOUNDATION = {"parseq.env", "parseq.logs", "parseq.database", "parseq.host"}
 
 
 def modules():

@@ -78,6 +78,7 @@ class StartupTests(SimpleTestCase):
             ("PARSEQ_SANDBOX", "chroot"),
             ("PARSEQ_REAPER_INTERVAL", "30"),  # an outage between two checks would go unseen
             ("PARSEQ_HEARTBEAT_SECONDS", "20"),  # fewer than three heartbeats before a run counts as lost
+            ("PARSEQ_WORKER_SLOTS", "0"),
         ]:
             with self.subTest(variable=variable):
                 result = self.start(SECRET_KEY="k", **{variable: value})

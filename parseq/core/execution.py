@@ -11,6 +11,7 @@ import hashlib
 import logging
 import mimetypes
 import os
+import resource
 import shutil
 import socket
 import tempfile
@@ -20,7 +21,7 @@ import time
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.db import InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError
 
 import runner
 from parseq.core import cancellation
@@ -30,6 +31,7 @@ from parseq.core.housekeeping import delete_stored_files
 from parseq.core.live_logs import live_logs
 from parseq.core.models import Run, result_path
 from parseq.core.validation import allowed_modules
+from parseq.database import DatabaseTurns
 from parseq.env import ConfigurationError
 from runner import leftovers, modules
 
@@ -66,6 +68,46 @@ class Drain:
 
 drain = Drain()
 STOPPED_BY_DRAIN = "stopped by the worker's shutdown"
+# A worker process's runs take turns on this many database connections, however many run at once.
+DATABASE_CONNECTIONS = 4
+# What a run holds open in the worker (its pipes, its egress socket, its cgroup's files), at most.
+DESCRIPTORS_PER_RUN = 16
+
+
+class WorkerSlots:
+    """The runs a worker process takes at once (its threads), and the few database connections they share.
+
+    A run's thread mostly waits on its sandbox; hundreds may run in one process. Each uses the database
+    only for a turn (a claim, a record), on one of DATABASE_CONNECTIONS connections kept for the turns:
+    PostgreSQL's max_connections is shared by every host (parseq/database.py: DatabaseTurns).
+    """
+
+    def __init__(self, *, runs=16):
+        self.runs = runs
+        self.turns = DatabaseTurns(size=DATABASE_CONNECTIONS)
+
+    def open(self, *, runs):
+        """Size this process for `runs` at once (its sandboxes' process budget, its open files' limit), and
+        keep its turns' connections open between turns.
+        """
+        self.runs = runs
+        self.turns.open()
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = 256 + runs * DESCRIPTORS_PER_RUN
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            higher = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (higher, hard))
+            if higher < wanted:
+                logger.warning("%d open files at most here (%d runs at once may need %d)", hard, runs, wanted)
+
+    def close(self):
+        self.turns.close()
+
+    def database_turn(self):
+        return self.turns.turn()
+
+
+slots = WorkerSlots()
 
 
 def execute_run(*, run_id):
@@ -79,7 +121,8 @@ def execute_run(*, run_id):
         logger.info("stopping: run %s goes back to the queue", run_id)
         runs_enqueued.send(sender=Run, run_ids=[run_id], if_refused="wait")
         return None
-    run = Run.objects.claim(run_id=run_id, grace=settings.RUN_GRACE, worker=worker_name())
+    with slots.database_turn():
+        run = Run.objects.claim(run_id=run_id, grace=settings.RUN_GRACE, worker=worker_name())
     if run is None:
         return None
     with _leased(run.run_id):
@@ -108,8 +151,6 @@ def _execute_claimed(run):
                 run_id=run_id, attempt=attempt, script_sha256=script_sha256, parser_settings=used
             ),
         )
-        if not connection.in_atomic_block:
-            connection.close()
         try:
             outcome = _run_in_sandbox(run=run, script_path=script_path, out_dir=out_dir, backend=backend)
         except Exception as error:  # the runner's own failure, not the script's: the run fails saying so
@@ -142,6 +183,7 @@ def _run_in_sandbox(*, run, script_path, out_dir, backend):
             cancelled=lambda: cancelled.is_set() or drain.time_is_up(),
             warm=warm_start(backend=backend),
             preload=warm_preload(),
+            runs_at_once=slots.runs,
             log_sink=live.feed,
         )
     finally:
@@ -368,7 +410,7 @@ def _record(run_id, change):
     """Save a finished run's outcome, retrying while the database is unreachable; returns what `change` returns.
 
     A result, once computed, is not dropped for an outage: attempts back off from 1 s to 30 s
-    for PARSEQ_RECORD_RETRY_SECONDS, each on a new connection, before the error is raised. Every
+    for PARSEQ_RECORD_RETRY_SECONDS, each a turn on a new connection, before the error is raised. Every
     change is conditional on the run's status, so an attempt that did commit before its answer
     was lost cannot be applied twice. The failed tries are counted on the run (/metrics).
     """
@@ -376,13 +418,12 @@ def _record(run_id, change):
     delay, failures = 1, 0
     while True:
         try:
-            result = change()
+            with slots.database_turn():  # a broken connection is not reused
+                result = change()
         except DATABASE_UNREACHABLE as error:
             failures += 1
             if failures == 1:
                 logger.warning("the database is unreachable; keeping the run's outcome until it answers")
-            if not connection.in_atomic_block:
-                connection.close()  # a broken connection is not reused by the next attempt
             if _clock() + delay > deadline:
                 logger.error("gave up recording the run's outcome after %d attempts: %s", failures, error)
                 raise
@@ -391,7 +432,8 @@ def _record(run_id, change):
             continue
         if failures:
             logger.warning("recorded the run's outcome after %d failed attempts", failures)
-            Run.objects.note_recording_retries(run_id=run_id, count=failures)
+            with slots.database_turn():
+                Run.objects.note_recording_retries(run_id=run_id, count=failures)
         return result
 
 

@@ -21,6 +21,20 @@ class BoundedDatabaseWaits(Middleware):
         bound_waits_of_this_service()
 
 
+class RunSlots(Middleware):
+    """A worker process takes as many runs at once as it has threads (PARSEQ_WORKER_SLOTS, parseq/worker)."""
+
+    def before_worker_boot(self, broker, worker):  # before its threads take their first messages
+        from parseq.core.execution import slots
+
+        slots.open(runs=worker.worker_threads)
+
+    def after_worker_shutdown(self, broker, worker):
+        from parseq.core.execution import slots
+
+        slots.close()
+
+
 class LostRunReaper(Middleware):
     """Every worker process keeps its runs' leases and, now and then, looks after the runs of workers that died.
 

@@ -385,7 +385,7 @@ class ComposeServicesTests(SimpleTestCase):
         self.assertIn("--workers", commands["web"])
         self.assertEqual(commands["worker"][:3], ["python", "manage.py", "rundramatiq"])
         self.assertIn("--processes", commands["worker"])
-        self.assertIn("--threads", commands["worker"])
+        self.assertNotIn("--threads", commands["worker"])  # PARSEQ_WORKER_SLOTS says how many runs at once
         self.assertEqual(commands["scheduler"], ["python", "manage.py", "runscheduler"])
         self.assertEqual(commands["migrate"], ["python", "manage.py", "migrate", "--noinput"])
 

@@ -72,6 +72,7 @@ class RealWorkerTestCase(TransactionTestCase):
 
     def start_worker(self, *, processes=1, threads=4, env=None, cwd=REPOSITORY):
         """Start `manage.py rundramatiq` in a process group of its own; `env` adds to or replaces its variables.
+        `threads=None` leaves them to PARSEQ_WORKER_SLOTS.
 
         From a `cwd` other than the repository, Dramatiq is told where the code is with `--path`.
         """
@@ -107,8 +108,7 @@ class RealWorkerTestCase(TransactionTestCase):
                 *(["--path", str(REPOSITORY)] if Path(cwd) != REPOSITORY else []),
                 "--processes",
                 str(processes),
-                "--threads",
-                str(threads),
+                *(["--threads", str(threads)] if threads else []),
             ],
             name=f"worker-{len(self.workers) + 1}",
             log_path=log_path,

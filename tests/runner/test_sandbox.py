@@ -42,6 +42,7 @@ class SandboxTestCase(unittest.TestCase):
         allowed_networks=(),
         refused_networks=(),
         extra_ports=(),
+        runs_at_once=16,
         **limits,
     ):
         path = write_script(self.tempdir.name, source, name=name)
@@ -57,6 +58,7 @@ class SandboxTestCase(unittest.TestCase):
             restricted_modules=allowed_modules() if restricted else None,
             warm=self.warm,
             preload=warm_preload() if self.warm else (),
+            runs_at_once=runs_at_once,
         )
 
     def written(self):

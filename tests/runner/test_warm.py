@@ -229,7 +229,8 @@ class WarmJailTests(SandboxTestCase):
 
     @unittest.skipUnless(AS_ROOT and runner.cgroups_availability()[0], "needs root and a cgroup per run")
     def test_when_the_zygote_cannot_fork_only_that_run_fails_and_the_zygote_goes_on(self):
-        # Runs of 2 processes share a budget of 32; each fills its cgroup's 6 and waits, so the 6th finds none left.
+        # A zygote sized for 4 runs at once of 2 processes has a budget of 30 (5 runs of 2 + 4 for their jails);
+        # each run fills its cgroup's 6 and waits, so the 6th finds none left.
         filler = """
             import os, time, uuid
 
@@ -257,10 +258,11 @@ class WarmJailTests(SandboxTestCase):
                 limits=runner.Limits(processes=2, wall_time=30),
                 network="none",
                 preload=warm_preload(),
+                runs_at_once=4,
             )
             outcomes.append((outcome.status, outcome.error))
 
-        self.run_source("def parse():\n    return {}\n", processes=2)  # the zygote is up
+        self.run_source("def parse():\n    return {}\n", processes=2, runs_at_once=4)  # the zygote is up
         zygote = the_zygote()
         threads = [threading.Thread(target=run) for _ in range(9)]
         for thread in threads:
@@ -268,7 +270,7 @@ class WarmJailTests(SandboxTestCase):
             time.sleep(0.3)
         for thread in threads:
             thread.join()
-        after = self.run_source("def parse():\n    return {'after.txt': b'ok'}\n", processes=2)
+        after = self.run_source("def parse():\n    return {'after.txt': b'ok'}\n", processes=2, runs_at_once=4)
 
         no_fork = "could not start the sandbox: the zygote could not fork the run's sandbox: fork failed:"
         self.assertIn((runner.COMPLETED, ""), outcomes)
@@ -278,6 +280,51 @@ class WarmJailTests(SandboxTestCase):
         self.assertEqual(after.status, runner.COMPLETED, after.error)
         self.assertIs(the_zygote(), zygote)
         self.assertTrue(zygote.usable())
+
+    def sleepers_at_once(self, count, *, runs_at_once):
+        """`count` runs of a script that sleeps 3 s, all at once, from a zygote sized for `runs_at_once`."""
+        path = write_script(self.tempdir.name, "import time\n\ndef parse():\n    time.sleep(3)\n    return {}\n")
+        outcomes = []
+
+        def run():
+            outcome = runner.run_script(
+                path,
+                tempfile.mkdtemp(dir=self.tempdir.name),
+                python=settings.SANDBOX_PYTHON,
+                backend="bwrap",
+                warm=True,
+                runs_at_once=runs_at_once,
+                limits=runner.Limits(processes=4, wall_time=60),
+                network="none",
+                preload=warm_preload(),
+            )
+            outcomes.append((outcome.status, outcome.error))
+
+        threads = [threading.Thread(target=run) for _ in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return outcomes
+
+    @unittest.skipUnless(AS_ROOT, "needs root: only a zygote with a user id of its own has a process budget")
+    def test_a_zygote_sized_for_the_runs_its_worker_takes_at_once_forks_them_all(self):
+        # Given a worker process that takes 24 runs at once, of at most 4 processes each
+        # When 24 runs start at the same moment
+        outcomes = self.sleepers_at_once(24, runs_at_once=24)
+
+        # Then all of them run and complete: their shared budget is 24 runs' worth
+        self.assertEqual([outcome for outcome in outcomes if outcome != (runner.COMPLETED, "")], [])
+
+    @unittest.skipUnless(AS_ROOT, "needs root: only a zygote with a user id of its own has a process budget")
+    def test_a_zygote_sized_for_fewer_runs_than_come_at_once_cannot_fork_them_all(self):
+        # Given a zygote whose budget is 4 runs' worth (and its own: 40 processes and threads in all)
+        # When 24 runs start at the same moment
+        outcomes = self.sleepers_at_once(24, runs_at_once=4)
+
+        # Then some cannot start, and say why: the budget is what the sizing above is about
+        no_fork = "could not start the sandbox: the zygote could not fork the run's sandbox: fork failed:"
+        self.assertTrue(any(error.startswith(no_fork) for _, error in outcomes), outcomes)
 
     def test_a_run_sees_nothing_of_a_run_going_on_beside_it(self):
         marker = f"beside-{uuid.uuid4().hex}"
