@@ -41,8 +41,10 @@ DEFAULT_PORTS = (80, 443)
 MAX_EXTRA_PORTS = 20
 # Each connection costs the worker two sockets and their buffers: a jail gets this many at a time, not more.
 MAX_CONNECTIONS = 32
-# getaddrinfo blocks: this many names are resolved at once for all of a worker process's runs.
+# getaddrinfo blocks: this many names are resolved at once for all of a worker process's runs, and at most
+# RESOLVING_PER_RUN of them for one run (names that take long to fail must not hold up the other runs').
 RESOLVERS = 16
+RESOLVING_PER_RUN = 4
 CLOSE_SECONDS = 10
 
 
@@ -92,6 +94,7 @@ class EgressProxy:
         self.refused_networks = as_networks(refused_networks)
         self.last_failure = None
         self.connections = set()  # the tasks serving its connections, touched only on the loop
+        self.resolving = asyncio.Semaphore(RESOLVING_PER_RUN)
         listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             listening.bind(socket_path)
@@ -176,7 +179,9 @@ class EgressProxy:
 
     async def connect(self, host, port):
         # The address first: "127.0.0.1 is a loopback address" says more about localhost:5432 than its port does.
-        ip, port = await proxy_loop.resolve(host, port, allowed=self.allowed_networks, refused=self.refused_networks)
+        policy = {"allowed": self.allowed_networks, "refused": self.refused_networks}
+        async with self.resolving:
+            ip, port = await proxy_loop.resolve(host, port, **policy)
         if port not in self.ports:
             open_ports = ", ".join(str(port) for port in sorted(self.ports))
             raise Refused(
