@@ -19,7 +19,7 @@ import secrets
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg2
@@ -37,7 +37,8 @@ PAGES = [
     ("admin: runs of a parser", "/admin/core/run/?parser__id__exact={parser}"),
     ("admin: runs, search a parser's name", "/admin/core/run/?q=parser_4242"),
     ("admin: runs, search an id's 8 digits", "/admin/core/run/?q={run_prefix}"),
-    ("admin: runs, this month", "/admin/core/run/?created_time__year={year}&created_time__month={month}"),
+    ("admin: runs, search an error's word", "/admin/core/run/?q=ConnectionError"),
+    ("admin: runs, past 7 days", "/admin/core/run/?created_time__gte={week_ago}&created_time__lt={tomorrow}"),
     ("api: parsers", "/api/parsers/"),
     ("api: parsers, search", "/api/parsers/?search=parser_77"),
     ("api: runs", "/api/runs/"),
@@ -133,12 +134,12 @@ def measure(*, requests):
     user = user or get_user_model().objects.create_superuser("bench", "bench@example.com", "bench")
     client = Client()
     client.force_login(user)
-    now = datetime.now(UTC)
+    today = datetime.now(UTC).date()
     fill = {
         "parser": Parser.objects.filter(name="parser_4242").values_list("pk", flat=True).first() or 1,
         "run_prefix": str(Run.objects.values_list("pk", flat=True).first())[:8],
-        "year": now.year,
-        "month": now.month,
+        "week_ago": today - timedelta(days=7),
+        "tomorrow": today + timedelta(days=1),
     }
     rows = []
     for label, url in PAGES:

@@ -117,8 +117,15 @@ class DatabaseTurns:
         wrapper.inc_thread_sharing()  # used by one thread at a time, but by many in turn
         return wrapper
 
+    @staticmethod
+    def _clean(wrapper):
+        return wrapper.connection is not None and wrapper.autocommit and not wrapper.in_atomic_block
+
     def _end_turn(self, kept):
         """Give `kept` to the next turn if one waits or runs; once none does, close what is left open."""
+        if kept is not None and not self._clean(kept):
+            kept.close()  # left mid-transaction, or with autocommit off: not for the next turn
+            kept = None
         with self.lock:
             self.wanted -= 1
             if kept is not None and self.pooling and self.wanted:

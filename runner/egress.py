@@ -16,7 +16,7 @@ running hundreds of runs at once relays their connections without a thread for e
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
+import ipaddress
 import os
 import socket
 import threading
@@ -43,9 +43,12 @@ MAX_EXTRA_PORTS = 20
 MAX_CONNECTIONS = 32
 # getaddrinfo blocks: this many names are resolved at once for all of a worker process's runs, and at most
 # RESOLVING_PER_RUN of them for one run (names that take long to fail must not hold up the other runs').
-RESOLVERS = 16
+RESOLVERS = 32
 RESOLVING_PER_RUN = 4
 CLOSE_SECONDS = 10
+MAX_AUTHORITY = 253 + len(":65535")
+# The log names this many of a run's refusals, then counts the others: each costs the worker's memory.
+REFUSALS_NAMED = 20
 
 
 class ProxyLoop:
@@ -70,11 +73,21 @@ class ProxyLoop:
                 threading.Thread(target=self.loop.run_forever, name="parseq-egress", daemon=True).start()
             return self.loop
 
-    async def resolve(self, host, port, **policy):
-        """runner.addresses.resolve, in one of the resolving threads."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self.resolvers, functools.partial(resolve, host, port, **policy)
-        )
+    async def resolve(self, host, port, *, slots, **policy):
+        """runner.addresses.resolve: at once for an address, else in a resolving thread once one of `slots` (the
+        run's) is free. The slot is the run's until the thread is done, even when the run ends first.
+        """
+        if is_ip_address(host):
+            return resolve(host, port, **policy)  # no lookup: nothing to wait for
+        await slots.acquire()
+        loop = asyncio.get_running_loop()
+        try:
+            lookup = self.resolvers.submit(resolve, host, port, **policy)
+        except BaseException:
+            slots.release()
+            raise
+        lookup.add_done_callback(lambda _: loop.call_soon_threadsafe(slots.release))
+        return await asyncio.wrap_future(lookup)
 
 
 proxy_loop = ProxyLoop()
@@ -122,17 +135,19 @@ class EgressProxy:
     async def serve(self, reader, writer):
         if len(self.connections) >= MAX_CONNECTIONS:
             self.on_refusal(f"more than {MAX_CONNECTIONS} connections at once")
-            writer.close()
+            writer.transport.abort()
             return
         task = asyncio.current_task()
         self.connections.add(task)
+        unbuffered(writer)
         try:
             await self.serve_connection(reader, writer)
         except (OSError, asyncio.CancelledError):
             pass  # the script or the site hung up mid-way, or the run ended: that connection is over, no one else's
         finally:
             self.connections.discard(task)
-            writer.close()
+            # Not close(): a transport with data a peer never reads would keep its socket in the worker for good.
+            writer.transport.abort()
 
     async def serve_connection(self, reader, writer):
         head = b""
@@ -147,7 +162,7 @@ class EgressProxy:
             body = f"parseq: {error}\n".encode()
             writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nConnection: close\r\n")
             writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-            await writer.drain()
+            await asyncio.wait_for(writer.drain(), HEAD_TIMEOUT)
             return
         try:
             if reply:
@@ -155,7 +170,7 @@ class EgressProxy:
             # A request body, or a client that did not wait for the tunnel, is still in `reader`: relayed next.
             await relay((reader, writer), upstream)
         finally:
-            upstream[1].close()
+            upstream[1].transport.abort()  # as the client's (serve)
 
     async def open_upstream(self, head):
         """The (reader, writer) of the connection `head` asks for, and what to answer the client first."""
@@ -180,19 +195,20 @@ class EgressProxy:
     async def connect(self, host, port):
         # The address first: "127.0.0.1 is a loopback address" says more about localhost:5432 than its port does.
         policy = {"allowed": self.allowed_networks, "refused": self.refused_networks}
-        async with self.resolving:
-            ip, port = await proxy_loop.resolve(host, port, **policy)
+        ip, port = await proxy_loop.resolve(host, port, slots=self.resolving, **policy)
         if port not in self.ports:
             open_ports = ", ".join(str(port) for port in sorted(self.ports))
             raise Refused(
                 f"port {port} is not open to this parser's requests (only {open_ports}; see its extra egress ports)"
             )
         try:
-            return await asyncio.wait_for(asyncio.open_connection(ip, port), CONNECT_TIMEOUT)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), CONNECT_TIMEOUT)
         except TimeoutError:
             raise Refused(f"cannot connect to {host}:{port}: timed out") from None
         except OSError as error:
             raise Refused(f"cannot connect to {host}:{port}: {error.strerror or error}") from None
+        unbuffered(writer)
+        return reader, writer
 
 
 def egress_ports_problem(ports):
@@ -227,6 +243,9 @@ async def read_head(reader):
 
 
 def split_host_port(authority, *, default_port):
+    # No host name is longer than 253 characters; a longer one would only make every message naming it long.
+    if len(authority) > MAX_AUTHORITY:
+        raise Refused(f"a host and port of {len(authority)} characters: longer than any host name")
     if authority.startswith("["):
         host, _, port = authority[1:].partition("]")
         port = port.lstrip(":")
@@ -238,6 +257,19 @@ def split_host_port(authority, *, default_port):
     if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise Refused(f"bad port in {authority!r}")
     return host, int(port)
+
+
+def unbuffered(writer):
+    """drain() then waits until all is handed to the kernel: a connection aborted after it loses nothing."""
+    writer.transport.set_write_buffer_limits(high=0)
+
+
+def is_ip_address(host):
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def is_hop_header(line):
@@ -299,10 +331,10 @@ def behind_egress_proxy(run, *, workdir, allowed_networks=(), refused_networks=(
     What the proxy refused goes to the end of the log; a failed run's error ends with the proxy's reason,
     since the script's own last line only says "ProxyError ... 403 Forbidden".
     """
-    refusals = []
+    refusals = Refusals()
     proxy = EgressProxy(
         os.path.join(workdir, EGRESS_SOCKET),
-        on_refusal=refusals.append,
+        on_refusal=refusals.note,
         allowed_networks=allowed_networks,
         refused_networks=refused_networks,
         extra_ports=extra_ports,
@@ -311,7 +343,27 @@ def behind_egress_proxy(run, *, workdir, allowed_networks=(), refused_networks=(
         outcome = run()
     finally:
         proxy.close()
-    outcome.log += "".join(f"[parseq] refused: {refusal}\n" for refusal in refusals)
+    outcome.log += refusals.lines()
     if outcome.status == SCRIPT_ERROR and proxy.last_failure:
         outcome.error = f"{outcome.error.rstrip()}\n{proxy.last_failure}"
     return outcome
+
+
+class Refusals:
+    """What a run's proxy refused, for its log: the first REFUSALS_NAMED, and how many more (a script may
+    ask thousands of times a second; the worker keeps a bounded note of it).
+    """
+
+    def __init__(self):
+        self.named = []
+        self.more = 0
+
+    def note(self, message):
+        if len(self.named) < REFUSALS_NAMED:
+            self.named.append(message)
+        else:
+            self.more += 1
+
+    def lines(self):
+        more = [f"{self.more} more refusal(s) not listed"] if self.more else []
+        return "".join(f"[parseq] refused: {refusal}\n" for refusal in [*self.named, *more])

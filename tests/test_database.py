@@ -105,6 +105,37 @@ class DatabaseTurnTests(TransactionTestCase):
         self.assertEqual(len(failed), 1)
         self.assertIsInstance(pid, int)
 
+    def test_a_connection_a_turn_left_mid_transaction_is_not_the_next_turns(self):
+        # Given a turn that turns autocommit off and leaves a transaction open, while another turn waits for it
+        turns = DatabaseTurns(size=1)
+        turns.open()
+        started, seen = threading.Event(), []
+
+        def careless():
+            with turns.turn():
+                started.set()
+                connection.set_autocommit(False)
+                with connection.cursor() as cursor:
+                    cursor.execute("CREATE TEMPORARY TABLE left_over (n int)")
+                time.sleep(0.2)
+
+        def next_turn():
+            started.wait(5)
+            with turns.turn():
+                seen.append(connection.get_autocommit())
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT count(*) FROM pg_class WHERE relname = 'left_over'")
+                    seen.append(cursor.fetchone()[0])
+
+        threads = [threading.Thread(target=careless), threading.Thread(target=next_turn)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+
+        # Then the next turn has a connection of its own, in autocommit, without the other's table
+        self.assertEqual(seen, [True, 0])
+
     def test_a_thread_gets_its_own_connection_back_after_a_turn(self):
         own = connections["default"]
         seen = []

@@ -291,7 +291,12 @@ class Run(models.Model):
         ordering = ["-created_time"]
         # Runs are records: nobody changes one, but an operator may stop it.
         permissions = [("cancel_run", "Can cancel runs")]
-        indexes = [models.Index(fields=["parser", "-created_time"])]
+        # The lists, newest first, by parser; the live pages' newest change. The search of errors has an index
+        # of its trigrams too, on PostgreSQL (migration 0014).
+        indexes = [
+            models.Index(fields=["parser", "-created_time"]),
+            models.Index(fields=["updated_time"], name="core_run_updated_time"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["parser", "scheduled_for"],

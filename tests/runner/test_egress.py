@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import unittest
+from unittest import mock
 
 from django.conf import settings
 
@@ -597,11 +598,13 @@ class ProxyLimitTests(SandboxTestCase):
         """
         outcomes = []
 
-        def run():
-            outcomes.append(self.run_source(source, allowed_networks=["127.0.0.0/8"], extra_ports=[port]))
+        def run(number):
+            # Each run its own script file: a shared one could be rewritten before a run reads it.
+            name = f"holder_{number}.py"
+            outcomes.append(self.run_source(source, name=name, allowed_networks=["127.0.0.0/8"], extra_ports=[port]))
 
         # When four runs at once each hold 25 tunnels to it
-        runs = [threading.Thread(target=run) for _ in range(4)]
+        runs = [threading.Thread(target=run, args=(number,)) for number in range(4)]
         for thread in runs:
             thread.start()
         while any(thread.is_alive() for thread in runs):
@@ -631,6 +634,110 @@ class ProxyLimitTests(SandboxTestCase):
         self.assertLess(time.monotonic() - started, 2)
         for sock in (left, far):
             sock.close()
+
+
+class ProxyAbuseTests(unittest.TestCase):
+    """A script that abuses the proxy itself, driven here without a sandbox: the worker's memory, descriptors
+    and name lookups stay bounded, and other runs are not held up.
+    """
+
+    def setUp(self):
+        self.directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.directory, ignore_errors=True)
+
+    def silent_site(self):
+        """A site on loopback that accepts connections and never reads from them; its port."""
+        silent = subprocess.Popen([sys.executable, "-c", SILENT_SERVER], stdout=subprocess.PIPE, text=True)
+        self.addCleanup(silent.wait)
+        self.addCleanup(silent.kill)
+        return int(silent.stdout.readline())
+
+    def proxy(self, name="proxy.sock", **options):
+        path = os.path.join(self.directory, name)
+        return path, egress.EgressProxy(path, allowed_networks=["127.0.0.0/8"], **options)
+
+    def ask(self, path, head, *, timeout=10):
+        """Send a request head to the proxy at `path`; its first answer, and the connection."""
+        client = socket.socket(socket.AF_UNIX)
+        client.settimeout(timeout)
+        client.connect(path)
+        client.sendall(head)
+        return client.recv(200), client
+
+    def test_a_flood_of_refused_requests_with_huge_host_names_keeps_the_log_note_small(self):
+        # Given a run that asks 500 times for a host name of 60,000 characters
+        def flood():
+            for _ in range(500):
+                self.ask(path, b"CONNECT " + b"a" * 60_000 + b":443 HTTP/1.1\r\n\r\n")[1].close()
+            return runner.Outcome(runner.COMPLETED)
+
+        path = os.path.join(self.directory, egress.EGRESS_SOCKET)
+        outcome = egress.behind_egress_proxy(flood, workdir=self.directory)
+
+        # Then its log names 20 refusals, each short, and counts the rest (it once kept 500 x 240 KB)
+        refusals = outcome.log.splitlines()
+        self.assertEqual(len(refusals), egress.REFUSALS_NAMED + 1)
+        self.assertIn("longer than any host name", refusals[0])
+        self.assertEqual(refusals[-1], "[parseq] refused: 480 more refusal(s) not listed")
+        self.assertLess(len(outcome.log), 5_000)
+
+    def test_a_tunnel_to_a_site_that_never_reads_leaves_no_socket_behind_once_the_run_ends(self):
+        # Given a tunnel to a site that never reads, with megabytes pushed into it until nothing more goes
+        port = self.silent_site()
+        descriptors = open_descriptors()
+        path, proxy = self.proxy(extra_ports=[port])
+        answer, client = self.ask(path, f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode())
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer)
+        client.settimeout(2)
+        try:
+            while True:
+                client.send(b"x" * 65536)
+        except TimeoutError:
+            pass  # every buffer on the way is full
+
+        # When the run ends
+        client.close()
+        proxy.close()
+
+        # Then the worker holds no socket of it (it kept the site's with its unsent data, for good)
+        wait_until(lambda: open_descriptors() <= descriptors, timeout=5, message=f"{descriptors} descriptors")
+
+    def test_lookups_that_hang_in_runs_that_ended_do_not_hold_up_another_runs_address(self):
+        # Given names that take 4 s to look up, as with name servers that never answer
+        real_lookup = socket.getaddrinfo
+
+        def slow_lookup(host, *arguments, **options):
+            if host.endswith(".slow"):
+                time.sleep(4)
+            return real_lookup(host, *arguments, **options)
+
+        patcher = mock.patch.object(addresses.socket, "getaddrinfo", slow_lookup)
+        patcher.start()
+        self.addCleanup(time.sleep, 4.5)  # the lookups end before the patch goes
+        self.addCleanup(patcher.stop)
+        # And runs that each ask for 4 of them and end at once, until every resolving thread is busy
+        for number in range(egress.RESOLVERS // egress.RESOLVING_PER_RUN):
+            path, proxy = self.proxy(name=f"ended-{number}.sock")
+            clients = [socket.socket(socket.AF_UNIX) for _ in range(egress.RESOLVING_PER_RUN)]
+            for lookup, client in enumerate(clients):
+                client.connect(path)
+                client.sendall(f"CONNECT site{lookup}.slow:443 HTTP/1.1\r\n\r\n".encode())
+            time.sleep(0.2)  # the lookups begin
+            proxy.close()
+            for client in clients:
+                client.close()
+        port = self.silent_site()
+
+        # When another run asks for an address
+        path, proxy = self.proxy(name="other.sock", extra_ports=[port])
+        self.addCleanup(proxy.close)
+        began = time.monotonic()
+        answer, client = self.ask(path, f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode())
+        client.close()
+
+        # Then it is answered at once: an address needs no lookup, and waits for none
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer)
+        self.assertLess(time.monotonic() - began, 2)
 
 
 SILENT_SERVER = """

@@ -1,7 +1,9 @@
 """What the core's admin pages share."""
 
 from django.contrib import admin
+from django.core.paginator import Paginator
 from django.urls import reverse
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 
@@ -16,6 +18,18 @@ class RecordAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most CAP rows and their pages: a list of a million runs says "more than 10,000" (its
+    pagination.html) rather than counting them all for every page; filters and searches narrow it.
+    """
+
+    CAP = 10_000
+
+    @cached_property
+    def count(self):
+        return self.object_list[: self.CAP + 1].count()
 
 
 def owned_objects_go_along(self, objs, request):

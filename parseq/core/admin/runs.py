@@ -1,13 +1,11 @@
 """A run's pages: the list, and a run's record with its files, log and what it ran; Cancel."""
 
-import uuid
 from datetime import timedelta
 
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
-from django.db.models import CharField
 from django.db.models.constants import LOOKUP_SEP
-from django.db.models.functions import Cast
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
@@ -16,12 +14,42 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from parseq.core import display, previews, selectors, services
-from parseq.core.admin.common import owned_objects_go_along
+from parseq.core.admin.common import CappedCountPaginator, owned_objects_go_along
 from parseq.core.environment import masked
-from parseq.core.models import ERROR_FILENAME, AuditEntry, Run
+from parseq.core.models import ERROR_FILENAME, AuditEntry, Parser, Run
 
 # What a run holds that only those who may change its parser read (the values it was given); never a filter.
 SECRET_RUN_FIELDS = {"parameters"}
+LARGEST_ID = 2**63 - 1
+
+
+class RunsOfParser(admin.SimpleListFilter):
+    """The runs of one parser, as its pages link them; the side bar names the chosen parser only (listing every
+    parser would be thousands of links on every page of runs).
+    """
+
+    title = "parser"
+    parameter_name = "parser__id__exact"
+
+    def lookups(self, request, model_admin):
+        parser_id = self.parser_id()
+        name = Parser.objects.filter(pk=parser_id).values_list("name", flat=True).first() if parser_id else None
+        return [(str(parser_id), name)] if name else []
+
+    def has_output(self):
+        return self.value() is not None  # shown, and applied, once a parser is chosen (an id that is none: no run)
+
+    def queryset(self, request, queryset):
+        if self.value() is None:
+            return queryset
+        if self.parser_id() is None:
+            raise IncorrectLookupParameters(f"{self.value()!r} is not a parser's id")
+        return queryset.filter(parser_id=self.parser_id())
+
+    def parser_id(self):
+        value = self.value() or ""
+        return int(value) if value.isdigit() and 1 <= int(value) <= LARGEST_ID else None
+
 
 # How long after a cancel its worker may take to stop the sandbox and write what it printed.
 CANCELLED_LOG_WAIT = timedelta(seconds=15)
@@ -31,12 +59,15 @@ CANCELLED_LOG_WAIT = timedelta(seconds=15)
 class RunAdmin(admin.ModelAdmin):
     list_display = ["short_id", "parser_link", "status_badge", "created_and_trigger", "duration", "error_line"]
     list_display_links = None  # the short id is the link (a column of full UUIDs wraps over four lines)
-    list_filter = ["status", "parser", "trigger"]
-    # The box finds a run by its parser's name, its id (the 8 digits the list shows will do) or its error's text.
-    search_fields = ["parser__name", "run_id_text", "error"]
+    # No date hierarchy: it reads the years and months of every run listed. Of the parsers, only the chosen one.
+    list_filter = [RunsOfParser, "status", "trigger", ("created_time", admin.DateFieldListFilter)]
+    # The box finds a run by its parser's name, its id (the 8 digits the list shows will do) or its error's text
+    # (get_search_results; the fields only show the box).
+    search_fields = ["parser__name", "error"]
     search_help_text = "A parser's name, a run's id (its first 8 digits will do) or a word of its error."
     list_select_related = ["parser"]
-    date_hierarchy = "created_time"
+    paginator = CappedCountPaginator
+    show_full_result_count = False  # a second count of every run
     actions = ["cancel_runs"]
     change_form_template = "admin/core/run/change_form.html"
     change_list_template = "admin/core/run/change_list.html"
@@ -138,19 +169,12 @@ class RunAdmin(admin.ModelAdmin):
             return JsonResponse({"detail": "Give one or more scope=runs, parser:<id> or run:<uuid>."}, status=400)
         return JsonResponse({"fingerprints": fingerprints}, headers={"Cache-Control": "no-store"})
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).annotate(run_id_text=Cast("run_id", output_field=CharField()))
-
     def lookup_allowed(self, lookup, value, request=None):
         # `?parameters__environment__TOKEN__startswith=` would tell a reader a run's variable a letter at a time.
         return lookup.split(LOOKUP_SEP)[0] not in SECRET_RUN_FIELDS and super().lookup_allowed(lookup, value, request)
 
     def get_search_results(self, request, queryset, search_term):
-        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        try:  # a whole id, however written: SQLite keeps ids as 32 digits without hyphens
-            return found | queryset.filter(pk=uuid.UUID(search_term.strip())), may_have_duplicates
-        except ValueError:
-            return found, may_have_duplicates
+        return selectors.runs_matching(runs=queryset, text=search_term), False
 
     @admin.display(description="run", ordering="run_id")
     def short_id(self, run):
