@@ -8,7 +8,7 @@ SANDBOX_VENV := .venv-sandbox
 APP_PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: run test test-fast lint format deps sandbox clean bench lock images
+.PHONY: run test test-fast lint format deps sandbox clean bench bench-scale lock images
 
 run: deps sandbox
 	DEBUG=$${DEBUG:-true} $(APP_PY) manage.py migrate --noinput
@@ -40,6 +40,16 @@ bench: deps sandbox
 	$(APP_PY) bench/end_to_end.py
 	$(APP_PY) bench/scrapyd_bench.py
 	$(APP_PY) bench/report.py
+
+# Scale (README: Performance): 1,000 sleeping parsers due at once on one worker host, 10,000 scheduled parsers, the
+# lists at a million runs, and Scrapyd on the same 1,000 sleepers (about 70 minutes of the whole, at its default
+# max_proc). `make bench-scale QUICK=1`: 100 sleepers, 1,000 scheduled parsers, 100,000 runs, in minutes.
+bench-scale: deps sandbox
+	mkdir -p bench/results
+	$(APP_PY) bench/scale.py $(if $(QUICK),--quick)
+	$(APP_PY) bench/scale.py --scheduler $(if $(QUICK),1000,10000)
+	$(APP_PY) bench/list_pages.py $(if $(QUICK),--quick)
+	$(APP_PY) bench/scrapyd_bench.py --sleepers $(if $(QUICK),100 --sleep 5,1000)
 
 lint: deps
 	$(VENV)/bin/ruff check .

@@ -23,12 +23,13 @@ import json
 import os
 import sys
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from end_to_end import (
     REPOSITORY,
     SLEEPER,
+    TRIVIAL,
     Bench,
     create_parser,
     make_directories,
@@ -39,8 +40,10 @@ from end_to_end import (
     recreate_database,
     setup_django,
     stamp,
+    start_scheduler,
     wait_for_runs,
 )
+from processes import wait_until
 
 MIB = 1024 * 1024
 
@@ -157,6 +160,66 @@ def measure(bench, parsers, *, label, sleep_seconds, slots=None, threads=None):
     }
 
 
+def process_usage(pid):
+    """CPU seconds (its own and its threads') and resident memory (MiB) of process `pid`, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    cpu_seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{pid}/status") as status:
+        rss_kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    return cpu_seconds, rss_kib / 1024
+
+
+def measure_scheduler(bench, *, parsers, due, script):
+    """`parsers` parsers with schedules, `due` of them due at the same second a minute ahead, the others on cron
+    schedules at other times: how late `runscheduler` creates the due runs, and its CPU and memory. No worker:
+    the runs wait enqueued (their messages are dropped with the bench's vhost).
+    """
+    from django.utils import timezone
+    from django_apscheduler.models import DjangoJob
+
+    from parseq.core.models import Parser, Run
+
+    began = timezone.now()
+    due_at = began.replace(microsecond=0) + timedelta(seconds=90)
+    later = [
+        Parser(name=f"cron_{n}", script=script, cron=f"{n % 60} {(due_at.hour + 1 + n % 20) % 24} * * *")
+        for n in range(parsers - due)
+    ]
+    now_due = [Parser(name=f"due_{n}", script=script, scheduled_time=due_at) for n in range(due)]
+    Parser.objects.bulk_create(later + now_due)
+    scheduler = start_scheduler(bench)
+    wait_until(
+        lambda: DjangoJob.objects.count() >= parsers,
+        timeout=85,
+        interval=0.5,
+        message=f"the scheduler to store {parsers} jobs",
+    )
+    loading_s = round((timezone.now() - began).total_seconds(), 1)
+    loaded_before_due = timezone.now() < due_at
+    cpu_before, _ = process_usage(scheduler.pid)
+    wait_until(
+        lambda: Run.objects.filter(parser__name__startswith="due_").count() >= due,
+        timeout=180,
+        interval=0.5,
+        message=f"{due} runs due",
+    )
+    cpu_after, rss_mib = process_usage(scheduler.pid)
+    bench.stop(scheduler)
+    lateness = [
+        stamp(run.created_time) - due_at.timestamp() for run in Run.objects.filter(parser__name__startswith="due_")
+    ]
+    return {
+        "parsers": parsers,
+        "due_at_once": due,
+        "jobs_loaded_s": loading_s,
+        "jobs_loaded_before_due": loaded_before_due,
+        "created_minus_due_s": seconds_summary(lateness),
+        "scheduler_cpu_s_while_due": round(cpu_after - cpu_before, 2),
+        "scheduler_rss_mib": round(rss_mib, 1),
+    }
+
+
 def print_table(results):
     print(f"{results['parsers']} parsers due at once, each sleeping {results['sleep_seconds']} s; seconds")
     header = (
@@ -180,6 +243,9 @@ def main():
     parser.add_argument("--slots", type=int, nargs="*", default=[], help="PARSEQ_WORKER_SLOTS to try, besides")
     parser.add_argument("--threads", type=int, nargs="*", default=[], help="threads a process to try, slots aside")
     parser.add_argument("--no-default", action="store_true", help="only the slot and thread counts given")
+    parser.add_argument(
+        "--scheduler", type=int, metavar="N", help="instead: N parsers with schedules, 1/10 due at once"
+    )
     parser.add_argument("--out")
     arguments = parser.parse_args()
     count = arguments.parsers or (100 if arguments.quick else 1000)
@@ -192,6 +258,18 @@ def main():
     setup_django(env)
     bench = Bench(root, env, broker_url)
     rows = []
+    if arguments.scheduler:
+        try:
+            script = create_parser("trivial", TRIVIAL).script.name  # the script every scheduled parser names
+            count = arguments.scheduler
+            figures = measure_scheduler(bench, parsers=count, due=count // 10, script=script)
+        finally:
+            bench.stop_all()
+        print(json.dumps(figures, indent=2))
+        out = Path(arguments.out or REPOSITORY / "bench" / "results" / "scale_scheduler.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(figures, indent=2) + "\n")
+        return
     try:
         parsers = [create_parser(f"sleeper_{n}", SLEEPER.format(seconds=sleep_seconds)) for n in range(count)]
         from django.conf import settings

@@ -11,7 +11,6 @@ import hashlib
 import logging
 import mimetypes
 import os
-import resource
 import shutil
 import socket
 import tempfile
@@ -30,8 +29,8 @@ from parseq.core.events import runs_enqueued
 from parseq.core.housekeeping import delete_stored_files
 from parseq.core.live_logs import live_logs
 from parseq.core.models import Run, result_path
+from parseq.core.slots import slots
 from parseq.core.validation import allowed_modules
-from parseq.database import DatabaseTurns
 from parseq.env import ConfigurationError
 from runner import leftovers, modules
 
@@ -68,46 +67,6 @@ class Drain:
 
 drain = Drain()
 STOPPED_BY_DRAIN = "stopped by the worker's shutdown"
-# A worker process's runs take turns on this many database connections, however many run at once.
-DATABASE_CONNECTIONS = 4
-# What a run holds open in the worker (its pipes, its egress socket, its cgroup's files), at most.
-DESCRIPTORS_PER_RUN = 16
-
-
-class WorkerSlots:
-    """The runs a worker process takes at once (its threads), and the few database connections they share.
-
-    A run's thread mostly waits on its sandbox; hundreds may run in one process. Each uses the database
-    only for a turn (a claim, a record), on one of DATABASE_CONNECTIONS connections kept for the turns:
-    PostgreSQL's max_connections is shared by every host (parseq/database.py: DatabaseTurns).
-    """
-
-    def __init__(self, *, runs=16):
-        self.runs = runs
-        self.turns = DatabaseTurns(size=DATABASE_CONNECTIONS)
-
-    def open(self, *, runs):
-        """Size this process for `runs` at once (its sandboxes' process budget, its open files' limit), and
-        keep its turns' connections open between turns.
-        """
-        self.runs = runs
-        self.turns.open()
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        wanted = 256 + runs * DESCRIPTORS_PER_RUN
-        if soft != resource.RLIM_INFINITY and soft < wanted:
-            higher = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (higher, hard))
-            if higher < wanted:
-                logger.warning("%d open files at most here (%d runs at once may need %d)", hard, runs, wanted)
-
-    def close(self):
-        self.turns.close()
-
-    def database_turn(self):
-        return self.turns.turn()
-
-
-slots = WorkerSlots()
 
 
 def execute_run(*, run_id):
@@ -410,9 +369,10 @@ def _record(run_id, change):
     """Save a finished run's outcome, retrying while the database is unreachable; returns what `change` returns.
 
     A result, once computed, is not dropped for an outage: attempts back off from 1 s to 30 s
-    for PARSEQ_RECORD_RETRY_SECONDS, each a turn on a new connection, before the error is raised. Every
-    change is conditional on the run's status, so an attempt that did commit before its answer
-    was lost cannot be applied twice. The failed tries are counted on the run (/metrics).
+    for PARSEQ_RECORD_RETRY_SECONDS, each a turn of its own (a connection that failed is not used
+    again), before the error is raised. Every change is conditional on the run's status, so an
+    attempt that did commit before its answer was lost cannot be applied twice. The failed tries
+    are counted on the run (/metrics).
     """
     deadline = _clock() + settings.RECORD_RETRY_SECONDS
     delay, failures = 1, 0

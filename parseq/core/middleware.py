@@ -25,12 +25,12 @@ class RunSlots(Middleware):
     """A worker process takes as many runs at once as it has threads (PARSEQ_WORKER_SLOTS, parseq/worker)."""
 
     def before_worker_boot(self, broker, worker):  # before its threads take their first messages
-        from parseq.core.execution import slots
+        from parseq.core.slots import slots
 
         slots.open(runs=worker.worker_threads)
 
     def after_worker_shutdown(self, broker, worker):
-        from parseq.core.execution import slots
+        from parseq.core.slots import slots
 
         slots.close()
 

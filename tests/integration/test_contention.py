@@ -11,8 +11,8 @@ import uuid
 
 from django.db import connection
 
-from parseq.core.execution import DATABASE_CONNECTIONS
 from parseq.core.models import Run
+from parseq.core.slots import DATABASE_CONNECTIONS
 from tests.helpers import make_parser, requires_postgresql_and_rabbitmq, shows_process_logs_on_failure
 from tests.integration.test_rabbitmq_worker import RealWorkerTestCase
 from tests.processes import command_lines, kill_groups_of

@@ -4,6 +4,7 @@ CI starts an engine of its own and builds the sandbox image (`make images`); the
 runs under docker too (the Docker* classes of test_sandbox, test_hostile, test_red_team...).
 """
 
+import contextlib
 import json
 import os
 import tempfile
@@ -262,8 +263,9 @@ class RealEngineTests(unittest.TestCase):
         def measure_the_engines_file():
             # The largest the engine's file gets while the script prints (it keeps printing for 4 s).
             while not ended.is_set():
-                if sizes and os.path.exists(sizes[0]):
-                    result["bytes"] = max(result.get("bytes", 0), os.path.getsize(sizes[0]))
+                if sizes:
+                    with contextlib.suppress(FileNotFoundError):  # gone with its container at the end
+                        result["bytes"] = max(result.get("bytes", 0), os.path.getsize(sizes[0]))
                 time.sleep(0.05)
 
         measuring = threading.Thread(target=measure_the_engines_file)

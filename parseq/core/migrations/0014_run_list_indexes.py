@@ -9,6 +9,9 @@ ERROR_TRIGRAMS = (
     "CREATE INDEX IF NOT EXISTS core_run_error_trigrams ON core_run USING gin (UPPER(error) gin_trgm_ops) "
     "WHERE error <> ''"
 )
+# Without statistics of UPPER(error), PostgreSQL takes any word for a rare one: a word in 100,000 errors was
+# read through the trigrams and sorted (300 ms), where walking the newest runs finds a page of them in 2 ms.
+ERROR_STATISTICS = "CREATE STATISTICS IF NOT EXISTS core_run_error_upper ON (UPPER(error)) FROM core_run"
 
 
 def index_the_errors_trigrams(apps, schema_editor):
@@ -23,12 +26,14 @@ def index_the_errors_trigrams(apps, schema_editor):
         with transaction.atomic(using=schema_editor.connection.alias):
             schema_editor.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
             schema_editor.execute(ERROR_TRIGRAMS)
+            schema_editor.execute(ERROR_STATISTICS)  # PostgreSQL 14 and later
     except DatabaseError as error:
         logger.warning("no trigram index for the search of errors (%s): it reads every run in error instead", error)
 
 
 def drop_the_errors_trigrams(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute("DROP STATISTICS IF EXISTS core_run_error_upper")
         schema_editor.execute("DROP INDEX IF EXISTS core_run_error_trigrams")
 
 
