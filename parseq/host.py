@@ -4,7 +4,7 @@ import os
 
 MIB = 1024 * 1024
 # A sleeping warm run takes about 8 MiB of the host's memory (bench/scale.py); a working one more.
-MEMORY_PER_SLOT = 32 * MIB
+MEMORY_PER_SLOT = 24 * MIB
 MIN_SLOTS, MAX_SLOTS = 8, 1024
 CGROUP_MEMORY_MAX = "/sys/fs/cgroup/memory.max"
 

@@ -267,7 +267,7 @@ RECORD_RETRY_SECONDS = env_int("PARSEQ_RECORD_RETRY_SECONDS", 600, minimum=0)
 RESEND_ENQUEUED_AFTER = env_int("PARSEQ_RESEND_ENQUEUED_AFTER", 300, minimum=10)
 INPROCESS_WORKER_THREADS = env_int("PARSEQ_WORKER_THREADS", 2, minimum=1)
 # How many runs one worker host (`rundramatiq`, all its processes together) takes at once. Runs mostly wait on
-# the network and a sleeping warm run takes about 8 MiB: by default one slot per 32 MiB of memory (README: Scale).
+# the network and a sleeping warm run takes about 8 MiB: by default one slot per 24 MiB of memory (README: Scale).
 WORKER_SLOTS = env_int("PARSEQ_WORKER_SLOTS", worker_slots_for(memory_of_this_host()), minimum=1)
 # Retention (README: Retention): finished runs and their files go; a parser's own limits win over these.
 # Keep each parser's newest N finished runs; unset keeps any number.

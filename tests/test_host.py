@@ -12,9 +12,9 @@ GIB = 1024**3
 
 
 class WorkerSlotsTests(SimpleTestCase):
-    def test_a_host_gets_a_slot_for_each_32_mib_of_its_memory(self):
-        self.assertEqual(worker_slots_for(24 * GIB), 768)
-        self.assertEqual(worker_slots_for(1 * GIB), 32)
+    def test_a_host_gets_a_slot_for_each_24_mib_of_its_memory(self):
+        self.assertEqual(worker_slots_for(16 * GIB), 682)
+        self.assertEqual(worker_slots_for(1 * GIB), 42)
 
     def test_a_tiny_host_still_runs_a_few_and_a_huge_one_no_more_than_the_most(self):
         self.assertEqual(worker_slots_for(64 * 1024 * 1024), MIN_SLOTS)
