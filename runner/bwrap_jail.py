@@ -244,6 +244,16 @@ def system_mounts(*, tmp_bytes: int | None = None, scratch: str | None = None) -
 
 
 @functools.cache
+def host_process_ids() -> int:
+    """How many process ids the kernel has for every process and thread of the host (pid_max)."""
+    try:
+        with open("/proc/sys/kernel/pid_max") as pid_max:
+            return int(pid_max.read())
+    except (OSError, ValueError):
+        return 32768  # the kernel's default
+
+
+@functools.cache
 def bwrap_works() -> bool:
     """Whether bubblewrap can make a jail on this machine (it needs user namespaces)."""
     if not shutil.which("bwrap"):
@@ -271,6 +281,8 @@ class ZygoteJail:
         self.uid = random.choice(SANDBOX_UIDS) if os.geteuid() == 0 else None  # noqa: S311 - not a secret
         # Only a user id of its own counts the zygote's processes apart from the worker's.
         budget = (runs_at_once + 1) * (processes + JAIL_PROCESSES)  # the zygote and its jail: one run's worth
+        # Never most of the host's process ids: without cgroups, a fork bomb must leave the host some.
+        budget = min(budget, host_process_ids() // 4)
         self.process_budget = budget if self.uid is not None else 0
         self.runs_dir: str | None = None
 

@@ -18,7 +18,7 @@ from django.conf import settings
 import runner
 from parseq.core.execution import warm_preload
 from runner import warm
-from runner.bwrap_jail import ZygoteJail
+from runner.bwrap_jail import BwrapJail, ZygoteJail, host_process_ids
 from tests.helpers import live_processes_with, require, wait_until, write_script
 from tests.runner.test_sandbox import SandboxTestCase
 
@@ -325,6 +325,14 @@ class WarmJailTests(SandboxTestCase):
         # Then some cannot start, and say why: the budget is what the sizing above is about
         no_fork = "could not start the sandbox: the zygote could not fork the run's sandbox: fork failed:"
         self.assertTrue(any(error.startswith(no_fork) for _, error in outcomes), outcomes)
+
+    @unittest.skipUnless(AS_ROOT, "needs root: only a zygote with a user id of its own has a process budget")
+    def test_a_zygote_budget_never_takes_most_of_the_hosts_process_ids(self):
+        # Without cgroups the budget is a fork bomb's only bound: a thousand runs' worth must leave the host some.
+        jail = ZygoteJail(BwrapJail(settings.SANDBOX_PYTHON), processes=64, runs_at_once=1000)
+
+        self.assertLessEqual(jail.process_budget, host_process_ids() // 4)
+        self.assertEqual(ZygoteJail(BwrapJail(settings.SANDBOX_PYTHON), processes=2, runs_at_once=4).process_budget, 30)
 
     def test_a_run_sees_nothing_of_a_run_going_on_beside_it(self):
         marker = f"beside-{uuid.uuid4().hex}"
