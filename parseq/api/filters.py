@@ -7,9 +7,7 @@ from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
-from parseq.core.models import AuditEntry, Parser, Run
-
-LARGEST_ID = 2**63 - 1
+from parseq.core.models import LARGEST_ID, AuditEntry, Parser, Run
 
 
 @extend_schema_field(OpenApiTypes.INT)

@@ -15,6 +15,8 @@ MAX_INTERVAL_DAYS = 3660
 MAX_ATTEMPTS = 10
 # A failed run's error downloads under this name, beside (never among) its result files.
 ERROR_FILENAME = "error.txt"
+# The largest id a row may have (bigint): a filter given a larger one answers "no such", not a database error.
+LARGEST_ID = 2**63 - 1
 
 
 def default_timeout():

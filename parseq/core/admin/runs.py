@@ -16,11 +16,10 @@ from django.utils.html import format_html
 from parseq.core import display, previews, selectors, services
 from parseq.core.admin.common import CappedCountPaginator, owned_objects_go_along
 from parseq.core.environment import masked
-from parseq.core.models import ERROR_FILENAME, AuditEntry, Parser, Run
+from parseq.core.models import ERROR_FILENAME, LARGEST_ID, AuditEntry, Parser, Run
 
 # What a run holds that only those who may change its parser read (the values it was given); never a filter.
 SECRET_RUN_FIELDS = {"parameters"}
-LARGEST_ID = 2**63 - 1
 
 
 class RunsOfParser(admin.SimpleListFilter):
