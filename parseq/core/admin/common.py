@@ -29,7 +29,7 @@ class CappedCountPaginator(Paginator):
 
     @cached_property
     def count(self):
-        return self.object_list[: self.CAP + 1].count()
+        return self.object_list.order_by()[: self.CAP + 1].count()  # in no order: the first CAP + 1 found
 
 
 def owned_objects_go_along(self, objs, request):
