@@ -60,7 +60,6 @@ class DatabaseTurns:
     """
 
     def __init__(self, *, size):
-        self.size = size
         self.free = threading.BoundedSemaphore(size)
         self.lock = threading.Lock()
         self.wanted = 0  # turns running or waiting

@@ -535,12 +535,7 @@ class ProxyLimitTests(SandboxTestCase):
 
     def test_what_a_run_opened_through_the_proxy_is_closed_when_it_ends(self):
         # Given a site that accepts connections and never answers nor closes them (a process of its own)
-        silent = subprocess.Popen(
-            [sys.executable, "-c", SILENT_SERVER], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
-        self.addCleanup(silent.wait)
-        self.addCleanup(silent.kill)
-        port = int(silent.stdout.readline())
+        port = silent_site(self)
         self.run_source("def parse():\n    return {}\n")  # a warm start's zygote is made by the first run
         threads, descriptors = threading.active_count(), open_descriptors()
 
@@ -575,10 +570,7 @@ class ProxyLimitTests(SandboxTestCase):
 
     def test_a_hundred_connections_of_four_runs_at_once_cost_the_worker_no_thread_each(self):
         # Given a site that holds every connection open without a word
-        silent = subprocess.Popen([sys.executable, "-c", SILENT_SERVER], stdout=subprocess.PIPE, text=True)
-        self.addCleanup(silent.wait)
-        self.addCleanup(silent.kill)
-        port = int(silent.stdout.readline())
+        port = silent_site(self)
         self.run_source("def parse():\n    return {}\n")  # a warm start's zygote is made by the first run
         threads = threading.active_count()
         most = [threads]
@@ -645,13 +637,6 @@ class ProxyAbuseTests(unittest.TestCase):
         self.directory = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, self.directory, ignore_errors=True)
 
-    def silent_site(self):
-        """A site on loopback that accepts connections and never reads from them; its port."""
-        silent = subprocess.Popen([sys.executable, "-c", SILENT_SERVER], stdout=subprocess.PIPE, text=True)
-        self.addCleanup(silent.wait)
-        self.addCleanup(silent.kill)
-        return int(silent.stdout.readline())
-
     def proxy(self, name="proxy.sock", **options):
         path = os.path.join(self.directory, name)
         return path, egress.EgressProxy(path, allowed_networks=["127.0.0.0/8"], **options)
@@ -683,7 +668,7 @@ class ProxyAbuseTests(unittest.TestCase):
 
     def test_a_tunnel_to_a_site_that_never_reads_leaves_no_socket_behind_once_the_run_ends(self):
         # Given a tunnel to a site that never reads, with megabytes pushed into it until nothing more goes
-        port = self.silent_site()
+        port = silent_site(self)
         descriptors = open_descriptors()
         path, proxy = self.proxy(extra_ports=[port])
         answer, client = self.ask(path, f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode())
@@ -726,7 +711,7 @@ class ProxyAbuseTests(unittest.TestCase):
             proxy.close()
             for client in clients:
                 client.close()
-        port = self.silent_site()
+        port = silent_site(self)
 
         # When another run asks for an address
         path, proxy = self.proxy(name="other.sock", extra_ports=[port])
@@ -748,6 +733,18 @@ held = []
 while True:
     held.append(server.accept()[0])
 """
+
+
+def silent_site(test):
+    """A site on loopback that accepts connections and never reads from them nor closes them, for the length of
+    `test`; its port.
+    """
+    silent = subprocess.Popen(
+        [sys.executable, "-c", SILENT_SERVER], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    test.addCleanup(silent.wait)
+    test.addCleanup(silent.kill)
+    return int(silent.stdout.readline())
 
 
 def open_descriptors():
