@@ -26,7 +26,7 @@ images:
 # The edit-test loop, in about a minute on both cores: no browser, worker process or fuzzing (README: Tests).
 FAST_TESTS := tests.access tests.alerts tests.api tests.core tests.scheduling tests.storage tests.deploy \
 	tests.test_settings tests.test_logs tests.test_layers tests.test_metrics tests.test_database tests.test_host \
-	tests.runner.test_protocol
+	tests.runner.test_protocol tests.client.test_package
 # Both cores on PostgreSQL; SQLite's test database (a file in WAL mode) cannot be copied for a second process.
 FAST_PARALLEL := $(if $(filter postgres%,$(DATABASE_URL)),auto,1)
 test-fast: deps sandbox lint
@@ -64,9 +64,12 @@ deps: $(VENV)/.installed
 sandbox: $(SANDBOX_VENV)/.installed
 
 # The locks (*.txt, with hashes) are what gets installed; `make lock` writes them from the *.in files.
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# The `parseq` client (client/) goes in editable, on its own: it has no dependencies, and a hashed lock holds no
+# directory. (Quietly: setuptools warns at every editable install that a same-named folder could shadow it.)
+$(VENV)/.installed: requirements.txt requirements-dev.txt client/pyproject.toml
 	test -x $(APP_PY) || $(PYTHON) -m venv $(VENV)
 	$(APP_PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.txt -r requirements-dev.txt
+	PYTHONWARNINGS=ignore $(APP_PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --no-index -e client
 	touch $@
 
 # The interpreter that runs parser scripts: only the libraries scripts may import.

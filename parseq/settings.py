@@ -323,6 +323,7 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "parseq.api.schema.add_error_responses",
         "parseq.api.schema.add_links",
+        "parseq.api.schema.optional_bodies_of_two_types",
     ],
 }
 # A result link /<run_id>/<filename> is an unguessable capability; false makes it need a signed-in user.

@@ -23,6 +23,24 @@ class OptionalBooleanField(serializers.BooleanField):
     default_empty_html = serializers.empty
 
 
+class JSONBooleanField(serializers.BooleanField):
+    """`true` or `false`, as JSON writes them: not 0, 1 or "yes", which the schema's boolean does not allow."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+class JSONStringField(serializers.CharField):
+    """A JSON string: not a number or a boolean, which CharField would take as its text."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class ParserSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:parser-detail")
     script = serializers.FileField(
@@ -70,6 +88,7 @@ class ParserSerializer(serializers.ModelSerializer):
             "script_message",
             "script_name",
             "script_version",
+            "script_sha256",
             "environment",
             "next_run_time",
             "created_time",
@@ -144,6 +163,53 @@ class ParserSerializer(serializers.ModelSerializer):
     def _absolute(self, path):
         request = self.context.get("request")
         return request.build_absolute_uri(path) if request else path
+
+
+class ParserUploadSerializer(ParserSerializer):
+    """A parser as a multipart form sends it, the script as a file: the schema's name for that body."""
+
+
+class ParserTextSerializer(ParserSerializer):
+    """A parser as JSON sends it, the script as `script_text` (no file travels in JSON).
+
+    A body of its own in the schema: one schema under two content types makes generated clients
+    (openapi-python-client) write a union of a type with itself, which does not even import.
+    """
+
+    script = None
+
+    class Meta(ParserSerializer.Meta):
+        fields = [name for name in ParserSerializer.Meta.fields if name != "script"]
+
+
+class ScriptCheckSerializer(serializers.Serializer):
+    """The body of `POST /api/parsers/check/` and `/api/parsers/{id}/check/`: a script to judge, not to save."""
+
+    script_text = JSONStringField(trim_whitespace=False, help_text="The script's source.")
+    name = JSONStringField(
+        required=False, max_length=200, help_text="The parser's name, which names a script given as text."
+    )
+    restricted = JSONBooleanField(
+        required=False,
+        default=True,
+        help_text="Judge by the restricted mode's rules too (a new parser's default). A parser's check uses its own.",
+    )
+
+
+class ScriptProblemSerializer(serializers.Serializer):
+    line = serializers.IntegerField(allow_null=True, help_text="The line it is on (null: the whole script).")
+    reason = serializers.CharField()
+
+
+class ScriptVerdictSerializer(serializers.Serializer):
+    valid = serializers.BooleanField(help_text="Whether a save would take the script.")
+    problems = ScriptProblemSerializer(many=True, help_text="Every reason a save would refuse it, by line.")
+    sha256 = serializers.CharField(help_text="The SHA-256 the script would be stored with.")
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text="Send it as `Authorization: Token <token>`.")
+    username = serializers.CharField()
 
 
 class RunParametersSerializer(serializers.Serializer):

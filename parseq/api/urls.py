@@ -14,6 +14,7 @@ router.register("audit", views.AuditEntryViewSet, basename="audit")
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("token/", views.TokenView.as_view(), name="token"),
     path("runs/<uuid:run_id>/files/<str:filename>", views.RunViewSet.file_view("file"), name="run-file"),
     path("runs/<uuid:run_id>/archive.zip", views.RunViewSet.file_view("archive"), name="run-archive"),
     path("runs/<uuid:run_id>/log", views.RunViewSet.file_view("log"), name="run-log"),

@@ -10,10 +10,13 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import exceptions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import JSONParser
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from parseq.access.authentication import BasicAuthentication
+from parseq.access.tokens import token_of
 from parseq.api.filters import AuditEntryFilter, ParserFilter, RunFilter
 from parseq.api.parsers import StrictMultiPartParser
 from parseq.api.permissions import SECRETS_PERMISSION, PublicDownloads, may_read_secrets
@@ -21,12 +24,17 @@ from parseq.api.renderers import AnyContentRenderer
 from parseq.api.serializers import (
     AuditEntrySerializer,
     ParserSerializer,
+    ParserTextSerializer,
+    ParserUploadSerializer,
     RunParametersSerializer,
     RunSerializer,
+    ScriptCheckSerializer,
+    ScriptVerdictSerializer,
     ScriptVersionSerializer,
     ScriptVersionSourceSerializer,
+    TokenSerializer,
 )
-from parseq.core import audit, downloads, selectors, services
+from parseq.core import audit, downloads, intake, selectors, services
 from parseq.core.models import AuditEntry, Parser, Run
 from parseq.core.selectors import with_current_version
 from parseq.scheduling.selectors import with_last_due
@@ -47,6 +55,10 @@ RANGE_HEADERS = [
 ]
 
 
+# A parser's body: a form with the script as a file, or JSON with its text (serializers.ParserTextSerializer).
+PARSER_BODIES = {"multipart/form-data": ParserUploadSerializer, "application/json": ParserTextSerializer}
+
+
 class RunAlreadyEnded(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_code = "run_ended"
@@ -55,11 +67,16 @@ class RunAlreadyEnded(exceptions.APIException):
 @extend_schema_view(
     list=extend_schema(summary="List parsers"),
     create=extend_schema(
-        summary="Upload a parser", description="Multipart with a `script` file, or JSON with `script_text`."
+        summary="Upload a parser",
+        description="Multipart with a `script` file, or JSON with `script_text`.",
+        request=PARSER_BODIES,
+        responses={201: ParserSerializer},
     ),
     retrieve=extend_schema(summary="A parser"),
-    update=extend_schema(summary="Replace a parser"),
-    partial_update=extend_schema(summary="Change some fields of a parser"),
+    update=extend_schema(summary="Replace a parser", request=PARSER_BODIES, responses={200: ParserSerializer}),
+    partial_update=extend_schema(
+        summary="Change some fields of a parser", request=PARSER_BODIES, responses={200: ParserSerializer}
+    ),
     destroy=extend_schema(summary="Delete a parser, its runs and their files"),
 )
 class ParserViewSet(viewsets.ModelViewSet):
@@ -78,6 +95,8 @@ class ParserViewSet(viewsets.ModelViewSet):
         ),
         "destroy": "core.delete_parser",
         "run": "core.run_parser",
+        "check_new": "core.add_parser",
+        "check": "core.change_parser",
     }
 
     def get_queryset(self):
@@ -127,6 +146,40 @@ class ParserViewSet(viewsets.ModelViewSet):
             body = {"detail": run.error, "code": "broker_unavailable", "run": data}
             return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "30"})
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": str(data["url"])})
+
+    @extend_schema(
+        summary="Check a script for a new parser, without saving it",
+        operation_id="api_parsers_check_new",
+        description="The checks an upload gets, by line; `valid` is false when a save would refuse the script. "
+        "`restricted` (default true, a new parser's default) adds the restricted mode's rules.",
+        request=ScriptCheckSerializer,
+        responses={200: ScriptVerdictSerializer},
+    )
+    @action(detail=False, methods=["post"], url_path="check", parser_classes=[JSONParser])
+    def check_new(self, request):
+        return self._verdict(request, parser=None)
+
+    @extend_schema(
+        summary="Check a new version of a parser's script, without saving it",
+        operation_id="api_parsers_check",
+        description="As for a new parser, by this parser's rules (its restricted mode; `restricted` is ignored).",
+        request=ScriptCheckSerializer,
+        responses={200: ScriptVerdictSerializer},
+    )
+    @action(detail=True, methods=["post"], url_path="check", parser_classes=[JSONParser])
+    def check(self, request, pk=None):
+        return self._verdict(request, parser=self.get_object())
+
+    def _verdict(self, request, *, parser):
+        body = ScriptCheckSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        given = body.validated_data
+        verdict = intake.judge_script(
+            text=given["script_text"],
+            parser_name=parser.name if parser else given.get("name", ""),
+            restricted=parser.restricted if parser else given["restricted"],
+        )
+        return Response(ScriptVerdictSerializer(verdict).data)
 
     @extend_schema(summary="A parser's script", responses={(200, "text/x-python"): OpenApiTypes.STR})
     @action(detail=True, renderer_classes=[JSONRenderer, AnyContentRenderer])
@@ -240,8 +293,9 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     @extend_schema(
         summary="The captured log of a run, growing while it runs",
         description=(
-            "From byte `offset` on (default 0); `X-Log-Size` is the whole log's size so far, in bytes. To follow a "
-            "running run, ask again with `offset` set to the last `X-Log-Size` until the run has ended."
+            "From byte `offset` on (default 0); `X-Log-Size` is the whole log's size so far, in bytes, and "
+            "`X-Run-Status` the run's status as the log was read. To follow a running run, ask again with `offset` "
+            "set to the last `X-Log-Size` until `X-Run-Status` is neither `enqueued` nor `running`."
         ),
         parameters=[OpenApiParameter("offset", OpenApiTypes.INT, description="The first byte to send (default 0)")],
         responses={(200, "text/plain"): OpenApiTypes.STR},
@@ -250,9 +304,11 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         offset = request.query_params.get("offset", "0")
         if not re.fullmatch(r"[0-9]{1,18}", offset):  # ASCII digits only: "²".isdigit() is true
             raise exceptions.ValidationError({"offset": "A number of bytes from the start of the log: 0 or more."})
-        log = self.get_object().log.encode()
+        run = self.get_object()
+        log = run.log.encode()
         response = HttpResponse(log[int(offset) :], content_type="text/plain; charset=utf-8")
         response["X-Log-Size"] = str(len(log))
+        response["X-Run-Status"] = run.status  # one request per round for a client following the log
         response["X-Content-Type-Options"] = "nosniff"
         response["Content-Security-Policy"] = "default-src 'none'; sandbox"
         response["Cache-Control"] = "no-store"  # it grows while the run runs
@@ -276,6 +332,27 @@ class AuditEntryViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_class = AuditEntryFilter
     lookup_value_regex = "[0-9]{1,18}"
     action_permissions = dict.fromkeys(["list", "retrieve", "metadata"], "core.view_auditentry")
+
+
+class TokenView(APIView):
+    """A user's API token for their name and password (`parseq login`)."""
+
+    # HTTP Basic only, with its sign-in lockout: a password, never a session a page could ride on.
+    authentication_classes = [BasicAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        summary="Your API token, for your user name and password (HTTP Basic)",
+        description="One token per user, made when first asked for; the same one again after. "
+        "Revoke it in the admin (Auth Token), and the next request for one makes a new one.",
+        request=None,
+        responses={200: TokenSerializer},
+        auth=[{"basicAuth": []}],
+    )
+    def post(self, request):
+        token = token_of(user=request.user)
+        body = {"token": token.key, "username": request.user.get_username()}
+        return Response(body, headers={"Cache-Control": "no-store"})
 
 
 @extend_schema(exclude=True)

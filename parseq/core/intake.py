@@ -7,12 +7,14 @@ the stored one when restricted mode is switched on.
 
 import codecs
 import os
+from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils.text import slugify
 
-from parseq.core.validation import MAX_SCRIPT_BYTES, validate_script
+from parseq.core.models import sha256_of
+from parseq.core.validation import MAX_SCRIPT_BYTES, Problem, validate_script
 
 BOTH_GIVEN = "Give the script as a file or as text, not both."
 NONE_GIVEN = "A script is required: a .py file that defines parse(), uploaded or written as text."
@@ -44,13 +46,38 @@ def incoming_script(*, upload, text, parser, parser_name, restricted):
 
 def check_script(*, uploaded_file, restricted):
     """Raise ValidationError listing every way the uploaded script breaks the contract."""
+    problems = problems_of(uploaded_file=uploaded_file, restricted=restricted)
+    if problems:
+        raise ValidationError([str(problem) for problem in problems])
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a save would make of a script: its problems (none: it would be taken) and the hash it would have."""
+
+    problems: list[Problem]
+    sha256: str
+
+    @property
+    def valid(self):
+        return not self.problems
+
+
+def judge_script(*, text, parser_name, restricted):
+    """What a save would make of a script given as text, without saving anything: a Verdict.
+
+    The API's `check`, which `parseq check` and `parseq push` ask before saving.
+    """
+    script = script_from_text(text=text, parser_name=parser_name)
+    return Verdict(problems=problems_of(uploaded_file=script, restricted=restricted), sha256=sha256_of(script))
+
+
+def problems_of(*, uploaded_file, restricted):
     uploaded_file.seek(0)
     content = uploaded_file.read(MAX_SCRIPT_BYTES + 1)
     uploaded_file.seek(0)
     name, size = os.path.basename(uploaded_file.name), uploaded_file.size
-    problems = validate_script(filename=name, content=content, size=size, restricted=restricted)
-    if problems:
-        raise ValidationError([str(problem) for problem in problems])
+    return validate_script(filename=name, content=content, size=size, restricted=restricted)
 
 
 def script_from_text(*, text, parser_name):

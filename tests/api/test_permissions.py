@@ -54,6 +54,8 @@ ENDPOINTS = [
     Endpoint("get", "/api/parsers/{parser}/script/", "change_parser", 200),
     Endpoint("get", "/api/parsers/{parser}/environment/", "change_parser", 200),
     Endpoint("get", "/api/parsers/{parser}/audit/", "view_parser", 200),
+    Endpoint("post", "/api/parsers/check/", "add_parser", 200, {"script_text": VALID.decode()}),
+    Endpoint("post", "/api/parsers/{parser}/check/", "change_parser", 200, {"script_text": VALID.decode()}),
     Endpoint("get", "/api/runs/", "view_run", 200),
     Endpoint("get", "/api/runs/{run}/", "view_run", 200),
     Endpoint("get", "/api/runs/{run}/files/secret.txt", "view_run", 200),

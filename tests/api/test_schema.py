@@ -37,8 +37,10 @@ class SchemaTests(TestCase):
                 "/api/audit/",
                 "/api/audit/{id}/",
                 "/api/parsers/",
+                "/api/parsers/check/",
                 "/api/parsers/{id}/",
                 "/api/parsers/{id}/audit/",
+                "/api/parsers/{id}/check/",
                 "/api/parsers/{id}/environment/",
                 "/api/parsers/{id}/run/",
                 "/api/parsers/{id}/script/",
@@ -51,6 +53,7 @@ class SchemaTests(TestCase):
                 "/api/runs/{run_id}/cancel/",
                 "/api/runs/{run_id}/files/{filename}",
                 "/api/runs/{run_id}/log",
+                "/api/token/",
             ],
         )
         run_now = schema["paths"]["/api/parsers/{id}/run/"]["post"]["responses"]

@@ -6,23 +6,16 @@ the SQLite file the process writes). Through the API: upload, run, poll, downloa
 """
 
 import math
-import os
 import re
-import shutil
 import sqlite3
-import subprocess
-import sys
-import tempfile
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import requests
 from django.test import SimpleTestCase
 
-from tests import processes
 from tests.helpers import shows_process_logs_on_failure, wait_until
+from tests.live import LiveParseq
 
-REPOSITORY = Path(__file__).resolve().parents[2]
 SCRIPT = b"def parse():\n    return {'tick.txt': b'tick'}\n"
 
 
@@ -30,44 +23,12 @@ class AllInOneTestCase(SimpleTestCase):
     """A fresh var directory, migrated, with the dev admin, and `runparseq` serving it on a free port."""
 
     def setUp(self):
-        self.var_dir = tempfile.mkdtemp(prefix="parseq-test-all-in-one-")
-        self.addCleanup(shutil.rmtree, self.var_dir, ignore_errors=True)
-        self.database = os.path.join(self.var_dir, "parseq.sqlite3")
-        self.env = {
-            **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PARSEQ_BROKER_URL")},
-            "DEBUG": "true",
-            "PARSEQ_VAR_DIR": self.var_dir,
-            "DATABASE_URL": f"sqlite:///{self.database}",
-            "LOG_LEVEL": "INFO",
-        }
-        for command in (["migrate", "--noinput"], ["ensure_dev_admin"]):
-            self.manage(*command)
-        self.port = processes.free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = os.path.join(self.var_dir, "runparseq.log")
-        self.process_logs = [self.log_path]
+        parseq = LiveParseq()
+        self.addCleanup(parseq.stop)
+        parseq.start()
+        self.base, self.database = parseq.base, parseq.database
+        self.process_logs = [parseq.log_path]
         self.session = requests.Session()
-        server = processes.start(
-            [sys.executable, "manage.py", "runparseq", "--port", str(self.port)],
-            name="runparseq",
-            log_path=self.log_path,
-            cwd=REPOSITORY,
-            env=self.env,
-            ready=self.serving,
-            message="runparseq to serve",
-        )
-        self.addCleanup(server.stop, grace=15)
-
-    def manage(self, *command):
-        subprocess.run(
-            [sys.executable, "manage.py", *command], cwd=REPOSITORY, env=self.env, check=True, capture_output=True
-        )
-
-    def serving(self):
-        try:
-            return requests.get(self.base + "/healthz", timeout=1).json()["scheduler"] == "active"
-        except (requests.ConnectionError, KeyError):
-            return False
 
 
 class AllInOneSchedulingTests(AllInOneTestCase):

@@ -1,0 +1,5 @@
+import sys
+
+from parseq_client.cli import main
+
+sys.exit(main())
