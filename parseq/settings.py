@@ -301,6 +301,11 @@ REST_FRAMEWORK = {
     ],
     # The admin's model permissions, action by action (README: Permissions); `is_staff` alone grants nothing here.
     "DEFAULT_PERMISSION_CLASSES": ["parseq.api.permissions.ActionPermissions"],
+    "DEFAULT_PARSER_CLASSES": [
+        "parseq.api.parsers.DepthSafeJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "parseq.api.pagination.Pages",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -12,6 +12,11 @@ def _is_control(char: str) -> bool:
     return code < 32 or 127 <= code <= 159
 
 
+def shows_as_written(text: str) -> bool:
+    """Whether `text` has no control character (C0, DEL, C1) and no bidirectional control: it reads as it is."""
+    return not any(_is_control(char) or char in BIDI_CONTROLS for char in text)
+
+
 def filename_problem(name: object) -> str | None:
     """Return why `name` is not an acceptable result file name, or None if it is."""
     if not isinstance(name, str):

@@ -1,21 +1,21 @@
 """The `parseq` command: its arguments, and what each subcommand's outcome means as an exit status.
 
-Exit status: 0 done; 1 the answer is no (a run that did not complete, a refused script, files that
-differ); 2 a usage or local problem (a bad argument, a file that cannot be read, not logged in);
-3 the server could not do it (unreachable, the token refused, a permission missing, no such object).
+Exit status: 0 done; 1 the answer is no (a run that did not complete, a refused or unreadable
+script, files that differ); 2 a usage or local problem (a bad argument, not logged in, a directory
+that cannot be written); 3 the server could not do it (unreachable, the token refused, a permission
+missing, no such object). `parseq test` exits as `python -m runner` does.
 """
 
 import argparse
 import getpass
+import os
 import sys
 import urllib.parse
 
 from parseq_client import __version__, runs, scripts
 from parseq_client.connection import Server, ServerProblem
 from parseq_client.login import (
-    BadAddress,
     Login,
-    NotLoggedIn,
     current_login,
     forget_login,
     login_path,
@@ -23,28 +23,37 @@ from parseq_client.login import (
     store_login,
 )
 from parseq_client.output import Output
-from parseq_client.scripts import LocalProblem
+from parseq_client.problems import LocalProblem
 
 USAGE, SERVER = 2, 3
 STATUSES = ["enqueued", "running", "completed", "error", "cancelled", "skipped"]
 
 
 def main(argv=None):
-    arguments = parse_arguments(argv)
+    arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
     out = Output(as_json=arguments.json)
     try:
         return arguments.command(arguments, out)
-    except (LocalProblem, NotLoggedIn, BadAddress) as problem:
+    except LocalProblem as problem:
         out.note(f"parseq: {problem}")
         return USAGE
     except ServerProblem as problem:
         out.note(f"parseq: {problem}")
         return SERVER
-    except (KeyError, TypeError, ValueError) as error:  # an answer without what Parseq's API always gives
+    except (KeyError, TypeError) as error:  # an answer without what Parseq's API always gives
         out.note(f"parseq: the server's answer is not what Parseq's API gives ({type(error).__name__}: {error})")
         return SERVER
+    except BrokenPipeError:  # `parseq runs | head -1`: whoever read the output has stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as error:  # a directory that cannot be made, a file that cannot be written
+        out.note(f"parseq: {error.strerror or error}" + (f": {error.filename}" if error.filename else ""))
+        return USAGE
+    except EOFError:
+        out.note("parseq: the input ended before a user name or password came (use -u and --password-stdin)")
+        return USAGE
     except KeyboardInterrupt:
-        out.note("parseq: interrupted (a run already started goes on)")
+        out.note("parseq: interrupted")
         return 130
 
 
@@ -60,6 +69,8 @@ def login(arguments, out):
     url = server_address(arguments.url)
     username = arguments.username or input("User: ").strip()
     password = sys.stdin.readline().rstrip("\r\n") if arguments.password_stdin else getpass.getpass("Password: ")
+    if not (username and password):
+        raise LocalProblem("a user name and a password are needed (the input ended before them?)")
     if urllib.parse.urlsplit(url).scheme == "http" and urllib.parse.urlsplit(url).hostname not in LOOPBACK:
         out.note(f"parseq: warning: {url} is plain HTTP; your password and token cross the network readable")
     answer = Server(url, username=username, password=password).post("/api/token/")
@@ -92,10 +103,9 @@ def diff(arguments, out):
 
 
 def test(arguments, out):
-    options = [f"--env={variable}" for variable in arguments.env]
+    options = [f"--env={name}={value}" for name, value in arguments.env]
     options += [f"--timeout={arguments.timeout}"] if arguments.timeout is not None else []
-    runner_options = [option for option in arguments.runner_options if option != "--"]
-    return scripts.try_locally(out, arguments.file, out_dir=arguments.out, runner_options=options + runner_options)
+    return scripts.try_locally(out, arguments.file, out_dir=arguments.out, runner_options=options + arguments.rest)
 
 
 def run(arguments, out):
@@ -207,16 +217,22 @@ def parse_arguments(argv):
     sub = command("test", test, "Run a script here, as a worker would (Parseq's runner, from a checkout).")
     sub.add_argument("file", metavar="FILE")
     sub.add_argument("--out", "-o", metavar="DIR", help="where its files go (default: a new temporary directory)")
-    sub.add_argument("--env", "-e", action="append", default=[], metavar="NAME=VALUE", help="a variable")
-    sub.add_argument("--timeout", type=seconds, help="seconds it may take (default: the runner's 300)")
     sub.add_argument(
-        "runner_options",
-        nargs=argparse.REMAINDER,
-        metavar="-- RUNNER OPTIONS",
-        help="more of `python -m runner`'s options, after --",
+        "--env", "-e", type=variable, action="append", default=[], metavar="NAME=VALUE", help="a variable (repeatable)"
     )
+    sub.add_argument("--timeout", type=seconds, help="seconds it may take (default: the runner's 300)")
+    sub.epilog = "After --, more of `python -m runner`'s options: parseq test my.py -- --no-restricted --cold"
 
     sub = command("diff", diff, "Compare a local file with the parser's current script on the server.")
     sub.add_argument("name", metavar="NAME", help="the parser (or its file, parsers/NAME.py)")
     sub.add_argument("file", metavar="FILE", nargs="?", help="the local file (default: NAME.py)")
-    return parser.parse_args(argv)
+    # After `parseq test FILE …`, what follows `--` is the runner's: argparse would take it for its own (elsewhere,
+    # `--` keeps its meaning: `parseq push -- -odd.py`).
+    argv, rest = list(argv), []
+    words = [word for word in argv if not word.startswith("-")]
+    if words[:1] == ["test"] and "--" in argv[argv.index("test") + 2 :]:
+        split = argv.index("--", argv.index("test") + 2)
+        argv, rest = argv[:split], argv[split + 1 :]
+    arguments = parser.parse_args(argv)
+    arguments.rest = rest
+    return arguments

@@ -14,8 +14,11 @@ import urllib.parse
 import urllib.request
 
 from parseq_client import __version__
+from parseq_client.problems import printable
 
 TIMEOUT_SECONDS = 30
+# No answer of Parseq's API comes near this (a page of 500 runs, a log); a larger one is not Parseq's.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
 USER_AGENT = f"parseq-client/{__version__}"
 
 
@@ -38,7 +41,9 @@ class SameOriginRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, request, fp, code, message, headers, new_url):
         origin = urllib.parse.urlsplit(request.full_url)[:2]
         if urllib.parse.urlsplit(new_url)[:2] != origin:
-            raise ServerProblem(f"the server redirected elsewhere ({new_url}); not following it with your token")
+            raise ServerProblem(
+                f"the server redirected elsewhere ({printable(new_url)}); not following it with your token"
+            )
         return super().redirect_request(request, fp, code, message, headers, new_url)
 
 
@@ -78,12 +83,15 @@ class Server:
     def call(self, method, path, *, query=None, body=None):
         """The answer to one request; a ServerProblem for any status from 400 on, or no answer at all."""
         with self._open(method, path, query=query, body=body) as response:
-            return Answer(response.status, response.headers, response.read())
+            body = response.read(MAX_ANSWER_BYTES + 1)
+        if len(body) > MAX_ANSWER_BYTES:
+            raise UnexpectedAnswer(f"the server's answer is larger than {MAX_ANSWER_BYTES // 2**20} MiB")
+        return Answer(response.status, response.headers, body)
 
     def download(self, url, destination):
         """Stream the file at `url` (an address the server gave) to the path `destination`; its size in bytes."""
-        if not url.startswith(self.url + "/"):
-            raise ServerProblem(f"the server linked a file elsewhere ({url}); not following it")
+        if not isinstance(url, str) or not url.startswith(self.url + "/"):
+            raise ServerProblem(f"the server linked a file elsewhere ({printable(url)}); not following it")
         directory = os.path.dirname(destination) or "."
         descriptor, partial = tempfile.mkstemp(prefix=".parseq-download-", dir=directory)
         try:
@@ -129,41 +137,44 @@ class Server:
             return OPENER.open(request, timeout=self.timeout)
         except urllib.error.HTTPError as error:
             with error:
-                raise self._problem(error.code, error.read(), error.headers) from None
+                raise self._problem(error.code, error.read(MAX_ANSWER_BYTES), error.headers) from None
         except urllib.error.URLError as error:
             raise ServerProblem(f"cannot reach the Parseq server at {self.url}: {_reason(error.reason)}") from None
         except (TimeoutError, ConnectionError) as error:
             raise ServerProblem(f"cannot reach the Parseq server at {self.url}: {_reason(error)}") from None
 
     def _problem(self, status, body, headers):
+        """The ServerProblem of an answer from 400 on, in the API's error shape or not."""
         try:
             answer = json.loads(body)
         except ValueError:
-            answer = {}
-        if not isinstance(answer, dict):
-            answer = {}
-        detail = str(answer.get("detail") or f"HTTP {status}").rstrip(".")
-        errors = answer.get("errors") if isinstance(answer.get("errors"), dict) else {}
-        if status == 401 and self.token:
-            message = f"the server refused the token: log in again (parseq login {self.url})"
-        elif status == 401:
-            message = f"the server refused the user name or password: {detail}"
-        elif status == 403:
-            message = f"permission missing: {detail}"
-        elif status == 404:
-            message = f"not found on the server: {detail}"
-        elif status == 429:
-            message = f"refused for now: {detail}"
-        elif status == 400 and errors:
-            message = "; ".join(
-                f"{field}: {' '.join(map(str, _listed(problems)))}" for field, problems in errors.items()
-            )
-        elif status >= 500:
-            retry = headers.get("Retry-After")
-            message = f"the server is in trouble (HTTP {status}): {detail}" + (f"; retry in {retry} s" if retry else "")
+            answer = None
+        answer = answer if isinstance(answer, dict) else {}
+        detail = printable(answer.get("detail") or f"HTTP {status}").rstrip(".")
+        given = answer.get("errors") if isinstance(answer.get("errors"), dict) else {}
+        errors = {
+            printable(field): [printable(problem) for problem in _listed(listed)] for field, listed in given.items()
+        }
+        if status == 400 and errors:
+            message = "; ".join(f"{field}: {' '.join(problems)}" for field, problems in errors.items())
         else:
-            message = f"the server refused it (HTTP {status}): {detail}"
+            message = self._says(status, detail, retry=printable(headers.get("Retry-After") or ""))
         return ServerProblem(message, status=status, errors=errors)
+
+    def _says(self, status, detail, *, retry):
+        if status == 401 and self.token:
+            return f"the server refused the token: log in again (parseq login {self.url})"
+        if status == 401:
+            return f"the server refused the user name or password: {detail}"
+        if status == 403:
+            return f"permission missing: {detail}"
+        if status == 404:
+            return f"not found on the server: {detail}"
+        if status == 429:
+            return f"refused for now: {detail}"
+        if status >= 500:
+            return f"the server is in trouble (HTTP {status}): {detail}" + (f"; retry in {retry} s" if retry else "")
+        return f"the server refused it (HTTP {status}): {detail}"
 
 
 def _listed(problems):

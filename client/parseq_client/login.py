@@ -8,27 +8,44 @@ and an API token, never a password. `PARSEQ_URL` and `PARSEQ_TOKEN` override wha
 
 import json
 import os
+import re
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+from parseq_client.problems import LocalProblem
+
 FILENAME = "login.json"
+TOKEN = re.compile(r"[!-~]{1,256}")  # printable ASCII, as it must go in a header
 
 
-class NotLoggedIn(Exception):
+class NotLoggedIn(LocalProblem):
     pass
 
 
-class BadAddress(ValueError):
+class BadAddress(LocalProblem):
     pass
 
 
 def server_address(text):
     """A server's address as given (`https://parseq.example.com/`), without its trailing slash; BadAddress if none."""
     url = text.rstrip("/")
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadAddress(f"not a server address: {text!r} (give it as https://parseq.example.com)")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - reading it checks it: a port that is no number, or past 65535, raises
+    except ValueError:  # that, or a bracketed host that is no IPv6 address
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.query
+        or parts.fragment
+        or not url.isprintable()
+        or " " in url
+    ):
+        raise BadAddress(f"not a server address: {text!r} (give it as https://parseq.example.com[:port])")
     return url
 
 
@@ -54,13 +71,18 @@ def login_path():
 
 def current_login():
     """The server and token to use: PARSEQ_URL and PARSEQ_TOKEN, else the stored login; NotLoggedIn if neither."""
-    stored = stored_login()
-    url = os.environ.get("PARSEQ_URL") or (stored.url if stored else "")
-    token = os.environ.get("PARSEQ_TOKEN") or (stored.token if stored and stored.url == url.rstrip("/") else "")
+    url, token = os.environ.get("PARSEQ_URL", ""), os.environ.get("PARSEQ_TOKEN", "")
+    if not (url and token):  # the stored login only when the variables do not say it all
+        stored = stored_login()
+        url = url or (stored.url if stored else "")
+        token = token or (stored.token if stored and stored.url == url.rstrip("/") else "")
     if not url:
         raise NotLoggedIn("not logged in: run `parseq login URL`, or set PARSEQ_URL and PARSEQ_TOKEN")
     if not token:
         raise NotLoggedIn(f"not logged in to {url}: run `parseq login {url}`, or set PARSEQ_TOKEN")
+    if not TOKEN.fullmatch(token):
+        where = "PARSEQ_TOKEN" if os.environ.get("PARSEQ_TOKEN") else str(login_path())
+        raise NotLoggedIn(f"the token in {where} is not one a server gives (printable ASCII, no spaces)")
     return Login(url=server_address(url), token=token)
 
 
@@ -68,7 +90,10 @@ def stored_login():
     try:
         with open(login_path(), encoding="utf-8") as file:
             data = json.load(file)
-        return Login(url=data["url"], token=data["token"], username=data.get("username", ""))
+        login = Login(url=data["url"], token=data["token"], username=data.get("username", ""))
+        if not all(isinstance(value, str) for value in (login.url, login.token, login.username)):
+            raise TypeError("its values must be text")
+        return login
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -79,15 +104,23 @@ def store_login(login):
     """Write the login where `current_login` finds it, readable by the user only; its path."""
     directory = config_dir()
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if hasattr(os, "getuid") and directory.stat().st_uid != os.getuid():
+        raise LocalProblem(f"{directory} belongs to another user: a token kept there is theirs to read or swap")
+    directory.chmod(0o700)  # one made before, by hand, may let others swap the file
     path = directory / FILENAME
     partial = directory / f".{FILENAME}.{os.getpid()}"
-    # Created with mode 600 from the start: a token must never be readable by others, not even for a moment.
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        json.dump({"url": login.url, "username": login.username, "token": login.token}, file, indent=2)
-        file.write("\n")
-    os.chmod(partial, 0o600)  # O_CREAT's mode counts only for a new file
-    os.replace(partial, path)
+    partial.unlink(missing_ok=True)
+    # A new file (never one put there, nor a link's target) with mode 600 from the start: a token must never be
+    # readable by others, not even for a moment.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        with os.fdopen(os.open(partial, flags, 0o600), "w", encoding="utf-8") as file:
+            json.dump({"url": login.url, "username": login.username, "token": login.token}, file, indent=2)
+            file.write("\n")
+        os.replace(partial, path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)  # a token is never left behind in a file nobody looks for
+        raise LocalProblem(f"cannot store the login in {path}: {error.strerror}") from None
     return path
 
 

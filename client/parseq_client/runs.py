@@ -5,14 +5,12 @@ import re
 import time
 
 from parseq_client.connection import ServerProblem
-from parseq_client.scripts import LocalProblem, parser_named
+from parseq_client.problems import CONTROLS, LocalProblem, printable, seconds
+from parseq_client.scripts import parser_named
 
 ACTIVE = ("enqueued", "running")
 FOLLOW_INTERVAL_SECONDS = 0.5
 RUN_ID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
-# A result file's name as the script contract allows it: no path, no leading dot (checked again here: never
-# trust a server with where a file lands).
-PLAIN_NAME = re.compile(r"[^/\\\x00.][^/\\\x00]{0,254}")
 
 
 def run_id_of(text):
@@ -30,6 +28,8 @@ def start(server, out, name, *, environment, timeout, follow):
     if timeout is not None:
         body["timeout"] = timeout
     run = server.post(f"/api/parsers/{parser['id']}/run/", body)
+    if not isinstance(run.get("run_id"), str) or not RUN_ID.fullmatch(run["run_id"]):
+        raise ServerProblem(f"the server gave no run id, but {printable(repr(run.get('run_id')))}")
     if not follow:
         out.line(run["run_id"])
         out.data(run)
@@ -41,36 +41,53 @@ def start(server, out, name, *, environment, timeout, follow):
 
 def finish(server, out, run_id):
     """Follow a run's log to its end, then say how it ended: exit status 0 for completed, 1 otherwise."""
-    run = follow(server, out, run_id)
+    try:
+        run = follow(server, out, run_id)
+    except KeyboardInterrupt:
+        out.note(f"stopped following; the run goes on (parseq logs {run_id} --follow)")
+        raise
     out.data(run)
     out.note(ending(run))
     return 0 if run["status"] == "completed" else 1
 
 
 def follow(server, out, run_id, *, interval=FOLLOW_INTERVAL_SECONDS):
-    """Print the run's log as it grows, from the start, until the run has ended; the run as it ended."""
-    offset, since = 0, time.monotonic()
+    """Print the run's log as it grows, from the start, until the run has ended; the run as it ended.
+
+    A run whose worker was lost runs again, and its new attempt logs afresh: its log is printed from
+    its start, after a line that says so.
+    """
+    offset, attempt, since = 0, None, time.monotonic()
     while True:
         answer = server.call("GET", f"/api/runs/{run_id}/log", query={"offset": offset})
-        status = answer.headers.get("X-Run-Status", "")
+        status, now = answer.headers.get("X-Run-Status", ""), answer.headers.get("X-Run-Attempt")
+        if attempt is not None and now != attempt and offset:
+            out.note(f"[parseq] the run started again (attempt {printable(now)}); its log from the start:")
+            offset, attempt = 0, now
+            continue
+        attempt = now
         if answer.body:
             out.log(answer.body)
         # The run's final log replaces the live one: past its end, nothing more to print.
-        offset = max(offset, int(answer.headers.get("X-Log-Size") or offset + len(answer.body)))
+        offset = max(offset, _size(answer.headers.get("X-Log-Size"), offset + len(answer.body)))
         if status not in ACTIVE:
             return server.get(f"/api/runs/{run_id}/")
-        out.progress(f"{status}…", since=since)
+        out.progress(f"{printable(status)}…", since=since)
         time.sleep(interval)
+
+
+def _size(header, otherwise):
+    return int(header) if header and header.isascii() and header.isdigit() else otherwise
 
 
 def ending(run):
     """One line on how a run ended."""
-    took = f" in {run['duration']:.1f} s" if run.get("duration") is not None else ""
+    took = f" in {seconds(run.get('duration'))}" if seconds(run.get("duration")) != "-" else ""
     if run["status"] == "completed":
         files = ", ".join(f"{file['name']} ({file['size']} bytes)" for file in run["files"]) or "no files"
-        return f"completed{took}: {files}"
-    reason = (run.get("error") or "").strip().splitlines()
-    return f"{run['status']}{took}" + (f": {reason[-1]}" if reason else "")
+        return printable(f"completed{took}: {files}")
+    reason = str(run.get("error") or "").strip().splitlines()
+    return printable(f"{run['status']}{took}" + (f": {reason[-1]}" if reason else ""))
 
 
 def show_log(server, out, run_id, *, follow_it):
@@ -89,9 +106,7 @@ def listing(server, out, name, *, status, limit):
     if name:
         query["parser"] = parser_named(server, name)["id"]
     runs = server.get("/api/runs/", **query)["results"]
-    rows = [
-        (r["run_id"], r["parser_name"], r["status"], r["trigger"], _moment(r["created_time"]), _took(r)) for r in runs
-    ]
+    rows = [_row(run) for run in runs]
     header = ("RUN", "PARSER", "STATUS", "TRIGGER", "CREATED (UTC)", "TOOK")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows] if rows else []:
@@ -102,38 +117,65 @@ def listing(server, out, name, *, status, limit):
     return 0
 
 
+def _row(run):
+    shown = (run["run_id"], run["parser_name"], run["status"], run["trigger"], _moment(run["created_time"]))
+    return (*map(printable, shown), seconds(run.get("duration")))
+
+
 def _moment(text):
     # 2026-12-01T05:03:04.123456Z, as the API gives it, to the second
-    return (text or "")[:19].replace("T", " ")
-
-
-def _took(run):
-    return f"{run['duration']:.1f} s" if run.get("duration") is not None else "-"
+    return str(text or "")[:19].replace("T", " ")
 
 
 def download(server, out, run_id, *, directory, force):
     """A run's result files, or its error.txt, into `directory`; an existing file is replaced only with `force`."""
     run = server.get(f"/api/runs/{run_id}/")
     if run["status"] in ACTIVE:
-        raise LocalProblem(f"run {run_id} is {run['status']}: nothing to download yet (parseq logs {run_id} --follow)")
+        raise LocalProblem(f"run {run_id} is {run['status']}: nothing to download yet (parseq logs {run_id} -f)")
     wanted = [(file["name"], file["url"]) for file in run["files"]]
     if not wanted and run.get("error_url"):
         wanted = [("error.txt", run["error_url"])]
     if not wanted:
-        raise LocalProblem(f"run {run_id} ended {run['status']} with no files")
+        raise LocalProblem(f"run {run_id} ended {printable(run['status'])} with no files")
+    _check_names([name for name, _ in wanted])
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise LocalProblem(f"{directory} is not a directory")
     for name, _ in wanted:
-        if not PLAIN_NAME.fullmatch(name):
-            raise ServerProblem(f"the server named a file {name!r}, which is no plain file name; not writing it")
-        if os.path.exists(os.path.join(directory, name)) and not force:
+        if os.path.lexists(os.path.join(directory, name)) and not force:
             raise LocalProblem(f"{os.path.join(directory, name)} exists: --force replaces it")
     os.makedirs(directory, exist_ok=True)
-    written = []
+    written, mode = [], _file_mode()
     for name, url in wanted:
         path = os.path.join(directory, name)
         size = server.download(url, path)
+        os.chmod(path, mode)
         written.append({"name": name, "path": path, "size": size})
         out.line(f"{path} ({size} bytes)")
     out.data({"run_id": run_id, "status": run["status"], "files": written})
     if run["status"] != "completed":
-        out.note(f"run {run_id} ended {run['status']}: error.txt says why")
+        out.note(f"run {run_id} ended {printable(run['status'])}: error.txt says why")
     return 0
+
+
+def _check_names(names):
+    """Never trust a server with where a file lands: plain names only, as the script contract has them, once each."""
+    for name in names:
+        plain = (
+            isinstance(name, str)
+            and name not in ("", ".", "..")
+            and not name.startswith(".")
+            and not re.search(r"[/\\]", name)
+            and not CONTROLS.search(name)
+            and len(name.encode("utf-8", errors="replace")) <= 255
+        )
+        if not plain:
+            raise ServerProblem(f"the server named a file {printable(repr(name))}, no plain file name; not writing it")
+    if len(set(names)) < len(names):
+        raise ServerProblem("the server named a file twice; not writing either")
+
+
+def _file_mode():
+    """What a new file's mode would be under this process's umask, as other tools write files."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask

@@ -6,6 +6,7 @@ A file's parser is the one named after it: `parsers/http_cat.py` is the parser `
 import difflib
 import hashlib
 import os
+import stat
 import subprocess
 import sys
 import tempfile
@@ -13,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from parseq_client.connection import ServerProblem
+from parseq_client.problems import CONTROLS, LocalProblem, printable
 
-
-class LocalProblem(Exception):
-    """A file or an argument that cannot be used as it is (exit status 2)."""
+# The server's limits, checked here first: a larger file is never read whole, nor sent.
+MAX_SCRIPT_BYTES = 256 * 1024
+MAX_NAME_CHARACTERS = 200
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,8 @@ class Refusal:
     reason: str
 
     def __str__(self):
-        return f"{self.path}:{self.line}: {self.reason}" if self.line else f"{self.path}: {self.reason}"
+        where = f"{printable(self.path)}:{self.line}" if self.line else printable(self.path)
+        return f"{where}: {printable(self.reason)}"
 
     def as_dict(self):
         return {"file": self.path, "line": self.line, "reason": self.reason}
@@ -49,8 +52,8 @@ class Refusal:
 def scripts_in(paths):
     """The scripts at `paths` (files, or directories of .py files) and the refusals of those that cannot be read."""
     scripts, refusals, seen = [], [], {}
-    for path in _files(paths):
-        script, refusal = _read(path)
+    for path, in_directory in _files(paths):
+        script, refusal = _read(path, in_directory=in_directory)
         if refusal:
             refusals.append(refusal)
         elif script.name in seen:
@@ -62,29 +65,51 @@ def scripts_in(paths):
 
 
 def _files(paths):
+    """Each file to read, and whether it was found in a directory (rather than named)."""
     for path in paths:
         if os.path.isdir(path):
             # A directory's parsers: its .py files, not those named like helpers (_util.py, __init__.py) or hidden.
             names = sorted(n for n in os.listdir(path) if n.endswith(".py") and not n.startswith(("_", ".")))
             if not names:
                 raise LocalProblem(f"{path}: no .py files in this directory")
-            yield from (os.path.join(path, name) for name in names)
+            yield from ((os.path.join(path, name), True) for name in names)
         else:
-            yield path
+            yield path, False
 
 
-def _read(path):
+def _read(path, *, in_directory):
+    """The script at `path`, or the Refusal that says why it is none."""
+    name = Path(path).stem
     if not path.endswith(".py"):
         return None, Refusal(path, None, "not a .py file: a parser script is a .py file named after its parser")
+    if in_directory and os.path.islink(path):
+        # A checkout's link could point anywhere (~/.ssh/id_rsa): only a file named on the command line is followed.
+        return None, Refusal(path, None, "a symbolic link, not followed in a directory: name it to push it")
+    if not name.strip() or len(name) > MAX_NAME_CHARACTERS or CONTROLS.search(name):
+        reason = f"1 to {MAX_NAME_CHARACTERS} characters, no control characters"
+        return None, Refusal(path, None, f"no parser can be named {printable(repr(name))}: {reason}")
     try:
-        content = Path(path).read_bytes()
+        content = _content(path)
     except OSError as error:
         return None, Refusal(path, None, f"cannot be read: {error.strerror}")
+    except ValueError as error:
+        return None, Refusal(path, None, str(error))
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError as error:
         return None, Refusal(path, content[: error.start].count(b"\n") + 1, "the script is not valid UTF-8 text")
-    return Script(path=path, name=Path(path).stem, text=text), None
+    return Script(path=path, name=name, text=text), None
+
+
+def _content(path):
+    """A regular file's bytes, read only up to the server's limit."""
+    if not stat.S_ISREG(os.stat(path).st_mode):  # before opening: opening a FIFO waits for a writer
+        raise ValueError("not a regular file")
+    with open(path, "rb") as file:
+        content = file.read(MAX_SCRIPT_BYTES + 1)
+    if len(content) > MAX_SCRIPT_BYTES:
+        raise ValueError(f"the script is larger than the server's limit of {MAX_SCRIPT_BYTES} bytes (256 KiB)")
+    return content
 
 
 def find_parser(server, name):
@@ -103,15 +128,22 @@ def parser_named(server, name):
 
 
 def verdict_on(server, script, parser):
-    """The server's check of `script`, as a new version of `parser` (its rules), or for a new parser."""
+    """The server's check of `script`, as a new version of `parser` (its rules), or for a new parser.
+
+    A request the server refuses as such (a 400: a NUL in the text, say) is a verdict of that one problem.
+    """
     body = {"script_text": script.text}
-    if parser is not None:
-        return server.post(f"/api/parsers/{parser['id']}/check/", body)
-    return server.post("/api/parsers/check/", {**body, "name": script.name})
+    path = f"/api/parsers/{parser['id']}/check/" if parser else "/api/parsers/check/"
+    try:
+        return server.post(path, body if parser else {**body, "name": script.name})
+    except ServerProblem as problem:
+        if problem.status != 400:
+            raise
+        return {"valid": False, "problems": [{"line": None, "reason": str(problem)}], "sha256": script.sha256}
 
 
 def refusals_of(script, verdict):
-    return [Refusal(script.path, problem["line"], problem["reason"]) for problem in verdict["problems"]]
+    return [Refusal(script.path, problem["line"], printable(problem["reason"])) for problem in verdict["problems"]]
 
 
 @dataclass
@@ -192,22 +224,15 @@ def check(server, out, paths):
     verdicts = []
     for script in scripts:
         verdict = verdict_on(server, script, find_parser(server, script.name))
-        verdicts.append({"file": script.path, "name": script.name, **verdict})
+        verdicts.append({**verdict, "file": script.path, "name": script.name})
         found = refusals_of(script, verdict)
         refusals += found
-        for refusal in found:
-            out.line(str(refusal))
         if not found:
             out.line(f"{script.path}: ok")
     for refusal in refusals:
-        if not any(refusal.path == verdict["file"] for verdict in verdicts):
-            out.line(str(refusal))
-    out.data({"scripts": verdicts, "refused": [r.as_dict() for r in refusals if not _judged(r, verdicts)]})
+        out.line(str(refusal))
+    out.data({"scripts": verdicts, "refused": [refusal.as_dict() for refusal in refusals]})
     return 1 if refusals else 0
-
-
-def _judged(refusal, verdicts):
-    return any(refusal.path == verdict["file"] for verdict in verdicts)
 
 
 def diff(server, out, name, path):
@@ -236,21 +261,29 @@ def diff(server, out, name, path):
 def try_locally(out, path, *, out_dir, runner_options):
     """Run the script here as a worker would, with Parseq's runner (`python -m runner`); its exit status."""
     home = parseq_home()
+    if out_dir and os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise LocalProblem(f"{out_dir} is not a directory")
+    made = out_dir is None
     out_dir = out_dir or tempfile.mkdtemp(prefix=f"parseq-test-{Path(path).stem}-")
     python = home / ".venv" / "bin" / "python"
     command = [str(python if python.exists() else sys.executable), "-m", "runner", path, "--out", out_dir]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(home), os.environ.get("PYTHONPATH")]))}
-    if not out.as_json:
-        out.note(f"running {path} as a worker would; its files go to {out_dir}")
-        return subprocess.call([*command, *runner_options], env=env)
-    finished = subprocess.run([*command, *runner_options], env=env, capture_output=True)
-    files = sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []
+    try:
+        if not out.as_json:
+            out.note(f"running {path} as a worker would; its files go to {out_dir}")
+            return subprocess.call([*command, *runner_options], env=env)
+        finished = subprocess.run([*command, *runner_options], env=env, capture_output=True)
+    finally:
+        if made and not os.listdir(out_dir):  # nothing to look at: a usage error, say
+            os.rmdir(out_dir)
+    kept = os.path.isdir(out_dir)
+    files = sorted(os.listdir(out_dir)) if kept else []
     out.data(
         {
             "file": path,
             "ok": finished.returncode == 0,
             "exit_status": finished.returncode,
-            "out": out_dir,
+            "out": out_dir if kept else None,
             "files": files,
             "log": finished.stdout.decode("utf-8", errors="replace"),
             "summary": finished.stderr.decode("utf-8", errors="replace").strip(),

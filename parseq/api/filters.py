@@ -60,7 +60,7 @@ class ParserFilter(filters.FilterSet):
     # As the admin's search box: a word of the name or the description (never of a secret: script, variables).
     search = filters.CharFilter(method="search_words", help_text="A word of the parser's name or description.")
     enabled = TrueOrFalseFilter(help_text="Whether its automatic runs are on: true or false.")
-    name = filters.CharFilter(help_text="The parser's exact name.")
+    name = filters.CharFilter(strip=False, help_text="The parser's exact name.")
 
     class Meta:
         model = Parser

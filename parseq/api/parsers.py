@@ -1,5 +1,15 @@
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import MultiPartParser
+from rest_framework.parsers import JSONParser, MultiPartParser
+
+
+class DepthSafeJSONParser(JSONParser):
+    """JSON, with a body nested deeper than Python's stack a 400 like any other malformed body, not a 500."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError("JSON parse error - the body is nested too deeply.") from None
 
 
 class StrictMultiPartParser(MultiPartParser):

@@ -9,7 +9,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -18,7 +17,7 @@ from rest_framework.views import APIView
 from parseq.access.authentication import BasicAuthentication
 from parseq.access.tokens import token_of
 from parseq.api.filters import AuditEntryFilter, ParserFilter, RunFilter
-from parseq.api.parsers import StrictMultiPartParser
+from parseq.api.parsers import DepthSafeJSONParser, StrictMultiPartParser
 from parseq.api.permissions import SECRETS_PERMISSION, PublicDownloads, may_read_secrets
 from parseq.api.renderers import AnyContentRenderer
 from parseq.api.serializers import (
@@ -85,7 +84,7 @@ class ParserViewSet(viewsets.ModelViewSet):
     serializer_class = ParserSerializer
     filterset_class = ParserFilter
     lookup_value_regex = "[0-9]{1,18}"  # ids the database can hold; anything else is a 404
-    parser_classes = [StrictMultiPartParser, JSONParser]
+    parser_classes = [StrictMultiPartParser, DepthSafeJSONParser]
     action_permissions = {
         **dict.fromkeys(["list", "retrieve", "metadata", "audit", "versions"], "core.view_parser"),
         "create": "core.add_parser",
@@ -129,7 +128,7 @@ class ParserViewSet(viewsets.ModelViewSet):
         request=RunParametersSerializer,
         responses={202: RunSerializer},
     )
-    @action(detail=True, methods=["post"], parser_classes=[JSONParser])
+    @action(detail=True, methods=["post"], parser_classes=[DepthSafeJSONParser])
     def run(self, request, pk=None):
         parser = self.get_object()
         body = RunParametersSerializer(data=request.data)
@@ -155,7 +154,7 @@ class ParserViewSet(viewsets.ModelViewSet):
         request=ScriptCheckSerializer,
         responses={200: ScriptVerdictSerializer},
     )
-    @action(detail=False, methods=["post"], url_path="check", parser_classes=[JSONParser])
+    @action(detail=False, methods=["post"], url_path="check", parser_classes=[DepthSafeJSONParser])
     def check_new(self, request):
         return self._verdict(request, parser=None)
 
@@ -166,7 +165,7 @@ class ParserViewSet(viewsets.ModelViewSet):
         request=ScriptCheckSerializer,
         responses={200: ScriptVerdictSerializer},
     )
-    @action(detail=True, methods=["post"], url_path="check", parser_classes=[JSONParser])
+    @action(detail=True, methods=["post"], url_path="check", parser_classes=[DepthSafeJSONParser])
     def check(self, request, pk=None):
         return self._verdict(request, parser=self.get_object())
 
@@ -294,8 +293,9 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         summary="The captured log of a run, growing while it runs",
         description=(
             "From byte `offset` on (default 0); `X-Log-Size` is the whole log's size so far, in bytes, and "
-            "`X-Run-Status` the run's status as the log was read. To follow a running run, ask again with `offset` "
-            "set to the last `X-Log-Size` until `X-Run-Status` is neither `enqueued` nor `running`."
+            "`X-Run-Status` the run's status as the log was read, `X-Run-Attempt` its attempt (a run rerun after "
+            "its worker was lost logs afresh). To follow a running run, ask again with `offset` set to the last "
+            "`X-Log-Size` (0 when the attempt changed) until `X-Run-Status` is neither `enqueued` nor `running`."
         ),
         parameters=[OpenApiParameter("offset", OpenApiTypes.INT, description="The first byte to send (default 0)")],
         responses={(200, "text/plain"): OpenApiTypes.STR},
@@ -308,7 +308,9 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         log = run.log.encode()
         response = HttpResponse(log[int(offset) :], content_type="text/plain; charset=utf-8")
         response["X-Log-Size"] = str(len(log))
-        response["X-Run-Status"] = run.status  # one request per round for a client following the log
+        # One request per round for a client following the log; a new attempt starts its log afresh.
+        response["X-Run-Status"] = run.status
+        response["X-Run-Attempt"] = str(run.attempt)
         response["X-Content-Type-Options"] = "nosniff"
         response["Content-Security-Policy"] = "default-src 'none'; sandbox"
         response["Cache-Control"] = "no-store"  # it grows while the run runs

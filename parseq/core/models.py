@@ -10,6 +10,7 @@ from parseq.core.lifecycle import UNSENT_ERROR, RunQuerySet
 from parseq.core.triggers import CRON_HELP, validate_cron, validate_timezone
 from parseq.core.validation import validate_webhook_url
 from runner.egress import egress_ports_problem
+from runner.names import shows_as_written
 
 MAX_INTERVAL_DAYS = 3660
 MAX_ATTEMPTS = 10
@@ -188,6 +189,8 @@ class Parser(models.Model):
 
     def clean(self):
         super().clean()
+        if not shows_as_written(self.name):  # names are printed in terminals (`parseq runs`) and logs
+            raise ValidationError({"name": "A name cannot hold control characters or bidirectional controls."})
         if self.cron and self.repeat_after:
             raise ValidationError({"cron": "Choose either an interval (repeat after) or a cron expression, not both."})
         if self.repeat_after and self.scheduled_time is None:

@@ -16,6 +16,8 @@ from runner import addresses, modules
 from runner.restricted import DENIED_MODULES, policy_errors
 
 MAX_SCRIPT_BYTES = 256 * 1024
+MAX_PROBLEMS = 50
+TOO_DEEP = "nests too deeply to be checked (a very long expression, or blocks deep in blocks): split it up"
 
 
 @dataclass(frozen=True)
@@ -49,15 +51,24 @@ def validate_script(*, filename, content, size=None, restricted=False):
         return [Problem(error.lineno, f"syntax error: {error.msg}")]
     except ValueError as error:  # source with NUL bytes
         return [Problem(None, f"the script cannot be compiled: {error}")]
+    except (RecursionError, MemoryError):
+        return [Problem(None, f"the script {TOO_DEEP}")]
     problems = check_parse_function(tree) + check_imports(tree, restricted=restricted)
     if restricted:
         problems += check_restricted(source, filename)
-    return sorted(problems, key=lambda problem: problem.line or 0)
+    problems.sort(key=lambda problem: problem.line or 0)
+    if len(problems) > MAX_PROBLEMS:  # a reader wants the first few; thousands would only weigh on the answer
+        problems[MAX_PROBLEMS:] = [Problem(None, f"and {len(problems) - MAX_PROBLEMS} more problems")]
+    return problems
 
 
 def check_restricted(source, filename):
     problems = []
-    for error in policy_errors(source, filename):
+    try:
+        errors = policy_errors(source, filename)
+    except (RecursionError, MemoryError):  # RestrictedPython's compiler recurses deeper than Python's own
+        return [Problem(None, f"restricted mode: the script {TOO_DEEP}")]
+    for error in errors:
         match = re.match(r"Line (\d+): (.*)", error)
         line, reason = (int(match.group(1)), match.group(2)) if match else (None, error)
         problems.append(Problem(line, f"restricted mode: {reason}"))

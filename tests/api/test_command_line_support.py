@@ -132,6 +132,33 @@ class ScriptCheckTests(TemporaryMediaMixin, APITestCase):
         form = self.client.post(CHECK, {"script_text": VALID.decode()}, format="multipart")
         self.assertEqual(form.status_code, 415)
 
+    def test_a_script_nested_deeper_than_the_compilers_can_go_is_a_problem_not_a_server_error(self):
+        long_sum = "def parse():\n    return {}\n\nx = " + "1+" * 300 + "1\n"  # RestrictedPython's limit
+        deep = "def parse():\n    return {}\n\nx = a" + ".b" * 50000 + "\n"  # Python's own
+
+        for case, source in (("a long sum", long_sum), ("a long chain of attributes", deep)):
+            with self.subTest(case):
+                verdict = self.client.post(CHECK, {"script_text": source}, format="json").json()
+
+                self.assertFalse(verdict["valid"])
+                self.assertIn("nests too deeply to be checked", verdict["problems"][0]["reason"])
+
+    def test_thousands_of_problems_are_cut_to_the_first_fifty_and_a_count(self):
+        source = "def parse():\n    return {}\n" + "import numpy\n" * 3000
+
+        problems = self.client.post(CHECK, {"script_text": source}, format="json").json()["problems"]
+
+        self.assertEqual(len(problems), 51)
+        self.assertEqual(problems[-1], {"line": None, "reason": "and 2950 more problems"})
+
+    def test_json_nested_deeper_than_the_parser_can_go_is_a_400(self):
+        body = '{"script_text": "x", "name": ' + "[" * 100000 + "]" * 100000 + "}"
+
+        response = self.client.generic("POST", CHECK, body, content_type="application/json")
+
+        self.assertEqual(response.status_code, 400)
+        self.assertIn("nested too deeply", response.json()["detail"])
+
     def test_a_script_too_large_is_one_problem_saying_the_limit(self):
         verdict = self.client.post(CHECK, {"script_text": "#" * (256 * 1024 + 1)}, format="json").json()
 
@@ -150,13 +177,29 @@ class FindingParsersAndFollowingRunsTests(TemporaryMediaMixin, APITestCase):
             Parser.objects.create(name=name, script=SimpleUploadedFile(f"{name}.py", VALID))
 
         found = self.client.get("/api/parsers/", {"name": "http_cat"}).json()["results"]
+        padded = self.client.get("/api/parsers/", {"name": " http_cat"}).json()["results"]
 
         self.assertEqual([parser["name"] for parser in found], ["http_cat"])
         self.assertEqual(found[0]["script_sha256"], hashlib.sha256(VALID).hexdigest())
+        self.assertEqual(padded, [])
 
-    def test_the_log_says_the_runs_status_as_it_was_read(self):
+    def test_a_name_with_control_characters_is_refused(self):
+        self.client.force_authenticate(self.editor)
+
+        for name in ("red\x1b[31m", "two\nlines", "flipped\u202etxt.exe"):
+            with self.subTest(name=name):
+                response = self.client.post(
+                    "/api/parsers/", {"name": name, "script_text": VALID.decode()}, format="json"
+                )
+
+                self.assertEqual(response.status_code, 400)
+                self.assertIn("control characters", response.json()["errors"]["name"][0])
+
+    def test_the_log_says_the_runs_status_and_attempt_as_it_was_read(self):
         parser = Parser.objects.create(name="weather", script=SimpleUploadedFile("weather.py", VALID))
-        for status in ("running", "completed"):
-            run = Run.objects.create(parser=parser, status=status, log="a line\n")
+        for status, attempt in (("running", 2), ("completed", 1)):
+            run = Run.objects.create(parser=parser, status=status, attempt=attempt, log="a line\n")
 
-            self.assertEqual(self.client.get(f"/api/runs/{run.run_id}/log")["X-Run-Status"], status)
+            response = self.client.get(f"/api/runs/{run.run_id}/log")
+
+            self.assertEqual((response["X-Run-Status"], response["X-Run-Attempt"]), (status, str(attempt)))

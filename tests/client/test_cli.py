@@ -234,6 +234,40 @@ class CommandLineTests(LiveParseqTestCase):
             ],
         )
 
+    def test_files_no_save_would_take_are_each_named_with_the_reason(self):
+        self.write("odd/nul.py", "def parse():\n    return {}\n\x00")
+        self.write("odd/deep.py", "def parse():\n    return {}\n\nx = " + "1+" * 300 + "1\n")
+        self.write("odd/huge.py", "def parse():\n    return {}\n" + "#" * 300_000)
+        os.symlink("/etc/hostname", self.work / "odd" / "linked.py")
+
+        finished = self.run_parseq("push", "odd")
+
+        self.assertEqual(finished.returncode, 1)
+        self.assertEqual(
+            sorted(finished.stdout.splitlines()),
+            [
+                "odd/deep.py: restricted mode: the script nests too deeply to be checked (a very long expression, "
+                "or blocks deep in blocks): split it up",
+                "odd/huge.py: the script is larger than the server's limit of 262144 bytes (256 KiB)",
+                "odd/linked.py: a symbolic link, not followed in a directory: name it to push it",
+                "odd/nul.py: script_text: Null characters are not allowed.",
+            ],
+        )
+
+    def test_a_name_no_terminal_shows_as_written_is_refused_and_dash_dash_ends_the_options(self):
+        self.write("names/esc\x1b]0;owned\x07.py", script("esc"))
+        self.write("-dash.py", script("dash"))
+
+        refused = self.run_parseq("push", "names")
+        dashed = self.run_parseq("push", "--", "-dash.py")
+
+        self.assertEqual(refused.returncode, 1)
+        self.assertNotIn("\x1b", refused.stdout)
+        self.assertIn(
+            "no parser can be named 'esc\\x1b]0;owned\\x07': 1 to 200 characters, no control characters", refused.stdout
+        )
+        self.assertEqual((dashed.returncode, dashed.stdout), (0, "created -dash (version 1)\n"))
+
     # Running and following
 
     @shows_process_logs_on_failure
@@ -332,9 +366,13 @@ class CommandLineTests(LiveParseqTestCase):
         self.assertEqual(self.run_parseq("diff", "compared").returncode, 0)
 
     def test_test_runs_the_script_here_as_a_worker_would(self):
-        self.write("local.py", script("local", text="made here"))
+        self.write(
+            "local.py",
+            "import os\n\ndef parse():\n    print('making local')\n"
+            "    return {'local.txt': os.environ['WHAT'].encode()}\n",
+        )
 
-        finished = self.run_parseq("test", "local.py", "--out", "out")
+        finished = self.run_parseq("test", "local.py", "--out", "out", "-e", "WHAT=made here", "--", "--cold")
 
         self.assertEqual(finished.returncode, 0, finished.stderr)
         self.assertEqual((self.work / "out" / "local.txt").read_bytes(), b"made here")
