@@ -13,7 +13,7 @@ import sys
 import urllib.parse
 
 from parseq_client import __version__, runs, scripts
-from parseq_client.connection import Server, ServerProblem
+from parseq_client.connection import TIMEOUT_SECONDS, Server, ServerProblem
 from parseq_client.login import (
     Login,
     current_login,
@@ -59,7 +59,17 @@ def main(argv=None):
 
 def server():
     login = current_login()
-    return Server(login.url, token=login.token)
+    return Server(login.url, token=login.token, timeout=timeout())
+
+
+def timeout():
+    """PARSEQ_TIMEOUT: the seconds a whole answer may take (a slow link, a large list)."""
+    given = os.environ.get("PARSEQ_TIMEOUT", "")
+    if not given:
+        return TIMEOUT_SECONDS
+    if not (given.isascii() and given.isdigit() and 1 <= int(given) <= 3600):
+        raise LocalProblem(f"PARSEQ_TIMEOUT={given!r} is no number of seconds from 1 to 3600")
+    return int(given)
 
 
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
@@ -73,7 +83,7 @@ def login(arguments, out):
         raise LocalProblem("a user name and a password are needed (the input ended before them?)")
     if urllib.parse.urlsplit(url).scheme == "http" and urllib.parse.urlsplit(url).hostname not in LOOPBACK:
         out.note(f"parseq: warning: {url} is plain HTTP; your password and token cross the network readable")
-    answer = Server(url, username=username, password=password).post("/api/token/")
+    answer = Server(url, username=username, password=password, timeout=timeout()).post("/api/token/")
     path = store_login(Login(url=url, token=answer["token"], username=answer["username"]))
     out.line(f"logged in to {url} as {answer['username']} (token stored in {path})")
     out.data({"url": url, "username": answer["username"], "stored_in": str(path)})

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -16,6 +17,7 @@ import urllib.request
 from parseq_client import __version__
 from parseq_client.problems import printable
 
+# Seconds for a whole answer (not a download, which may be large): PARSEQ_TIMEOUT, else this.
 TIMEOUT_SECONDS = 30
 # No answer of Parseq's API comes near this (a page of 500 runs, a log); a larger one is not Parseq's.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
@@ -81,12 +83,19 @@ class Server:
         return self.call("PATCH", path, body=body).json()
 
     def call(self, method, path, *, query=None, body=None):
-        """The answer to one request; a ServerProblem for any status from 400 on, or no answer at all."""
+        """The answer to one request, whole within the timeout; a ServerProblem for any status from 400 on, an
+        answer too large or too slow, or none at all."""
+        deadline = time.monotonic() + self.timeout
+        chunks, size = [], 0
         with self._open(method, path, query=query, body=body) as response:
-            body = response.read(MAX_ANSWER_BYTES + 1)
-        if len(body) > MAX_ANSWER_BYTES:
-            raise UnexpectedAnswer(f"the server's answer is larger than {MAX_ANSWER_BYTES // 2**20} MiB")
-        return Answer(response.status, response.headers, body)
+            while chunk := response.read1(64 * 1024):  # what came, so that a trickle meets the deadline too
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_ANSWER_BYTES:
+                    raise UnexpectedAnswer(f"the server's answer is larger than {MAX_ANSWER_BYTES // 2**20} MiB")
+                if time.monotonic() > deadline:
+                    raise ServerProblem(f"the server sent no whole answer in {self.timeout} s (PARSEQ_TIMEOUT)")
+        return Answer(response.status, response.headers, b"".join(chunks))
 
     def download(self, url, destination):
         """Stream the file at `url` (an address the server gave) to the path `destination`; its size in bytes."""

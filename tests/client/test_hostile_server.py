@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -81,8 +82,9 @@ class HostileServerTests(SimpleTestCase):
         self.work = Path(tempfile.mkdtemp(prefix="parseq-test-hostile-"))
         self.addCleanup(shutil.rmtree, self.work, ignore_errors=True)
 
-    def parseq(self, *arguments):
+    def parseq(self, *arguments, **variables):
         env = {**os.environ, "PARSEQ_URL": self.server.url, "PARSEQ_TOKEN": TOKEN, "PARSEQ_CONFIG_DIR": str(self.work)}
+        env.update(variables)
         return subprocess.run([PARSEQ, *arguments], capture_output=True, text=True, cwd=self.work, env=env, timeout=60)
 
     def test_file_names_that_are_no_plain_names_are_refused_and_nothing_is_written(self):
@@ -124,6 +126,25 @@ class HostileServerTests(SimpleTestCase):
 
         self.assertEqual(finished.returncode, 3)
         self.assertIn("the server's answer is larger than 64 MiB", finished.stderr)
+
+    def test_an_answer_that_trickles_is_given_up_at_the_timeout(self):
+        def trickle(stream):
+            try:
+                for _ in range(60):
+                    stream.write(b" ")
+                    stream.flush()
+                    time.sleep(0.25)
+            except OSError:
+                pass  # the client hung up, as it should
+
+        self.server.answers["/api/runs/"] = (200, {"Content-Type": "application/json"}, trickle)
+        started = time.monotonic()
+
+        finished = self.parseq("runs", PARSEQ_TIMEOUT="2")
+
+        self.assertEqual(finished.returncode, 3)
+        self.assertIn("the server sent no whole answer in 2 s (PARSEQ_TIMEOUT)", finished.stderr)
+        self.assertLess(time.monotonic() - started, 10)
 
     def test_control_sequences_in_an_error_are_not_printed_to_the_terminal(self):
         detail = "No.\x1b]0;owned\x07 \x1b[2J"
