@@ -26,6 +26,7 @@ from parseq_client.output import Output
 from parseq_client.problems import LocalProblem
 
 USAGE, SERVER = 2, 3
+LOOPBACK = ("localhost", "127.0.0.1", "::1")  # plain HTTP to these crosses no network
 STATUSES = ["enqueued", "running", "completed", "error", "cancelled", "skipped"]
 
 
@@ -72,16 +73,14 @@ def timeout():
     return int(given)
 
 
-LOOPBACK = ("localhost", "127.0.0.1", "::1")
-
-
 def login(arguments, out):
     url = server_address(arguments.url)
     username = arguments.username or input("User: ").strip()
     password = sys.stdin.readline().rstrip("\r\n") if arguments.password_stdin else getpass.getpass("Password: ")
     if not (username and password):
         raise LocalProblem("a user name and a password are needed (the input ended before them?)")
-    if urllib.parse.urlsplit(url).scheme == "http" and urllib.parse.urlsplit(url).hostname not in LOOPBACK:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK:
         out.note(f"parseq: warning: {url} is plain HTTP; your password and token cross the network readable")
     answer = Server(url, username=username, password=password, timeout=timeout()).post("/api/token/")
     path = store_login(Login(url=url, token=answer["token"], username=answer["username"]))

@@ -94,8 +94,9 @@ def show_log(server, out, run_id, *, follow_it):
     if follow_it:
         return finish(server, out, run_id)
     answer = server.call("GET", f"/api/runs/{run_id}/log")
-    out.log(answer.body) if not out.as_json else None
-    status = answer.headers.get("X-Run-Status", "")
+    if not out.as_json:
+        out.log(answer.body)
+    status = printable(answer.headers.get("X-Run-Status", ""))
     out.data({"run_id": run_id, "status": status, "log": answer.body.decode("utf-8", errors="replace")})
     return 0
 

@@ -56,6 +56,8 @@ RANGE_HEADERS = [
 
 # A parser's body: a form with the script as a file, or JSON with its text (serializers.ParserTextSerializer).
 PARSER_BODIES = {"multipart/form-data": ParserUploadSerializer, "application/json": ParserTextSerializer}
+# Both checks: a script in JSON, a verdict back.
+CHECK_BODIES = {"request": ScriptCheckSerializer, "responses": {200: ScriptVerdictSerializer}}
 
 
 class RunAlreadyEnded(exceptions.APIException):
@@ -151,8 +153,7 @@ class ParserViewSet(viewsets.ModelViewSet):
         operation_id="api_parsers_check_new",
         description="The checks an upload gets, by line; `valid` is false when a save would refuse the script. "
         "`restricted` (default true, a new parser's default) adds the restricted mode's rules.",
-        request=ScriptCheckSerializer,
-        responses={200: ScriptVerdictSerializer},
+        **CHECK_BODIES,
     )
     @action(detail=False, methods=["post"], url_path="check", parser_classes=[DepthSafeJSONParser])
     def check_new(self, request):
@@ -162,8 +163,7 @@ class ParserViewSet(viewsets.ModelViewSet):
         summary="Check a new version of a parser's script, without saving it",
         operation_id="api_parsers_check",
         description="As for a new parser, by this parser's rules (its restricted mode; `restricted` is ignored).",
-        request=ScriptCheckSerializer,
-        responses={200: ScriptVerdictSerializer},
+        **CHECK_BODIES,
     )
     @action(detail=True, methods=["post"], url_path="check", parser_classes=[DepthSafeJSONParser])
     def check(self, request, pk=None):
